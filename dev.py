@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""One entry point for newcomers and CI: set up a virtual environment, then run something.
+
+    python3 dev.py demo    # install, then run the demo job on the embedded model
+    python3 dev.py test    # install, then run the test suite (what .ci/run calls)
+    python3 dev.py bench   # install, then run the benchmarks
+
+Needs only Python 3.11 and pip. Everything is pinned in constraints.txt.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("AUDIOBATCH_VENV", ROOT / ".venv"))
+BIN = VENV / "bin"
+STAMP = VENV / ".audiobatch-installed"
+
+
+def _install_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create the venv and install the project with test extras, once per pin change."""
+    if sys.version_info[:2] != (3, 11):
+        sys.exit(f"audiobatch needs Python 3.11 (this is {sys.version.split()[0]}): run it with python3.11")
+    fingerprint = _install_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint:
+        return
+    if not (BIN / "python").exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    print("installing audiobatch and its pinned dependencies (first time: a few minutes)", flush=True)
+    subprocess.run(
+        [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test,dask]"],
+        check=True,
+    )
+    STAMP.write_text(fingerprint)
+
+
+def project_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network
+    env.setdefault("DO_NOT_TRACK", "1")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def main(argv: list[str]) -> int:
+    command, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    if command not in {"demo", "test", "bench", "setup"}:
+        print(__doc__)
+        return 0 if command == "help" else 2
+    ensure_venv()
+    env = project_env()
+    if command == "setup":
+        return 0
+    if command == "demo":
+        args = [str(BIN / "audiobatch"), "demo", *rest]
+    elif command == "test":
+        args = [str(BIN / "python"), "-m", "pytest", "-ra", *rest]
+    else:
+        args = [str(BIN / "python"), str(ROOT / "benchmarks" / "run_all.py"), *rest]
+    return subprocess.run(args, cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
