@@ -1,0 +1,11 @@
+"""Where the shared test data lives: ../shared/data beside the checkout (AUDIOBATCH_TEST_DATA overrides)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("AUDIOBATCH_TEST_DATA", ROOT.parent / "shared" / "data"))
+SPEECH = DATA / "speech" / "audio"
+REFERENCES = DATA / "speech" / "references.csv"
+TEXTS = DATA / "texts"
