@@ -1,0 +1,9 @@
+"""The embedded OpenAI-compatible audio model: faster-whisper tiny.en + Piper en_US-joe-medium.
+
+A transcribe/narrate engine behind OpenAI's Chat Completions wire contract, not a chat model.
+`create_app()` gives the ASGI app (use it in-process with `httpx.ASGITransport`);
+`localmodel.server.serve()` runs it over HTTP.
+"""
+from localmodel.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,216 @@
+"""The embedded model as an ASGI app speaking OpenAI's Chat Completions wire contract.
+
+Used in-process through `httpx.ASGITransport(app=create_app())` (no port, no key) and served
+over HTTP by `localmodel.server.serve` (`audiobatch serve`). Routes:
+
+    POST /v1/chat/completions   transcribe input_audio / speak text (see localmodel.chat)
+    GET  /v1/models             the one model, `audiobatch-local`, described honestly
+    GET  /v1/models/{id}
+
+Every answer, errors included, carries an `x-request-id` header; errors use OpenAI's shape.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from localmodel import chat
+from localmodel.engines import (OUTPUT_SAMPLE_RATE, PIPER_VOICE_SHA256, PIPER_WEIGHTS, VOICE_NAME,
+                                WHISPER_MODEL_SHA256, WHISPER_WEIGHTS, Engines, shared_engines)
+from localmodel.wire import (INPUT_AUDIO_FORMATS, OUTPUT_AUDIO_FORMATS, APIError, new_id,
+                             parse_chat_request)
+from tasks.errors import register_secret
+from tasks.profiles import LOCAL_MODEL, get_profile
+
+log = logging.getLogger("audiobatch.localmodel")
+VOICE_HEADER = "x-audiobatch-voice"
+_STARTED = int(time.time())
+
+
+def create_app(*, api_key: str | None = None, max_body_bytes: int = 64 * 1024 * 1024,
+               engines: Engines | None = None) -> Starlette:
+    """The ASGI app. With `api_key`, every request needs `Authorization: Bearer <api_key>`.
+
+    `engines` defaults to the process-wide pair, so apps share one load and one worker thread.
+    """
+    register_secret(api_key)  # tasks.errors.redact() will scrub it wherever it shows up
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", _chat_completions, methods=["POST"]),
+            Route("/v1/models", _list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", _get_model, methods=["GET"]),
+        ],
+        exception_handlers={APIError: _api_error_response, HTTPException: _http_error_response},
+        middleware=[Middleware(RequestMiddleware, api_key=api_key)],
+    )
+    app.state.engines = engines or shared_engines()
+    app.state.max_body_bytes = max_body_bytes
+    return app
+
+
+# --- routes ------------------------------------------------------------------------------
+
+async def _chat_completions(request: Request) -> Response:
+    raw = await read_capped_body(request, request.app.state.max_body_bytes)
+    parsed = parse_chat_request(raw)
+    engines: Engines = request.app.state.engines
+    prepared = await chat.prepare(parsed)
+    headers = {VOICE_HEADER: VOICE_NAME} if parsed.wants_audio else {}
+    if parsed.stream:
+        events = await chat.start_stream(prepared, engines)
+        headers["cache-control"] = "no-cache"
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return JSONResponse(await chat.complete(prepared, engines), headers=headers)
+
+
+async def _list_models(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [model_card()]})
+
+
+async def _get_model(request: Request) -> Response:
+    model_id = request.path_params["model_id"]
+    if model_id != LOCAL_MODEL:
+        raise APIError(404, f"The model '{model_id}' does not exist here: this server serves "
+                       f"only '{LOCAL_MODEL}'.", code="model_not_found", param="model")
+    return JSONResponse(model_card())
+
+
+def model_card() -> dict[str, Any]:
+    """OpenAI's model object plus an honest description of what this model is."""
+    profile = get_profile(LOCAL_MODEL)
+    return {
+        "id": LOCAL_MODEL, "object": "model", "created": _STARTED, "owned_by": "audiobatch",
+        "description": ("Embedded transcribe/narrate engine, not a chat model: input_audio is "
+                        "transcribed (text parts are ignored); with modalities [\"text\", "
+                        "\"audio\"] the last user message's text is spoken. English only."),
+        "capabilities": {"transcribe": True, "narrate": True, "chat": False, "streaming": True},
+        "languages": list(profile.languages) or ["en"],
+        "voice": VOICE_NAME,
+        "voices_note": f"any requested voice name is answered with {VOICE_NAME}",
+        "input_audio_formats": list(INPUT_AUDIO_FORMATS),
+        "output_audio_formats": list(OUTPUT_AUDIO_FORMATS),
+        "output_sample_rate": OUTPUT_SAMPLE_RATE,
+        "audio_tokens_per_second": {"input": profile.input_audio_tokens_per_s,
+                                    "output": profile.output_audio_tokens_per_s},
+        "engines": {
+            "speech_to_text": {"engine": "faster-whisper", "weights": WHISPER_WEIGHTS,
+                               "sha256": WHISPER_MODEL_SHA256},
+            "text_to_speech": {"engine": "piper-tts", "weights": PIPER_WEIGHTS,
+                               "sha256": PIPER_VOICE_SHA256},
+        },
+    }
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) past `limit` bytes without reading more than that."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise APIError(400, "the Content-Length header is not a number.", code="invalid_request")
+        if int(declared) > limit:
+            raise _too_large(f"{int(declared):,} bytes", limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit:,} bytes", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: str, limit: int) -> APIError:
+    return APIError(413, f"the request body ({size}) is over this server's limit "
+                    f"of {limit:,} bytes. Send shorter audio chunks (a smaller audio-token "
+                    "budget), or start the server with a larger --max-body-mb.",
+                    code="request_too_large")
+
+
+# --- errors ------------------------------------------------------------------------------
+
+async def _api_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _http_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 405:
+        error = APIError(405, f"Method not allowed ({where}); allowed: "
+                         f"{(exc.headers or {}).get('Allow', '?')}.", code="method_not_allowed")
+    elif exc.status_code == 404:
+        error = APIError(404, f"Invalid URL ({where}). This server has POST /v1/chat/completions "
+                         "and GET /v1/models.", code="unknown_url")
+    else:
+        error = APIError(exc.status_code, str(exc.detail), code=None)
+    return JSONResponse(error.body(), status_code=error.status, headers=exc.headers)
+
+
+class RequestMiddleware:
+    """Request ids, the API key check and a last-resort 500, for every route.
+
+    Pure ASGI (not BaseHTTPMiddleware) so that streamed answers pass straight through.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None = None) -> None:
+        self.app = app
+        self._key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_id("req_")
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        error = self._auth_error(scope)
+        if error is not None:
+            await _send_error(error, scope, receive, send_with_id)
+            return
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            if started:
+                raise  # mid-stream: nothing left but to drop the connection
+            error = APIError(500, f"the local model failed on this request ({request_id}); "
+                             "see the server log.", type="server_error", code="server_error")
+            await _send_error(error, scope, receive, send_with_id)
+
+    def _auth_error(self, scope: Scope) -> APIError | None:
+        if self._key is None:
+            return None
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not given.strip():
+            return APIError(401, "Missing API key: this server needs 'Authorization: Bearer <key>' "
+                            "with the key it was started with (--api-key / "
+                            "AUDIOBATCH_SERVE_API_KEY).", code="invalid_api_key")
+        if not hmac.compare_digest(given.strip(), self._key):
+            return APIError(401, "Incorrect API key provided. Use the key this server was "
+                            "started with (--api-key / AUDIOBATCH_SERVE_API_KEY).",
+                            code="invalid_api_key")
+        return None
+
+
+async def _send_error(error: APIError, scope: Scope, receive: Receive, send: Send) -> None:
+    await JSONResponse(error.body(), status_code=error.status)(scope, receive, send)

@@ -1,0 +1,169 @@
+"""What the embedded model does with a chat request: transcribe input audio, speak text.
+
+It is a transcribe/narrate engine, not a chat model:
+- audio in -> the transcript is the assistant's text; text parts (instructions to a chat
+  model, e.g. "transcribe verbatim") are ignored, since Whisper follows no instructions;
+- text in with modalities ["text", "audio"] -> the text of the LAST user message is spoken;
+  system/developer messages (narration instructions) are not spoken;
+- audio in and audio out -> the input is transcribed and the transcript is spoken.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, Engines
+from localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, ChatRequest, audio_dict, chunk_dict,
+                             completion_dict, new_id, now, sse, usage_dict)
+from tasks import codecs
+from tasks.errors import InputError
+from tasks.profiles import LOCAL_MODEL, estimate_text_tokens, get_profile
+
+STREAM_CHUNK_SAMPLES = OUTPUT_SAMPLE_RATE * 3 // 10  # 300 ms of pcm16 per streamed chunk
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A parsed request with its input audio decoded (16 kHz mono), ready for inference."""
+
+    request: ChatRequest
+    samples: np.ndarray | None
+
+    @property
+    def input_seconds(self) -> float:
+        return 0.0 if self.samples is None else self.samples.size / WHISPER_SAMPLE_RATE
+
+
+async def prepare(request: ChatRequest) -> Prepared:
+    """Decode the input audio off the event loop; bad audio is a 400 naming the part."""
+    if not request.audio_inputs:
+        return Prepared(request, None)
+    blocks = [await asyncio.to_thread(_decode, audio) for audio in request.audio_inputs]
+    return Prepared(request, np.concatenate(blocks))
+
+
+def _decode(audio: AudioInput) -> np.ndarray:
+    try:
+        samples = codecs.decode(audio.data, WHISPER_SAMPLE_RATE, label=audio.label)
+    except InputError as exc:
+        raise APIError(400, str(exc), code="invalid_audio", param=audio.label) from exc
+    if samples.size == 0:
+        raise APIError(400, f"{audio.label}: the audio has no samples (zero length). Send a "
+                       "recording with sound in it.", code="invalid_audio", param=audio.label)
+    return samples
+
+
+def usage_for(prepared: Prepared, *, output_text: str, output_samples: int) -> dict[str, Any]:
+    """Token counts with the remote profile's rates, so cost reports keep the same shape."""
+    profile = get_profile(LOCAL_MODEL)
+    has_audio = prepared.samples is not None
+    return usage_dict(
+        prompt_audio=profile.input_audio_tokens(prepared.input_seconds) if has_audio else 0,
+        prompt_text=estimate_text_tokens("\n".join(prepared.request.prompt_texts)),
+        completion_audio=profile.output_audio_tokens(output_samples / OUTPUT_SAMPLE_RATE),
+        completion_text=estimate_text_tokens(output_text),
+    )
+
+
+async def text_to_speak(prepared: Prepared, engines: Engines) -> str:
+    """The narration text: the input audio's transcript if audio came in, else the user's text."""
+    if prepared.samples is None:
+        return prepared.request.user_text
+    transcript = await engines.transcribe(prepared.samples)
+    if not transcript:
+        raise APIError(400, "no speech was recognised in the input audio, so there is nothing "
+                       "to speak. Send audio with English speech in it.", code="no_speech",
+                       param="messages")
+    return transcript
+
+
+# --- whole answers -----------------------------------------------------------------------
+
+async def complete(prepared: Prepared, engines: Engines) -> dict[str, Any]:
+    request, created = prepared.request, now()
+    if not request.wants_audio:
+        assert prepared.samples is not None  # parse_chat_request insists on audio here
+        transcript = await engines.transcribe(prepared.samples)
+        usage = usage_for(prepared, output_text=transcript, output_samples=0)
+        return completion_dict(new_id("chatcmpl-"), created, content=transcript, audio=None,
+                               usage=usage)
+    text = await text_to_speak(prepared, engines)
+    samples = await engines.synthesize(text)
+    if samples.size == 0:
+        raise APIError(400, "the text produced no speech; give words to speak.",
+                       code="missing_text", param="messages")
+    encoded = await asyncio.to_thread(codecs.encode, samples, OUTPUT_SAMPLE_RATE,
+                                      request.output_format)
+    audio = audio_dict(new_id("audio_"), created, data=base64.b64encode(encoded).decode(),
+                       transcript=text)
+    usage = usage_for(prepared, output_text=text, output_samples=samples.size)
+    return completion_dict(new_id("chatcmpl-"), created, content=None, audio=audio, usage=usage)
+
+
+# --- streamed answers (Server-Sent Events) -----------------------------------------------
+
+class _Chunks:
+    """Builds the SSE chunks of one streamed completion."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.id, self.created, self.include_usage = new_id("chatcmpl-"), now(), include_usage
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return sse(chunk_dict(self.id, self.created, delta=delta, finish_reason=finish_reason,
+                              include_usage=self.include_usage))
+
+    def ending(self, usage: dict[str, Any]) -> list[bytes]:
+        events = [self.delta({}, finish_reason="stop")]
+        if self.include_usage:
+            events.append(sse(chunk_dict(self.id, self.created, usage=usage, include_usage=True)))
+        return [*events, sse("[DONE]")]
+
+
+async def start_stream(prepared: Prepared, engines: Engines) -> AsyncIterator[bytes]:
+    """Work that can still fail with a status code happens here, before the stream starts."""
+    chunks = _Chunks(prepared.request.include_usage)
+    if not prepared.request.wants_audio:
+        return _stream_transcript(prepared, engines, chunks)
+    text = await text_to_speak(prepared, engines)
+    return _stream_speech(prepared, text, engines, chunks)
+
+
+async def _stream_transcript(prepared: Prepared, engines: Engines,
+                             chunks: _Chunks) -> AsyncIterator[bytes]:
+    assert prepared.samples is not None  # parse_chat_request insists on audio here
+    yield chunks.delta({"role": "assistant", "content": "", "refusal": None})
+    pieces: list[str] = []
+    async for segment_text in engines.iter_transcript(prepared.samples):
+        piece = segment_text.strip()
+        if piece:
+            yield chunks.delta({"content": piece if not pieces else " " + piece})
+            pieces.append(piece)
+    usage = usage_for(prepared, output_text=" ".join(pieces), output_samples=0)
+    for event in chunks.ending(usage):
+        yield event
+
+
+async def _stream_speech(prepared: Prepared, text: str, engines: Engines,
+                         chunks: _Chunks) -> AsyncIterator[bytes]:
+    audio_id = new_id("audio_")
+    # As OpenAI streams it: id and transcript first; then the audio, sentence by sentence as
+    # Piper speaks it; the last audio update carries only the expiry time.
+    first = {"id": audio_id, "transcript": text}
+    yield chunks.delta({"role": "assistant", "content": None, "refusal": None, "audio": first})
+    total_samples = 0
+    async for block in engines.iter_speech(text):
+        total_samples += block.size
+        pcm = codecs.to_int16(block).tobytes()
+        step = STREAM_CHUNK_SAMPLES * 2
+        for start in range(0, len(pcm), step):
+            data = base64.b64encode(pcm[start:start + step]).decode()
+            yield chunks.delta({"audio": {"id": audio_id, "data": data}})
+    yield chunks.delta({"audio": {"id": audio_id, "expires_at": chunks.created + AUDIO_EXPIRY_S}})
+    usage = usage_for(prepared, output_text=text, output_samples=total_samples)
+    for event in chunks.ending(usage):
+        yield event
