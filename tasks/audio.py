@@ -1,0 +1,215 @@
+"""Prepare one audio file for the model: streaming decode -> chunks cut in pauses -> loudness.
+
+`prepare_chunks` decodes any FFmpeg-readable file block by block (`tasks.codecs.iter_decoded`)
+to mono at 16 kHz, keeps at most about one chunk of samples, and whenever the buffer holds
+more than the per-request budget it picks the cut (`tasks.pauses`: in a pause when there is
+one), loudness-normalises the chunk and writes it as a 16-bit wav in the work directory. A
+3-hour recording is never held in memory; the function returns metadata only.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from tasks.codecs import iter_decoded, to_int16
+from tasks.errors import ConfigError, InputError
+from tasks.loudness import StreamingLoudness, loudness_gain_db
+from tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
+
+__all__ = ["PREPARE_RATE", "DEFAULT_SEARCH_WINDOW_S", "Chunk", "PreparedAudio", "CutRules", "Span",
+           "max_chunk_seconds", "plan_cuts", "prepare_chunks", "chunk_rules"]
+
+PREPARE_RATE = 16000
+DEFAULT_SEARCH_WINDOW_S = 8.0  # capped at half a chunk for small budgets
+DEFAULT_MARGIN_TOKENS = 10  # slack for providers that count a little more than seconds x rate
+_SLACK_SAMPLES = 1 << 15  # buffer room beyond one chunk for the decoder block that overfills it
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    start_s: float  # true position in the source recording: first sample / rate
+    end_s: float
+    path: Path  # 16 kHz mono 16-bit wav in work_dir
+    start_sample: int = 0
+    end_sample: int = 0
+    cut: str = "end"  # how the end was chosen: "pause", "quietest" or "end"
+    gain_db: float = 0.0  # loudness gain applied to this chunk
+    silent: bool = False  # nothing above the silence floor: the caller may skip the request
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    duration_s: float
+    sample_rate: int
+    chunks: list[Chunk]
+    source_loudness_lufs: float | None  # BS.1770 integrated; None when silent or too short
+    silent: bool  # every chunk is silent: the recording has no signal above the floor
+
+
+def max_chunk_seconds(max_audio_tokens: int, tokens_per_s: float,
+                      margin_tokens: int = DEFAULT_MARGIN_TOKENS) -> float:
+    """The longest chunk whose tokens, ceil(seconds * tokens_per_s), fit the budget minus a margin."""
+    usable = int(max_audio_tokens) - int(margin_tokens)
+    if not (math.isfinite(tokens_per_s) and tokens_per_s > 0):
+        raise ConfigError(f"input audio tokens per second must be positive, got {tokens_per_s}; "
+                          "fix input_audio_tokens_per_s in the model profile")
+    if usable < 1:
+        raise ConfigError(f"an audio-token budget of {max_audio_tokens} leaves no room for audio "
+                          f"after the {margin_tokens}-token safety margin: raise --max-audio-tokens")
+    seconds = usable / tokens_per_s
+    while math.ceil(seconds * tokens_per_s) > usable:  # float rounding may overshoot by one token
+        seconds = math.nextafter(seconds, 0.0)
+    return seconds
+
+
+def chunk_rules(max_chunk_s: float, sample_rate: int = PREPARE_RATE,
+                search_window_s: float = DEFAULT_SEARCH_WINDOW_S, overlap_s: float = 0.0) -> CutRules:
+    """The cut rules `prepare_chunks` uses (also for planning from precomputed levels)."""
+    if overlap_s < 0 or not math.isfinite(overlap_s):
+        raise ConfigError(f"overlap_s must be zero or positive seconds, got {overlap_s}")
+    return CutRules.from_seconds(sample_rate, max_chunk_s=max_chunk_s,
+                                 search_window_s=search_window_s, overlap_s=overlap_s)
+
+
+class _SampleBuffer:
+    """Decoded samples from absolute position `start` on, in one preallocated array.
+
+    Sized for one chunk plus slack, so appending never reallocates in the usual case and
+    cutting a chunk is a view, not a copy.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.empty(capacity, dtype=np.float32)
+        self._used = 0
+        self.start = 0
+
+    @property
+    def end(self) -> int:
+        return self.start + self._used
+
+    def append(self, block: np.ndarray) -> None:
+        needed = self._used + len(block)
+        if needed > len(self._data):  # only for a decoder block larger than the slack
+            grown = np.empty(max(needed, len(self._data) * 5 // 4), dtype=np.float32)
+            grown[: self._used] = self._data[: self._used]
+            self._data = grown
+        self._data[self._used:needed] = block
+        self._used = needed
+
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """A view of samples [start, stop) in absolute positions; valid until the next change."""
+        return self._data[start - self.start: stop - self.start]
+
+    def drop_before(self, position: int) -> None:
+        keep = self.end - position
+        self._data[:keep] = self._data[position - self.start: self._used]
+        self._used = keep
+        self.start = position
+
+
+class _ChunkWriter:
+    """Levels and writes chunk wavs piece by piece; records their metadata."""
+
+    _PIECE = 1 << 16  # samples converted to 16-bit at a time: no full-chunk temporaries
+
+    def __init__(self, work_dir: Path, label: str, sample_rate: int, target_lufs: float) -> None:
+        self.work_dir = work_dir
+        self.stem = _file_stem(label)
+        self.sample_rate = sample_rate
+        self.target_lufs = target_lufs
+        self.chunks: list[Chunk] = []
+
+    def write(self, samples: np.ndarray, span: Span) -> None:
+        gain_db, silent = loudness_gain_db(samples, self.sample_rate, self.target_lufs)
+        index = len(self.chunks)
+        path = self.work_dir / f"{self.stem}.{index:05d}.wav"
+        partial = path.with_suffix(".wav.part")
+        gain = np.float32(10.0 ** (gain_db / 20.0))
+        with sf.SoundFile(partial, "w", samplerate=self.sample_rate, channels=1, format="WAV",
+                          subtype="PCM_16") as out:
+            for start in range(0, len(samples), self._PIECE):
+                out.write(to_int16(samples[start:start + self._PIECE] * gain))
+        partial.replace(path)  # a crash never leaves a truncated chunk under the final name
+        rate = self.sample_rate
+        self.chunks.append(Chunk(index=index, start_s=span.start / rate, end_s=span.end / rate,
+                                 path=path, start_sample=span.start, end_sample=span.end,
+                                 cut=span.cut, gain_db=gain_db, silent=silent))
+
+    def remove_files(self) -> None:
+        for chunk in self.chunks:
+            chunk.path.unlink(missing_ok=True)
+        for partial in self.work_dir.glob(f"{self.stem}.*.wav.part"):
+            partial.unlink(missing_ok=True)
+
+
+def _file_stem(label: str) -> str:
+    """A file-name-safe stem unique to the label, so items can share a work directory."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(label).stem or label).strip("_")[:48] or "audio"
+    return f"{slug}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
+
+
+def _next_span(buffer: _SampleBuffer, start: int, rules: CutRules) -> Span:
+    """Cut the chunk starting at `start`; the buffer holds more than one chunk from there."""
+    _, limit = search_window(start, rules)
+    frames = buffer.samples(first_frame(start, rules) * rules.frame_samples,
+                            limit * rules.frame_samples)
+    end, how = choose_end(frame_levels_db(frames, rules.frame_samples), start, rules)
+    return Span(start, end, how)
+
+
+def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWriter,
+                meter: StreamingLoudness) -> int:
+    """Feed decoded blocks through the buffer, writing every chunk; returns the sample count."""
+    buffer = _SampleBuffer(rules.max_chunk_samples + 2 * _SLACK_SAMPLES)
+    start = 0
+    for block in blocks:
+        meter.add(block)
+        buffer.append(block)
+        while buffer.end - start > rules.max_chunk_samples:
+            span = _next_span(buffer, start, rules)
+            writer.write(buffer.samples(span.start, span.end), span)
+            start = span.end - rules.overlap_samples
+            buffer.drop_before(start)
+    if buffer.end > start:
+        writer.write(buffer.samples(start, buffer.end), Span(start, buffer.end, "end"))
+    return buffer.end
+
+
+def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str,
+                   target_lufs: float = -20.0, search_window_s: float = DEFAULT_SEARCH_WINDOW_S,
+                   overlap_s: float = 0.0, sample_rate: int = PREPARE_RATE) -> PreparedAudio:
+    """Decode `path`, cut it into chunks of at most `max_chunk_s` and write them to `work_dir`.
+
+    Chunks tile the recording exactly (or overlap by `overlap_s`), end in pauses when a pause
+    lies in the last `search_window_s` before the limit, and are loudness-normalised to
+    `target_lufs` with the peak kept below -1 dBFS. Raises `InputError` naming `label` for
+    unreadable or empty audio, `ConfigError` for impossible chunk settings.
+    """
+    rules = chunk_rules(max_chunk_s, sample_rate, search_window_s, overlap_s)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    writer = _ChunkWriter(work_dir, label, sample_rate, target_lufs)
+    meter = StreamingLoudness(sample_rate)
+    try:
+        total = _cut_stream(iter_decoded(Path(path), sample_rate, label), rules, writer, meter)
+    except BaseException:
+        writer.remove_files()  # a failed item leaves no half set of chunks behind
+        raise
+    if total == 0:
+        raise InputError(f"{label}: the file decodes to no audio at all (zero length). "
+                         "Check that the recording is not empty and re-export it.")
+    return PreparedAudio(duration_s=total / sample_rate, sample_rate=sample_rate,
+                         chunks=writer.chunks, source_loudness_lufs=meter.integrated_lufs(),
+                         silent=all(chunk.silent for chunk in writer.chunks))
