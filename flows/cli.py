@@ -1,0 +1,171 @@
+"""The `audiobatch` command line. Each job subcommand runs the matching Prefect flow."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tasks.errors import AudiobatchError, redact, register_secret
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network calls home
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="model id (default: the embedded model, or "
+                       "AUDIOBATCH_MODEL; gpt-audio-1.5 when --base-url is set)")
+    group.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. "
+                       "https://api.openai.com/v1 (default: OPENAI_BASE_URL, else the embedded model)")
+    group.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="NAME",
+                       help="environment variable holding the API key (default OPENAI_API_KEY)")
+    group.add_argument("--provider", help="price table to use (default: from the base URL host)")
+    group.add_argument("--profiles", help="TOML file with your model profiles and prices")
+    group.add_argument("--price-as", help="price usage as this OpenAI model (e.g. to see what a "
+                       "local run would cost on gpt-audio-1.5)")
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", help="CSV or Parquet manifest (path or fsspec URL)")
+    parser.add_argument("--out", default="outputs", help="output root (folder or fsspec URL)")
+    _add_model_args(parser)
+    group = parser.add_argument_group("throughput and reliability")
+    group.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    group.add_argument("--requests-per-minute", type=float, help="request rate cap")
+    group.add_argument("--tokens-per-minute", type=float, help="token rate cap")
+    group.add_argument("--max-attempts", type=int, default=6, help="attempts per request")
+    group.add_argument("--timeout-s", type=float, default=120.0, help="timeout per attempt")
+    group.add_argument("--item-deadline-s", type=float, help="give up on an item after this long")
+    group.add_argument("--max-cost-usd", type=float, help="stop before spending more than this")
+    group.add_argument("--max-download-mb", type=float, default=4096.0, help="URL size cap")
+    group.add_argument("--allow-scheme", dest="allow_schemes", action="append", default=None,
+                       metavar="SCHEME", help="enable an fsspec URL scheme (s3, gs, ...)")
+    group = parser.add_argument_group("re-runs")
+    group.add_argument("--run-id", help="use (or resume) this run id")
+    group.add_argument("--no-resume", dest="resume", action="store_false",
+                       help="start a new run even if the same job was interrupted")
+    group.add_argument("--no-cache", dest="use_cache", action="store_false",
+                       help="send every request even if an identical one succeeded before")
+    group.add_argument("--rerun-failed", metavar="RUN_ID",
+                       help="only the items that failed in that run ('last' for the latest)")
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                        default=None, help="no progress bar")
+
+
+def _transcribe_parser(sub: Any) -> None:
+    parser = sub.add_parser("transcribe", help="transcribe a manifest of audio files")
+    _add_run_args(parser)
+    group = parser.add_argument_group("transcription")
+    group.add_argument("--language", help="ISO 639-1 language of the audio (default: per row)")
+    group.add_argument("--prompt", help="context for the model: names, spellings, topic")
+    group.add_argument("--max-audio-tokens", type=int,
+                       help="per-request audio token budget (default from the model profile: 4096)")
+    group.add_argument("--overlap-s", type=float, default=0.0,
+                       help="overlap between chunks, de-duplicated when joining (default 0)")
+
+
+def _narrate_parser(sub: Any) -> None:
+    parser = sub.add_parser("narrate", help="narrate a manifest of texts to audio files")
+    _add_run_args(parser)
+    group = parser.add_argument_group("narration")
+    group.add_argument("--voice", default="alloy", help="voice (default alloy; per row: voice)")
+    group.add_argument("--format", dest="audio_format", default="mp3",
+                       choices=["wav", "mp3", "flac", "opus"], help="audio format (default mp3)")
+    group.add_argument("--speed", type=float, default=1.0, help="0.25-4.0, pitch preserved")
+    group.add_argument("--instructions", help="style or tone for the narrator")
+    group.add_argument("--target-lufs", type=float, default=-16.0, help="loudness (default -16)")
+    group.add_argument("--max-audio-tokens", type=int,
+                       help="per-request audio-out token budget (default from the profile: 4096)")
+
+
+def _serve_parser(sub: Any) -> None:
+    parser = sub.add_parser("serve", help="serve the embedded model over HTTP (OpenAI-compatible)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", help="require this bearer key (or AUDIOBATCH_SERVE_API_KEY)")
+    parser.add_argument("--max-body-mb", type=float, default=64.0, help="request size cap")
+
+
+def _demo_parser(sub: Any) -> None:
+    parser = sub.add_parser("demo", help="run the example jobs on the embedded model")
+    parser.add_argument("--out", default="outputs/demo", help="output root")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiobatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_transcribe_parser, _narrate_parser, _serve_parser, _demo_parser):
+        add(sub)
+    return parser
+
+
+def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """argparse destinations are named like the flow parameters; drop CLI-only ones."""
+    cli_only = {"command", "api_key_env", "handler"}
+    return {k: v for k, v in vars(args).items() if k not in cli_only}
+
+
+def _use_api_key(args: argparse.Namespace) -> None:
+    """The key travels by environment only: never a flow parameter (Prefect stores those)."""
+    key = os.environ.get(args.api_key_env)
+    if key:
+        register_secret(key)
+        os.environ["OPENAI_API_KEY"] = key
+
+
+def run_transcribe(args: argparse.Namespace) -> int:
+    from flows.transcribe import transcribe_manifest
+
+    _use_api_key(args)
+    return _summary_exit(asyncio.run(transcribe_manifest(**_flow_kwargs(args))))
+
+
+def run_narrate(args: argparse.Namespace) -> int:
+    from flows.narrate import narrate_manifest
+
+    _use_api_key(args)
+    return _summary_exit(asyncio.run(narrate_manifest(**_flow_kwargs(args))))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from localmodel.server import serve
+
+    serve(host=args.host, port=args.port, api_key=args.api_key, max_body_mb=args.max_body_mb)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from flows.demo import demo
+
+    return demo(args.out)
+
+
+def _summary_exit(summary: dict) -> int:
+    """Exit 0 when every item is ok; 1 when some failed or were skipped (outputs are kept)."""
+    return 0 if summary["ok"] == summary["items"] else 1
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "transcribe": run_transcribe, "narrate": run_narrate, "serve": run_serve, "demo": run_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except AudiobatchError as error:
+        print(f"audiobatch: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("audiobatch: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # a last line of defence: never print a key
+        print(f"audiobatch: unexpected error: {redact(str(error))}", file=sys.stderr)
+        raise SystemExit(3) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

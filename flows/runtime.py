@@ -1,0 +1,113 @@
+"""Wiring for a run: the model client (embedded in-process or remote) and the run context.
+
+This is the one place that connects `localmodel` to the client: with no base URL, requests go
+to the embedded ASGI app through `httpx.ASGITransport` (same code path, no port, no key).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import httpx
+
+from tasks.cache import ResultCache
+from tasks.calls import Budget
+from tasks.errors import ConfigError, register_secret
+from tasks.limits import Limiter
+from tasks.model import ClientSettings, ModelClient
+from tasks.outputs import OutputRoot, RunStaging
+from tasks.profiles import LOCAL_PROVIDER, get_prices, get_profile
+from tasks.runs import RunContext, RunOptions, choose_run_id, state_dir, write_job_file
+from tasks.sources import FetchPolicy
+
+log = logging.getLogger("audiobatch")
+
+
+def client_settings(options: RunOptions) -> ClientSettings:
+    settings = ClientSettings.from_env(base_url=options.base_url, model=options.model,
+                                       provider=options.provider, concurrency=options.concurrency,
+                                       requests_per_minute=options.requests_per_minute,
+                                       tokens_per_minute=options.tokens_per_minute,
+                                       max_attempts=options.max_attempts, timeout_s=options.timeout_s)
+    register_secret(settings.api_key)
+    if settings.base_url is None and settings.api_key:
+        settings = replace(settings, api_key=None)  # the embedded model needs no key: don't send one
+    return settings
+
+
+def build_client(settings: ClientSettings, limiter: Limiter | None = None) -> ModelClient:
+    """A client for the settings; the embedded model when no base URL is configured."""
+    transport = None
+    if settings.base_url is None:
+        from localmodel.app import create_app
+
+        transport = httpx.ASGITransport(app=create_app())
+    return ModelClient(settings, transport=transport, limiter=limiter)
+
+
+def _pricing(options: RunOptions, model: str, provider: str):
+    """Prices used for costs: the model's own, or those of --price-as (e.g. local as gpt-audio-1.5)."""
+    if options.price_as:
+        prices = get_prices("openai", options.price_as, options.profiles)
+        if prices is None:
+            raise ConfigError(f"--price-as {options.price_as}: no OpenAI price for that model in "
+                              "the profiles; pick one of the priced models or add it with --profiles")
+        return prices, f"as {options.price_as}"
+    prices = get_prices(provider, model, options.profiles)
+    if prices is None and provider not in ("openai", LOCAL_PROVIDER):
+        prices = get_prices("openai", model, options.profiles)  # a gateway: assume list price
+        if prices is not None:
+            log.warning("no %s price for %s: using OpenAI's list price; set yours with --profiles",
+                        provider, model)
+            return prices, f"{model} at OpenAI list price"
+    if prices is None and options.max_cost_usd is not None:
+        raise ConfigError(f"--max-cost-usd needs a price for {model} at {provider}: add one "
+                          "with --profiles or use --price-as")
+    return prices, f"{provider}/{model}"
+
+
+@asynccontextmanager
+async def open_run(options: RunOptions, manifest_bytes: bytes) -> AsyncIterator[tuple[RunContext, bool]]:
+    """Build the run context (resuming an unfinished run of the same job) and close it after."""
+    settings = client_settings(options)
+    out = OutputRoot(options.out)
+    job_key = options.job_key(manifest_bytes)
+    run_id, resumed = choose_run_id(options, out, job_key)
+    folder = state_dir(out) / run_id
+    write_job_file(folder, job_key, options)
+    staging = RunStaging(folder)
+    profile = get_profile(settings.model, options.profiles)
+    if options.max_audio_tokens:  # the budget of what a job sends: audio in, or audio out
+        profile = (profile.with_budget(max_input_audio_tokens=options.max_audio_tokens)
+                   if options.kind == "transcribe"
+                   else profile.with_budget(max_output_audio_tokens=options.max_audio_tokens))
+    prices, priced_as = _pricing(options, settings.model, settings.provider)
+    spent = sum(r["cost_usd"] or 0.0 for r in staging.read("costs"))
+    limiter = Limiter(options.concurrency, options.requests_per_minute, options.tokens_per_minute)
+    allowed = frozenset({"file", "http", "https", *options.allow_schemes})
+    async with build_client(settings, limiter) as client:
+        ctx = RunContext(
+            options=options, run_id=run_id, out=out, staging=staging, work_dir=folder / "work",
+            client=client, model=settings.model, provider=settings.provider, profile=profile,
+            prices=prices, priced_as=priced_as, cache=ResultCache(out, enabled=options.use_cache),
+            budget=Budget(options.max_cost_usd, spent_usd=spent),
+            fetch_policy=FetchPolicy(max_bytes=int(options.max_download_mb * 1024 * 1024),
+                                     timeout_s=min(options.timeout_s, 300.0), allowed_schemes=allowed),
+            paid_chunks={(r["item_id"], r["chunk_index"]) for r in staging.read("costs")
+                         if not r.get("cached") and r.get("http_status") == 200},
+        )
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        yield ctx, resumed
+
+
+def finish_run(ctx: RunContext, summary: dict) -> None:
+    """Mark the run finished (no later run resumes it), keep its summary, drop its work files."""
+    job_file = state_dir(ctx.out) / ctx.run_id / "job.json"
+    job = json.loads(job_file.read_text())
+    job.update(finished=True, summary=summary)
+    job_file.write_text(json.dumps(job, indent=2, default=str))
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)

@@ -1,0 +1,68 @@
+"""Content-addressed result cache: no request that succeeded is sent or paid for twice.
+
+The key is a SHA-256 over everything that decides the answer: the request's payload bytes
+(chunk audio or chunk text), the model, the provider/endpoint, the prompt and the parameters.
+Entries live under `<output root>/_cache/` as `<key>.json` (text, usage, ids) plus
+`<key>.audio` for narrated audio; the JSON is written last, so an entry exists only once whole.
+A hit is recorded in `costs` with `cached=True` and $0.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tasks.cost import Usage
+from tasks.outputs import OutputRoot
+
+
+@dataclass(frozen=True)
+class ReplyRecord:
+    text: str
+    audio: bytes | None
+    audio_format: str | None
+    model: str
+    usage: Usage
+    request_id: str | None
+
+
+def cache_key(payload: bytes, *, model: str, provider: str, params: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update(hashlib.sha256(payload).digest())
+    header = json.dumps({"model": model, "provider": provider, "params": params},
+                        sort_keys=True, ensure_ascii=False, default=str)
+    digest.update(header.encode("utf-8"))
+    return digest.hexdigest()
+
+
+class ResultCache:
+    def __init__(self, out: OutputRoot, *, enabled: bool = True) -> None:
+        self.out = out
+        self.enabled = enabled
+
+    @staticmethod
+    def _base(key: str) -> str:
+        return f"_cache/{key[:2]}/{key}"
+
+    def get(self, key: str) -> ReplyRecord | None:
+        if not self.enabled or not self.out.exists(self._base(key) + ".json"):
+            return None
+        try:
+            entry = json.loads(self.out.read_bytes(self._base(key) + ".json"))
+            audio = self.out.read_bytes(self._base(key) + ".audio") if entry["has_audio"] else None
+        except (OSError, ValueError, KeyError):
+            return None  # a damaged entry is a miss: the request is simply made again
+        return ReplyRecord(text=entry["text"], audio=audio, audio_format=entry["audio_format"],
+                           model=entry["model"], usage=Usage(**entry["usage"]),
+                           request_id=entry["request_id"])
+
+    def put(self, key: str, reply: ReplyRecord) -> None:
+        if not self.enabled:
+            return
+        if reply.audio is not None:
+            self.out.write_bytes(self._base(key) + ".audio", reply.audio)
+        entry = {"text": reply.text, "audio_format": reply.audio_format, "model": reply.model,
+                 "usage": asdict(reply.usage), "request_id": reply.request_id,
+                 "has_audio": reply.audio is not None}
+        self.out.write_bytes(self._base(key) + ".json", json.dumps(entry).encode("utf-8"))

@@ -1,0 +1,107 @@
+"""One model request as the pipeline sees it: cache, budget, request, cost rows.
+
+Every request of every item goes through `call_model`, so the rules hold everywhere: a
+request whose answer is cached is not sent (a $0 `cached` row is recorded); a request whose
+estimated cost would cross `--max-cost-usd` is not sent (BudgetExceeded, run-fatal); every
+attempt that was sent lands in `costs`, failed ones included, at the moment it finishes.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tasks.cache import ReplyRecord, cache_key
+from tasks.cost import Usage, cost_usd
+from tasks.errors import BudgetExceeded, ModelError
+from tasks.profiles import Prices
+from tasks.runs import ItemRecorder, RunContext
+
+
+class Budget:
+    """Dollars a run may spend; checked before each request against its estimate."""
+
+    def __init__(self, max_cost_usd: float | None, spent_usd: float = 0.0) -> None:
+        self.max_cost_usd = max_cost_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = 0.0
+
+    def reserve(self, estimate_usd: float, what: str) -> None:
+        if self.max_cost_usd is None:
+            return
+        if self.spent_usd + self.reserved_usd + estimate_usd > self.max_cost_usd:
+            raise BudgetExceeded(
+                f"budget reached: ${self.spent_usd:.4f} spent, the next request ({what}) is "
+                f"estimated at ${estimate_usd:.4f}, which would cross --max-cost-usd "
+                f"{self.max_cost_usd:g}. Finished work is kept; raise the limit and re-run to continue.")
+        self.reserved_usd += estimate_usd
+
+    def settle(self, estimate_usd: float, actual_usd: float) -> None:
+        if self.max_cost_usd is None:
+            return
+        self.reserved_usd = max(0.0, self.reserved_usd - estimate_usd)
+        self.spent_usd += actual_usd
+
+
+def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, usage: Usage,
+             model: str, prices: Prices | None, latency_s: float = 0.0,
+             http_status: int | None = None, request_id: str | None = None, cached: bool = False,
+             error_type: str | None = None, error_message: str | None = None) -> dict[str, Any]:
+    return {
+        "run_id": ctx.run_id, "item_id": item_id, "chunk_index": chunk_index, "attempt": attempt,
+        "model": model, "provider": ctx.provider, "priced_as": ctx.priced_as,
+        "prompt_text_tokens": usage.prompt_text_tokens,
+        "prompt_audio_tokens": usage.prompt_audio_tokens,
+        "completion_text_tokens": usage.completion_text_tokens,
+        "completion_audio_tokens": usage.completion_audio_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cost_usd": 0.0 if cached else cost_usd(usage, prices),
+        "latency_s": latency_s, "http_status": http_status, "request_id": request_id,
+        "cached": cached, "error_type": error_type, "error_message": error_message,
+    }
+
+
+def _attempt_rows(ctx: RunContext, recorder: ItemRecorder, chunk_index: int, model: str,
+                  attempts: list[Any]) -> list[dict[str, Any]]:
+    return [cost_row(ctx, recorder.item.item_id, chunk_index, attempt=a.attempt, usage=a.usage,
+                     model=model, prices=ctx.prices, latency_s=a.latency_s,
+                     http_status=a.http_status, request_id=a.request_id,
+                     error_type=a.error_type, error_message=a.error_message)
+            for a in attempts]
+
+
+def record_costs(ctx: RunContext, recorder: ItemRecorder, rows: list[dict[str, Any]]) -> None:
+    recorder.costs.extend(rows)
+    ctx.staging.stage_rows("costs", rows)
+
+
+async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: int, payload: bytes,
+                     params: dict[str, Any], expected: Usage,
+                     send: Callable[[], Awaitable[Any]]) -> ReplyRecord:
+    """Answer one chunk's request from the cache, or send it within the budget and record it."""
+    model = params.get("model") or ctx.model
+    key = cache_key(payload, model=model, provider=ctx.provider, params=params)
+    hit = ctx.cache.get(key)
+    item_id = recorder.item.item_id
+    if hit is not None:
+        if (item_id, chunk_index) not in ctx.paid_chunks:  # a crash-resumed chunk keeps its paid row
+            record_costs(ctx, recorder, [cost_row(ctx, item_id, chunk_index, attempt=1,
+                                                  usage=hit.usage, model=hit.model,
+                                                  prices=ctx.prices, request_id=hit.request_id,
+                                                  cached=True)])
+        return hit
+    estimate = cost_usd(expected, ctx.prices) or 0.0
+    ctx.budget.reserve(estimate, f"{item_id} chunk {chunk_index}")
+    try:
+        reply = await send()
+    except ModelError as error:
+        rows = _attempt_rows(ctx, recorder, chunk_index, model, getattr(error, "attempts", []))
+        record_costs(ctx, recorder, rows)
+        ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
+        raise
+    rows = _attempt_rows(ctx, recorder, chunk_index, reply.model or model, reply.attempts)
+    record_costs(ctx, recorder, rows)
+    ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
+    record = ReplyRecord(text=reply.text, audio=reply.audio, audio_format=reply.audio_format,
+                         model=reply.model or model, usage=reply.usage, request_id=reply.request_id)
+    ctx.cache.put(key, record)
+    return record

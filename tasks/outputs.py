@@ -1,0 +1,257 @@
+"""Parquet datasets and media files under the output root, written atomically.
+
+Layout (the output root may be a local folder or an fsspec URL such as s3://bucket/prefix):
+
+    <root>/items/run_date=YYYY-MM-DD/<run_id>.parquet          one file per run and dataset
+    <root>/transcripts/... segments/... narrations/... costs/...
+    <root>/media/transcripts/<item_id>.txt|.srt|.vtt           latest result per item id
+    <root>/media/narrations/<item_id>.<format>
+    <root>/_cache/...                                          result cache (tasks/cache.py)
+
+Rows of a run are staged item by item in append-only JSON-lines files in a local run folder,
+and compacted into one Parquet file per dataset when the run ends. A crash leaves only staged
+lines (a torn last line is ignored); re-running the same job resumes from them, so each item
+and chunk ends with exactly one row. Readers never see a partial file: local files are written
+to a dot-file and renamed; object stores publish whole objects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.errors import InputError
+from tasks.ids import id_problem
+
+_STR, _F64, _I32 = pa.string(), pa.float64(), pa.int32()
+_TS = pa.timestamp("us", tz="UTC")
+_EPISODE = [("feed_title", _STR), ("episode_title", _STR), ("episode_guid", _STR),
+            ("published_at", _STR), ("enclosure_url", _STR)]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "items": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("kind", _STR), ("source", _STR), ("status", _STR),
+        ("error_type", _STR), ("error_message", _STR), ("row", _I32), ("model", _STR),
+        ("duration_s", _F64), ("n_chunks", _I32), ("requests", _I32), ("cost_usd", _F64),
+        ("started_at", _TS), ("finished_at", _TS), ("metadata", _STR), *_EPISODE]),
+    "transcripts": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("source", _STR), ("duration_s", _F64), ("text", _STR),
+        ("language", _STR), ("model", _STR), ("n_chunks", _I32), ("origin", _STR),
+        ("txt_path", _STR), ("srt_path", _STR), ("vtt_path", _STR), *_EPISODE]),
+    "segments": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("segment_index", _I32),
+        ("start_s", _F64), ("end_s", _F64), ("text", _STR)]),
+    "narrations": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("audio_path", _STR), ("format", _STR),
+        ("voice", _STR), ("speed", _F64), ("duration_s", _F64), ("n_chunks", _I32),
+        ("title", _STR), ("words", _I32), ("model", _STR), ("loudness_lufs", _F64)]),
+    "costs": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
+        ("model", _STR), ("provider", _STR), ("priced_as", _STR),
+        ("prompt_text_tokens", pa.int64()), ("prompt_audio_tokens", pa.int64()),
+        ("completion_text_tokens", pa.int64()), ("completion_audio_tokens", pa.int64()),
+        ("cached_tokens", pa.int64()), ("cost_usd", _F64), ("latency_s", _F64),
+        ("http_status", _I32), ("request_id", _STR), ("cached", pa.bool_()),
+        ("error_type", _STR), ("error_message", _STR)]),
+}
+# Which columns identify a row within a run: later staged lines with the same key win.
+ROW_KEYS = {"items": ("item_id",), "transcripts": ("item_id",), "narrations": ("item_id",),
+            "segments": ("item_id", "segment_index"), "costs": ("item_id", "chunk_index", "attempt")}
+
+
+def safe_name(item_id: str) -> str:
+    """An item id as a file name that cannot leave its folder (checked again here, at the
+    last moment, whatever produced the id)."""
+    problem = id_problem(item_id)
+    if problem:
+        raise InputError(f"{item_id!r}: {problem}")
+    return item_id
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+class OutputRoot:
+    """The output root: a local folder or any fsspec URL, with atomic whole-file writes."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.url = str(root)
+        self.fs, self.path = fsspec.core.url_to_fs(self.url)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def full(self, relative: str) -> str:
+        return f"{self.path.rstrip('/')}/{relative}"
+
+    def display(self, relative: str) -> str:
+        """Where a user finds the file: a local path, or the URL under the root."""
+        return self.full(relative) if self.is_local else f"{self.url.rstrip('/')}/{relative}"
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.exists(self.full(relative))
+
+    def read_bytes(self, relative: str) -> bytes:
+        return self.fs.cat_file(self.full(relative))
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        target = self.full(relative)
+        parent = target.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if not self.is_local:
+            self.fs.pipe_file(target, data)  # object stores publish whole objects
+            return target
+        temp = f"{parent}/.{target.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        return target
+
+    def write_table(self, relative: str, table: pa.Table) -> str:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return self.write_bytes(relative, sink.getvalue().to_pybytes())
+
+
+def media_relpath(kind: str, item_id: str, extension: str) -> str:
+    return f"media/{kind}/{safe_name(item_id)}.{extension}"
+
+
+class RunStaging:
+    """Append-only, crash-tolerant staging of one run's rows, item by item."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, dataset: str) -> Path:
+        return self.folder / f"{dataset}.jsonl"
+
+    def stage_rows(self, dataset: str, rows: list[dict[str, Any]]) -> None:
+        """Append rows now (costs are staged as each request finishes: money spent is a fact)."""
+        if dataset not in SCHEMAS:
+            raise ValueError(f"unknown dataset {dataset!r}")
+        if rows:
+            _append_lines(self._file(dataset), rows)
+
+    def stage_item(self, rows_by_dataset: dict[str, list[dict[str, Any]]]) -> None:
+        """Append an item's rows; its `items` row goes last and marks the item as finished."""
+        for dataset, rows in sorted(rows_by_dataset.items(), key=lambda pair: pair[0] == "items"):
+            self.stage_rows(dataset, rows)
+
+    def read(self, dataset: str) -> list[dict[str, Any]]:
+        path = self._file(dataset)
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash: its item has no `items` row and is redone
+        return rows
+
+    def finished_items(self) -> dict[str, dict[str, Any]]:
+        """item_id -> its last staged `items` row."""
+        return {row["item_id"]: row for row in self.read("items")}
+
+    def final_rows(self, dataset: str) -> list[dict[str, Any]]:
+        """One row per key, the latest staged winning; rows of unfinished items are dropped,
+        except costs: a request paid before a crash stays on the bill."""
+        finished = set(self.finished_items())
+        latest: dict[tuple, dict[str, Any]] = {}
+        for row in self.read(dataset):
+            if dataset == "costs" or row.get("item_id") in finished:
+                latest[tuple(row.get(k) for k in ROW_KEYS[dataset])] = row
+        return list(latest.values())
+
+    def forget_items(self, item_ids: Iterable[str]) -> None:
+        """Drop staged rows of these items (used by --rerun-failed before redoing them)."""
+        drop = set(item_ids)
+        for dataset in SCHEMAS:
+            path = self._file(dataset)
+            if path.exists():
+                keep = [r for r in self.read(dataset) if r.get("item_id") not in drop]
+                path.write_text("".join(_line(r) for r in keep), encoding="utf-8")
+
+
+def _line(row: dict[str, Any]) -> str:
+    return json.dumps(row, default=_json_default, ensure_ascii=False) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot stage {type(value).__name__}")
+
+
+def _append_lines(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(_line(r) for r in rows))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def to_table(dataset: str, rows: list[dict[str, Any]]) -> pa.Table:
+    schema = SCHEMAS[dataset]
+    timestamps = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+    for row in rows:
+        for name in timestamps:
+            if isinstance(row.get(name), str):
+                row[name] = datetime.fromisoformat(row[name])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def publish_run(out: OutputRoot, staging: RunStaging, run_id: str,
+                run_date: date | None = None) -> dict[str, str]:
+    """Write each dataset's rows of the run as one Parquet file; return dataset -> path."""
+    run_date = run_date or datetime.now(timezone.utc).date()
+    written = {}
+    for dataset in SCHEMAS:
+        rows = staging.final_rows(dataset)
+        if not rows:
+            continue
+        relative = f"{dataset}/run_date={run_date.isoformat()}/{run_id}.parquet"
+        out.write_table(relative, to_table(dataset, rows))
+        written[dataset] = out.display(relative)
+    return written
+
+
+def read_dataset(out: OutputRoot, dataset: str) -> pa.Table | None:
+    """The whole dataset under the root (every run), or None when nothing was written yet."""
+    import pyarrow.dataset as ds
+
+    folder = out.full(dataset)
+    if not out.fs.exists(folder):
+        return None
+    return ds.dataset(folder, filesystem=out.fs, format="parquet", partitioning="hive",
+                      schema=SCHEMAS[dataset].append(pa.field("run_date", _STR))).to_table()
+
+
+def failed_item_ids(out: OutputRoot, run_id: str, kind: str) -> set[str]:
+    """Items that failed in run `run_id` ("last": the latest run of this kind)."""
+    table = read_dataset(out, "items")
+    if table is None:
+        raise InputError(f"--rerun-failed {run_id}: no earlier runs under {out.url}")
+    rows = [r for r in table.to_pylist() if r["kind"] == kind]
+    if run_id == "last":
+        if not rows:
+            raise InputError(f"--rerun-failed last: no earlier {kind} run under {out.url}")
+        run_id = max(r["run_id"] for r in rows)
+    chosen = [r for r in rows if r["run_id"] == run_id]
+    if not chosen:
+        raise InputError(f"--rerun-failed {run_id}: no {kind} run with that id under {out.url}")
+    return {r["item_id"] for r in chosen if r["status"] == "failed"}

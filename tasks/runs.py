@@ -1,0 +1,241 @@
+"""A run: its options, its shared context, resuming after a crash, and every item's status.
+
+The flow builds one `RunContext` per run (the model client, limiter, cache and staging live
+there) and hands items to `run_items`, which runs the per-item Prefect task for each with a
+bounded number in flight. Every manifest row ends in exactly one `items` row: ok | failed |
+skipped, with the reason. A run-fatal error (bad key, no quota, budget) stops new work; what
+finished is kept; the rest is skipped.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tasks.cache import ResultCache
+from tasks.errors import AudiobatchError, InputError, RunFatalError, redact
+from tasks.manifest import Item
+from tasks.outputs import OutputRoot, RunStaging, new_run_id
+from tasks.profiles import ModelProfile, Prices
+from tasks.sources import FetchPolicy
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a user chose for a run. Plain data: flows take these as parameters."""
+
+    kind: str
+    manifest: str
+    out: str = "outputs"
+    model: str | None = None
+    base_url: str | None = None
+    provider: str | None = None
+    concurrency: int = 4
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_attempts: int = 6
+    timeout_s: float = 120.0
+    item_deadline_s: float | None = None
+    max_cost_usd: float | None = None
+    price_as: str | None = None
+    profiles: str | None = None
+    run_id: str | None = None
+    use_cache: bool = True
+    resume: bool = True
+    rerun_failed: str | None = None
+    allow_schemes: tuple[str, ...] = ()
+    max_download_mb: float = 4096.0
+    progress: bool | None = None
+    # transcription
+    language: str | None = None
+    prompt: str | None = None
+    max_audio_tokens: int | None = None
+    overlap_s: float = 0.0
+    # narration
+    voice: str = "alloy"
+    audio_format: str = "mp3"
+    speed: float = 1.0
+    instructions: str | None = None
+    target_lufs: float = -16.0
+
+    def job_key(self, manifest_bytes: bytes) -> str:
+        """Same manifest content + same result-shaping options = same job (resumable)."""
+        shaping = {k: v for k, v in asdict(self).items()
+                   if k not in {"concurrency", "requests_per_minute", "tokens_per_minute", "progress",
+                                "max_attempts", "timeout_s", "item_deadline_s", "max_cost_usd",
+                                "resume", "use_cache", "manifest", "run_id"}}
+        digest = hashlib.sha256(manifest_bytes)
+        digest.update(json.dumps(shaping, sort_keys=True, default=str).encode())
+        return digest.hexdigest()[:24]
+
+
+@dataclass
+class RunContext:
+    options: RunOptions
+    run_id: str
+    out: OutputRoot
+    staging: RunStaging
+    work_dir: Path
+    client: Any  # tasks.model.ModelClient
+    model: str
+    provider: str
+    profile: ModelProfile
+    prices: Prices | None
+    priced_as: str
+    cache: ResultCache
+    budget: Any  # tasks.calls.Budget
+    fetch_policy: FetchPolicy
+    started: float = field(default_factory=time.monotonic)
+    stop_reason: str | None = None
+    # (item_id, chunk_index) pairs already paid in this run before a crash (see tasks/calls.py)
+    paid_chunks: set[tuple[str, int]] = field(default_factory=set)
+
+
+@dataclass
+class ItemOutcome:
+    """What one item produced: its status and its rows for each dataset."""
+
+    status: str
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    duration_s: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class ItemRecorder:
+    """An item's cost rows, kept as requests happen (tasks.calls stages them at once)."""
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.costs: list[dict[str, Any]] = []
+
+
+# --- run folders and resume ----------------------------------------------------------------
+
+def state_dir(out: OutputRoot) -> Path:
+    """Local folder for run staging and work files (remote roots keep state on this machine)."""
+    if out.is_local:
+        return Path(out.path) / "_runs"
+    tag = hashlib.sha256(out.url.encode()).hexdigest()[:16]
+    return Path(os.environ.get("AUDIOBATCH_STATE_DIR", Path.home() / ".cache" / "audiobatch")) / tag
+
+
+def choose_run_id(options: RunOptions, out: OutputRoot, job_key: str) -> tuple[str, bool]:
+    """(run_id, resumed): an unfinished run of the same job is resumed unless told otherwise."""
+    if options.run_id:
+        return options.run_id, (state_dir(out) / options.run_id).exists()
+    if options.resume:
+        for job_file in sorted(state_dir(out).glob("*/job.json"), reverse=True):
+            job = json.loads(job_file.read_text())
+            if job.get("job_key") == job_key and not job.get("finished"):
+                return job_file.parent.name, True
+    return new_run_id(), False
+
+
+def write_job_file(folder: Path, job_key: str, options: RunOptions, finished: bool = False) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    job = {"job_key": job_key, "finished": finished, "kind": options.kind,
+           "manifest": options.manifest, "updated": datetime.now(timezone.utc).isoformat()}
+    (folder / "job.json").write_text(json.dumps(job, indent=2))
+
+
+# --- statuses ------------------------------------------------------------------------------
+
+EPISODE_FIELDS = ("feed_title", "episode_title", "episode_guid", "published_at", "enclosure_url")
+
+
+def episode_fields(item: Item) -> dict[str, str | None]:
+    """Podcast episode metadata carried by feed items (None for manifest rows)."""
+    return {name: item.metadata.get(name) for name in EPISODE_FIELDS}
+
+
+def item_row(ctx: RunContext, item: Item, status: str, *, started_at: datetime | None = None,
+             duration_s: float | None = None, n_chunks: int | None = None,
+             error_type: str | None = None, error_message: str | None = None,
+             costs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    costs = costs or []
+    known = [c["cost_usd"] for c in costs if c.get("cost_usd") is not None]
+    return {
+        "run_id": ctx.run_id, "item_id": item.item_id, "kind": item.kind, "source": item.source,
+        "status": status, "error_type": error_type,
+        "error_message": redact(error_message) if error_message else None,
+        "row": item.row, "model": item.options.get("model") or ctx.model,
+        "duration_s": duration_s, "n_chunks": n_chunks,
+        "requests": sum(1 for c in costs if not c.get("cached")),
+        "cost_usd": sum(known) if known else (None if costs else 0.0),
+        "started_at": started_at, "finished_at": datetime.now(timezone.utc),
+        "metadata": json.dumps(item.metadata, ensure_ascii=False) if item.metadata else None,
+        **episode_fields(item),
+    }
+
+
+def failed_outcome(ctx: RunContext, item: Item, error: BaseException, recorder: ItemRecorder,
+                   started_at: datetime, status: str = "failed") -> ItemOutcome:
+    kind = getattr(error, "kind", "internal_error")
+    message = str(error) if isinstance(error, AudiobatchError) else (
+        f"{item.item_id}: unexpected {type(error).__name__}: {error}. This is a bug in "
+        "audiobatch; please report it with this message.")
+    row = item_row(ctx, item, status, started_at=started_at, error_type=kind,
+                   error_message=message, costs=recorder.costs)
+    return ItemOutcome(status=status, rows={"items": [row]},
+                       error_type=kind, error_message=row["error_message"])
+
+
+ItemFunction = Callable[[RunContext, Item, ItemRecorder], Awaitable[ItemOutcome]]
+
+
+async def run_one(ctx: RunContext, item: Item, process: ItemFunction) -> ItemOutcome:
+    """One item start to end; never raises (except cancellation): failures become outcomes."""
+    started_at = datetime.now(timezone.utc)
+    recorder = ItemRecorder(item)
+    if item.error:
+        return failed_outcome(ctx, item, InputError(item.error), recorder, started_at)
+    if ctx.stop_reason:
+        return failed_outcome(ctx, item, RunFatalError(f"not started: {ctx.stop_reason}"),
+                              recorder, started_at, status="skipped")
+    try:
+        if ctx.options.item_deadline_s:
+            async with asyncio.timeout(ctx.options.item_deadline_s):
+                return await process(ctx, item, recorder)
+        return await process(ctx, item, recorder)
+    except TimeoutError:
+        error = InputError(f"{item.item_id}: gave up after the per-item deadline of "
+                           f"{ctx.options.item_deadline_s:g} s; raise --item-deadline or check the endpoint")
+        error.kind = "deadline_exceeded"
+        return failed_outcome(ctx, item, error, recorder, started_at)
+    except RunFatalError as error:
+        already_stopped = ctx.stop_reason is not None
+        ctx.stop_reason = ctx.stop_reason or str(error)
+        status = "skipped" if already_stopped else "failed"
+        return failed_outcome(ctx, item, error, recorder, started_at, status=status)
+    except Exception as error:  # noqa: BLE001 - any item's failure must not stop the run
+        return failed_outcome(ctx, item, error, recorder, started_at)
+
+
+async def run_items(ctx: RunContext, items: list[Item], process: ItemFunction,
+                    on_done: Callable[[ItemOutcome], None]) -> None:
+    """Run items with `options.concurrency` in flight; stage each outcome as it finishes."""
+    queue: asyncio.Queue[Item] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while True:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            outcome = await run_one(ctx, item, process)
+            ctx.staging.stage_item(outcome.rows)
+            on_done(outcome)
+
+    workers = max(1, min(ctx.options.concurrency, len(items)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
