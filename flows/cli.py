@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from tasks.errors import AudiobatchError, redact, register_secret
@@ -13,7 +12,7 @@ from tasks.errors import AudiobatchError, redact, register_secret
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network calls home
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="model id (default: the embedded model, or "
                        "AUDIOBATCH_MODEL; gpt-audio-1.5 when --base-url is set)")
@@ -27,10 +26,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                        "local run would cost on gpt-audio-1.5)")
 
 
-def _add_run_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="CSV or Parquet manifest (path or fsspec URL)")
+def add_run_args(parser: argparse.ArgumentParser, *, manifest: bool = True) -> None:
+    """Options every job shares (the manifest argument itself is optional for feeds)."""
+    if manifest:
+        parser.add_argument("manifest", help="CSV or Parquet manifest (path or fsspec URL)")
     parser.add_argument("--out", default="outputs", help="output root (folder or fsspec URL)")
-    _add_model_args(parser)
+    add_model_args(parser)
     group = parser.add_argument_group("throughput and reliability")
     group.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     group.add_argument("--requests-per-minute", type=float, help="request rate cap")
@@ -56,7 +57,12 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
 
 def _transcribe_parser(sub: Any) -> None:
     parser = sub.add_parser("transcribe", help="transcribe a manifest of audio files")
-    _add_run_args(parser)
+    add_run_args(parser)
+    add_transcription_args(parser)
+    parser.set_defaults(handler=run_transcribe)
+
+
+def add_transcription_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("transcription")
     group.add_argument("--language", help="ISO 639-1 language of the audio (default: per row)")
     group.add_argument("--prompt", help="context for the model: names, spellings, topic")
@@ -68,7 +74,8 @@ def _transcribe_parser(sub: Any) -> None:
 
 def _narrate_parser(sub: Any) -> None:
     parser = sub.add_parser("narrate", help="narrate a manifest of texts to audio files")
-    _add_run_args(parser)
+    add_run_args(parser)
+    parser.set_defaults(handler=run_narrate)
     group = parser.add_argument_group("narration")
     group.add_argument("--voice", default="alloy", help="voice (default alloy; per row: voice)")
     group.add_argument("--format", dest="audio_format", default="mp3",
@@ -86,11 +93,13 @@ def _serve_parser(sub: Any) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", help="require this bearer key (or AUDIOBATCH_SERVE_API_KEY)")
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="request size cap")
+    parser.set_defaults(handler=run_serve)
 
 
 def _demo_parser(sub: Any) -> None:
     parser = sub.add_parser("demo", help="run the example jobs on the embedded model")
     parser.add_argument("--out", default="outputs/demo", help="output root")
+    parser.set_defaults(handler=run_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,16 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_transcribe_parser, _narrate_parser, _serve_parser, _demo_parser):
         add(sub)
+    from flows import cli_ops  # podcast, deploy, submit, inbox
+
+    cli_ops.add_parsers(sub)
     return parser
 
 
-def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """argparse destinations are named like the flow parameters; drop CLI-only ones."""
     cli_only = {"command", "api_key_env", "handler"}
     return {k: v for k, v in vars(args).items() if k not in cli_only}
 
 
-def _use_api_key(args: argparse.Namespace) -> None:
+def use_api_key(args: argparse.Namespace) -> None:
     """The key travels by environment only: never a flow parameter (Prefect stores those)."""
     key = os.environ.get(args.api_key_env)
     if key:
@@ -118,15 +130,15 @@ def _use_api_key(args: argparse.Namespace) -> None:
 def run_transcribe(args: argparse.Namespace) -> int:
     from flows.transcribe import transcribe_manifest
 
-    _use_api_key(args)
-    return _summary_exit(asyncio.run(transcribe_manifest(**_flow_kwargs(args))))
+    use_api_key(args)
+    return summary_exit(asyncio.run(transcribe_manifest(**flow_kwargs(args))))
 
 
 def run_narrate(args: argparse.Namespace) -> int:
     from flows.narrate import narrate_manifest
 
-    _use_api_key(args)
-    return _summary_exit(asyncio.run(narrate_manifest(**_flow_kwargs(args))))
+    use_api_key(args)
+    return summary_exit(asyncio.run(narrate_manifest(**flow_kwargs(args))))
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -142,20 +154,15 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo(args.out)
 
 
-def _summary_exit(summary: dict) -> int:
+def summary_exit(summary: dict) -> int:
     """Exit 0 when every item is ok; 1 when some failed or were skipped (outputs are kept)."""
     return 0 if summary["ok"] == summary["items"] else 1
-
-
-HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "transcribe": run_transcribe, "narrate": run_narrate, "serve": run_serve, "demo": run_demo,
-}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return HANDLERS[args.command](args)
+        return args.handler(args)
     except AudiobatchError as error:
         print(f"audiobatch: error: {error}", file=sys.stderr)
         return 2
