@@ -37,6 +37,8 @@ def add_run_args(parser: argparse.ArgumentParser, *, manifest: bool = True) -> N
     group.add_argument("--requests-per-minute", type=float, help="request rate cap")
     group.add_argument("--tokens-per-minute", type=float, help="token rate cap")
     group.add_argument("--max-attempts", type=int, default=6, help="attempts per request")
+    group.add_argument("--max-backoff-s", type=float, default=30.0,
+                       help="longest wait between attempts (retry-after included)")
     group.add_argument("--timeout-s", type=float, default=120.0, help="timeout per attempt")
     group.add_argument("--item-deadline-s", type=float, help="give up on an item after this long")
     group.add_argument("--max-cost-usd", type=float, help="stop before spending more than this")
@@ -76,6 +78,10 @@ def _narrate_parser(sub: Any) -> None:
     parser = sub.add_parser("narrate", help="narrate a manifest of texts to audio files")
     add_run_args(parser)
     parser.set_defaults(handler=run_narrate)
+    add_narration_args(parser)
+
+
+def add_narration_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("narration")
     group.add_argument("--voice", default="alloy", help="voice (default alloy; per row: voice)")
     group.add_argument("--format", dest="audio_format", default="mp3",
@@ -96,6 +102,19 @@ def _serve_parser(sub: Any) -> None:
     parser.set_defaults(handler=run_serve)
 
 
+def _estimate_parser(sub: Any) -> None:
+    parser = sub.add_parser("estimate", help="expected requests, tokens and dollars; sends nothing")
+    parser.add_argument("manifest", help="CSV or Parquet manifest")
+    parser.add_argument("--kind", choices=["transcribe", "narrate"],
+                        help="default: from the columns (audio -> transcribe)")
+    add_model_args(parser)
+    parser.add_argument("--max-audio-tokens", type=int, help="per-request audio token budget")
+    parser.add_argument("--language", help="transcription language")
+    parser.add_argument("--prompt", help="transcription prompt")
+    parser.add_argument("--instructions", help="narration instructions")
+    parser.set_defaults(handler=run_estimate)
+
+
 def _demo_parser(sub: Any) -> None:
     parser = sub.add_parser("demo", help="run the example jobs on the embedded model")
     parser.add_argument("--out", default="outputs/demo", help="output root")
@@ -105,7 +124,7 @@ def _demo_parser(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiobatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_transcribe_parser, _narrate_parser, _serve_parser, _demo_parser):
+    for add in (_transcribe_parser, _narrate_parser, _estimate_parser, _serve_parser, _demo_parser):
         add(sub)
     from flows import cli_ops  # podcast, deploy, submit, inbox
 
@@ -146,6 +165,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
     serve(host=args.host, port=args.port, api_key=args.api_key, max_body_mb=args.max_body_mb)
     return 0
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    from flows.estimate import run_estimate as estimate
+
+    use_api_key(args)
+    return estimate(args)
 
 
 def run_demo(args: argparse.Namespace) -> int:

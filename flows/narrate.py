@@ -28,6 +28,7 @@ async def narrate_manifest(
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
     max_attempts: int = 6,
+    max_backoff_s: float = 30.0,
     timeout_s: float = 120.0,
     item_deadline_s: float | None = None,
     profiles: str | None = None,
@@ -47,7 +48,8 @@ async def narrate_manifest(
     options = RunOptions(
         kind=NARRATE, manifest=manifest, out=out, model=model, base_url=base_url,
         provider=provider, concurrency=concurrency, requests_per_minute=requests_per_minute,
-        tokens_per_minute=tokens_per_minute, max_attempts=max_attempts, timeout_s=timeout_s,
+        tokens_per_minute=tokens_per_minute, max_attempts=max_attempts, max_backoff_s=max_backoff_s,
+        timeout_s=timeout_s,
         item_deadline_s=item_deadline_s, max_cost_usd=max_cost_usd, price_as=price_as,
         profiles=profiles, run_id=run_id, use_cache=use_cache, resume=resume,
         rerun_failed=rerun_failed, allow_schemes=tuple(allow_schemes or ()),

@@ -20,7 +20,7 @@ from tasks.errors import ConfigError, register_secret
 from tasks.limits import Limiter
 from tasks.model import ClientSettings, ModelClient
 from tasks.outputs import OutputRoot, RunStaging
-from tasks.profiles import LOCAL_PROVIDER, get_prices, get_profile
+from tasks.profiles import LOCAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
 from tasks.runs import RunContext, RunOptions, choose_run_id, state_dir, write_job_file
 from tasks.sources import FetchPolicy
 
@@ -32,7 +32,8 @@ def client_settings(options: RunOptions) -> ClientSettings:
                                        provider=options.provider, concurrency=options.concurrency,
                                        requests_per_minute=options.requests_per_minute,
                                        tokens_per_minute=options.tokens_per_minute,
-                                       max_attempts=options.max_attempts, timeout_s=options.timeout_s)
+                                       max_attempts=options.max_attempts, timeout_s=options.timeout_s,
+                                       backoff_max_s=options.max_backoff_s)
     register_secret(settings.api_key)
     if settings.base_url is None and settings.api_key:
         settings = replace(settings, api_key=None)  # the embedded model needs no key: don't send one
@@ -49,7 +50,17 @@ def build_client(settings: ClientSettings, limiter: Limiter | None = None) -> Mo
     return ModelClient(settings, transport=transport, limiter=limiter)
 
 
-def _pricing(options: RunOptions, model: str, provider: str):
+def resolve_profile(options: RunOptions, model: str) -> ModelProfile:
+    """The model's profile with the user's per-request budget (audio in, or audio out)."""
+    profile = get_profile(model, options.profiles)
+    if not options.max_audio_tokens:
+        return profile
+    if options.kind == "transcribe":
+        return profile.with_budget(max_input_audio_tokens=options.max_audio_tokens)
+    return profile.with_budget(max_output_audio_tokens=options.max_audio_tokens)
+
+
+def resolve_pricing(options: RunOptions, model: str, provider: str) -> tuple[Prices | None, str]:
     """Prices used for costs: the model's own, or those of --price-as (e.g. local as gpt-audio-1.5)."""
     if options.price_as:
         prices = get_prices("openai", options.price_as, options.profiles)
@@ -57,6 +68,8 @@ def _pricing(options: RunOptions, model: str, provider: str):
             raise ConfigError(f"--price-as {options.price_as}: no OpenAI price for that model in "
                               "the profiles; pick one of the priced models or add it with --profiles")
         return prices, f"as {options.price_as}"
+    if model == LOCAL_MODEL:
+        provider = LOCAL_PROVIDER  # the embedded model is free wherever it is served from
     prices = get_prices(provider, model, options.profiles)
     if prices is None and provider not in ("openai", LOCAL_PROVIDER):
         prices = get_prices("openai", model, options.profiles)  # a gateway: assume list price
@@ -80,12 +93,8 @@ async def open_run(options: RunOptions, manifest_bytes: bytes) -> AsyncIterator[
     folder = state_dir(out) / run_id
     write_job_file(folder, job_key, options)
     staging = RunStaging(folder)
-    profile = get_profile(settings.model, options.profiles)
-    if options.max_audio_tokens:  # the budget of what a job sends: audio in, or audio out
-        profile = (profile.with_budget(max_input_audio_tokens=options.max_audio_tokens)
-                   if options.kind == "transcribe"
-                   else profile.with_budget(max_output_audio_tokens=options.max_audio_tokens))
-    prices, priced_as = _pricing(options, settings.model, settings.provider)
+    profile = resolve_profile(options, settings.model)
+    prices, priced_as = resolve_pricing(options, settings.model, settings.provider)
     spent = sum(r["cost_usd"] or 0.0 for r in staging.read("costs"))
     limiter = Limiter(options.concurrency, options.requests_per_minute, options.tokens_per_minute)
     allowed = frozenset({"file", "http", "https", *options.allow_schemes})

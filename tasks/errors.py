@@ -43,6 +43,12 @@ class InputError(AudiobatchError):
     kind = "input_error"
 
 
+class ItemDeadlineExceeded(AudiobatchError):
+    """An item took longer than --item-deadline-s (a stuck or very slow endpoint)."""
+
+    kind = "deadline_exceeded"
+
+
 class ModelError(AudiobatchError):
     """The model endpoint answered with an error, or could not be reached."""
 

@@ -10,20 +10,16 @@ from __future__ import annotations
 import math
 
 from tasks.cost import Usage
-from tasks.model import narration_system_prompt, transcribe_instruction
+from tasks.prompts import narration_system_prompt, transcribe_instruction
 from tasks.profiles import ModelProfile, estimate_text_tokens
 
 CHARS_PER_WORD = 5.7  # average English word plus its space and punctuation
 
 
-def _spoken_words(seconds: float, profile: ModelProfile) -> float:
-    return seconds * profile.words_per_minute / 60.0
-
-
 def expected_transcribe_usage(duration_s: float, profile: ModelProfile, prompt: str | None = None,
                               language: str | None = None) -> Usage:
     """One transcription request of `duration_s` seconds of audio."""
-    transcript_chars = _spoken_words(duration_s, profile) * CHARS_PER_WORD
+    transcript_chars = duration_s * profile.speech_words_per_minute / 60.0 * CHARS_PER_WORD
     return Usage(
         prompt_text_tokens=estimate_text_tokens(transcribe_instruction(prompt, language)),
         prompt_audio_tokens=profile.input_audio_tokens(duration_s),

@@ -30,7 +30,8 @@ MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
 _EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus"}
 
 
-def _read_text(item: Item) -> str:
+def item_text(item: Item) -> str:
+    """The item's text as it will be spoken (inline or from its file), or a clear InputError."""
     if item.source == "inline":
         raw = item.options.get("text", "")
     else:
@@ -99,7 +100,7 @@ def _render(item: Item, replies: list[ReplyRecord], settings: dict, target_lufs:
 async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
     settings = _settings(ctx, item)
-    text = _read_text(item)
+    text = item_text(item)
     profile = ctx.profile
     max_words = max_words_per_request(profile.max_output_audio_tokens,
                                       profile.output_audio_tokens_per_s, profile.words_per_minute)

@@ -33,7 +33,8 @@ class ModelProfile:
     context_tokens: int
     max_output_tokens: int
     audio_out: bool
-    words_per_minute: float
+    words_per_minute: float  # of the narrating voice
+    speech_words_per_minute: float  # of recordings to transcribe
     languages: tuple[str, ...] = ()  # empty: any language
     notes: str = ""
     retired_on_openai: bool = False

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.cache import ResultCache
-from tasks.errors import AudiobatchError, InputError, RunFatalError, redact
+from tasks.errors import AudiobatchError, InputError, ItemDeadlineExceeded, RunFatalError, redact
 from tasks.manifest import Item
 from tasks.outputs import OutputRoot, RunStaging, new_run_id
 from tasks.profiles import ModelProfile, Prices
@@ -41,6 +42,7 @@ class RunOptions:
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     max_attempts: int = 6
+    max_backoff_s: float = 30.0
     timeout_s: float = 120.0
     item_deadline_s: float | None = None
     max_cost_usd: float | None = None
@@ -69,7 +71,7 @@ class RunOptions:
         """Same manifest content + same result-shaping options = same job (resumable)."""
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in {"concurrency", "requests_per_minute", "tokens_per_minute", "progress",
-                                "max_attempts", "timeout_s", "item_deadline_s", "max_cost_usd",
+                                "max_attempts", "max_backoff_s", "timeout_s", "item_deadline_s", "max_cost_usd",
                                 "resume", "use_cache", "manifest", "run_id"}}
         digest = hashlib.sha256(manifest_bytes)
         digest.update(json.dumps(shaping, sort_keys=True, default=str).encode())
@@ -191,51 +193,62 @@ def failed_outcome(ctx: RunContext, item: Item, error: BaseException, recorder: 
 ItemFunction = Callable[[RunContext, Item, ItemRecorder], Awaitable[ItemOutcome]]
 
 
+def _not_started(ctx: RunContext, item: Item) -> ItemOutcome:
+    """An item the run never got to: invalid row (failed) or the run stopped (skipped)."""
+    recorder, now = ItemRecorder(item), datetime.now(timezone.utc)
+    if item.error:
+        return failed_outcome(ctx, item, InputError(item.error), recorder, now)
+    return failed_outcome(ctx, item, RunFatalError(f"not started: {ctx.stop_reason}"),
+                          recorder, now, status="skipped")
+
+
 async def run_one(ctx: RunContext, item: Item, process: ItemFunction) -> ItemOutcome:
     """One item start to end; never raises (except cancellation): failures become outcomes."""
     started_at = datetime.now(timezone.utc)
     recorder = ItemRecorder(item)
-    if item.error:
-        return failed_outcome(ctx, item, InputError(item.error), recorder, started_at)
-    if ctx.stop_reason:
-        return failed_outcome(ctx, item, RunFatalError(f"not started: {ctx.stop_reason}"),
-                              recorder, started_at, status="skipped")
     try:
         if ctx.options.item_deadline_s:
             async with asyncio.timeout(ctx.options.item_deadline_s):
                 return await process(ctx, item, recorder)
         return await process(ctx, item, recorder)
     except TimeoutError:
-        error = InputError(f"{item.item_id}: gave up after the per-item deadline of "
-                           f"{ctx.options.item_deadline_s:g} s; raise --item-deadline or check the endpoint")
-        error.kind = "deadline_exceeded"
+        error = ItemDeadlineExceeded(
+            f"{item.item_id}: gave up after the per-item deadline of "
+            f"{ctx.options.item_deadline_s:g} s; raise --item-deadline-s or check the endpoint")
         return failed_outcome(ctx, item, error, recorder, started_at)
     except RunFatalError as error:
-        already_stopped = ctx.stop_reason is not None
+        # Not this item's fault (bad key, no quota, budget, dead endpoint): it is skipped like
+        # the rest, and the run reports the reason once.
         ctx.stop_reason = ctx.stop_reason or str(error)
-        status = "skipped" if already_stopped else "failed"
-        return failed_outcome(ctx, item, error, recorder, started_at, status=status)
+        return failed_outcome(ctx, item, error, recorder, started_at, status="skipped")
     except Exception as error:  # noqa: BLE001 - any item's failure must not stop the run
         return failed_outcome(ctx, item, error, recorder, started_at)
 
 
+def _stage_all(ctx: RunContext, outcomes: list[ItemOutcome],
+               on_done: Callable[[ItemOutcome], None]) -> None:
+    """Stage many quick outcomes in one write (a 100,000-row manifest of bad rows stays fast)."""
+    rows = [row for outcome in outcomes for row in outcome.rows["items"]]
+    ctx.staging.stage_rows("items", rows)
+    for outcome in outcomes:
+        on_done(outcome)
+
+
 async def run_items(ctx: RunContext, items: list[Item], process: ItemFunction,
                     on_done: Callable[[ItemOutcome], None]) -> None:
-    """Run items with `options.concurrency` in flight; stage each outcome as it finishes."""
-    queue: asyncio.Queue[Item] = asyncio.Queue()
-    for item in items:
-        queue.put_nowait(item)
+    """Run items with `options.concurrency` in flight; stage each outcome as it finishes.
+
+    Invalid rows fail without a task run; after a run-fatal error no new item starts and the
+    rest are staged as skipped."""
+    _stage_all(ctx, [_not_started(ctx, item) for item in items if item.error], on_done)
+    queue = deque(item for item in items if not item.error)
 
     async def worker() -> None:
-        while True:
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
+        while queue and not ctx.stop_reason:
+            item = queue.popleft()
             outcome = await run_one(ctx, item, process)
             ctx.staging.stage_item(outcome.rows)
             on_done(outcome)
 
-    workers = max(1, min(ctx.options.concurrency, len(items)))
-    await asyncio.gather(*(worker() for _ in range(workers)))
-
+    await asyncio.gather(*(worker() for _ in range(max(1, min(ctx.options.concurrency, len(queue))))))
+    _stage_all(ctx, [_not_started(ctx, item) for item in queue], on_done)

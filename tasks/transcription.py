@@ -16,7 +16,6 @@ from prefect.cache_policies import NO_CACHE
 from tasks.assemble import Segment, build_segments, join_transcripts, render_srt, render_vtt
 from tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, prepare_chunks
 from tasks.calls import call_model
-from tasks.cache import ReplyRecord
 from tasks.estimate import expected_transcribe_usage
 from tasks.errors import InputError
 from tasks.manifest import Item
@@ -37,16 +36,18 @@ def _language(ctx: RunContext, item: Item) -> str | None:
 
 
 async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, *,
-                            prompt: str | None, language: str | None, model: str) -> ReplyRecord:
+                            prompt: str | None, language: str | None, model: str) -> str:
+    if chunk.silent:
+        return ""  # nothing to hear: no request, no cost
     audio = chunk.path.read_bytes()
     params = {"kind": "transcribe", "model": model, "prompt": prompt, "language": language,
               "format": "wav"}
     expected = expected_transcribe_usage(chunk.duration_s, ctx.profile, prompt, language)
-    return await call_model(
+    reply = await call_model(
         ctx, recorder, chunk_index=chunk.index, payload=audio, params=params, expected=expected,
         send=lambda: ctx.client.transcribe(audio, "wav", prompt=prompt, language=language,
-                                           model=model,
-                                           expected_tokens=expected.total_tokens))
+                                           model=model, expected_tokens=expected.total_tokens))
+    return reply.text
 
 
 def _write_media(ctx: RunContext, item: Item, text: str, segments: list[Segment]) -> dict[str, str]:
@@ -80,10 +81,9 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
         if prepared.silent:
             raise InputError(f"{item.item_id}: the audio is silent from start to end; there is "
                              "nothing to transcribe. Check the file or the recording's level.")
-        replies = await asyncio.gather(*(
+        texts = list(await asyncio.gather(*(
             _transcribe_chunk(ctx, recorder, chunk, prompt=prompt, language=language, model=model)
-            for chunk in prepared.chunks))
-        texts = [reply.text for reply in replies]
+            for chunk in prepared.chunks)))
         text = join_transcripts(texts, overlap_s=ctx.options.overlap_s)
         segments = await asyncio.to_thread(build_segments, prepared.chunks, texts,
                                            ctx.options.overlap_s)
@@ -93,7 +93,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
         if fetched.downloaded:
             fetched.path.unlink(missing_ok=True)
     return _ok_outcome(ctx, item, recorder, started_at, prepared, text, segments, paths,
-                       language, replies[0].model if replies else model)
+                       language, model)
 
 
 def _ok_outcome(ctx: RunContext, item: Item, recorder: ItemRecorder, started_at: datetime,

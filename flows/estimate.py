@@ -1,0 +1,44 @@
+"""`audiobatch estimate`: expected requests, tokens and dollars per model, nothing sent."""
+from __future__ import annotations
+
+import argparse
+
+from flows.runtime import client_settings, resolve_pricing, resolve_profile
+from tasks.forecast import forecast_items, forecast_table, render_forecast, render_problems
+from tasks.manifest import NARRATE, TRANSCRIBE, read_manifest
+from tasks.manifest_io import read_rows
+from tasks.runs import RunOptions
+
+
+def detect_kind(manifest: str) -> str:
+    """transcribe when the header has an `audio` column, narrate when it has text/text_file."""
+    header = {cell.strip().lower().replace("-", "_").replace(" ", "_")
+              for cell in next(iter(read_rows(manifest)), (0, []))[1]}
+    return TRANSCRIBE if "audio" in header else NARRATE
+
+
+def estimate(options: RunOptions) -> str:
+    settings = client_settings(options)
+    items = read_manifest(options.manifest, options.kind)
+    _, priced_as = resolve_pricing(options, settings.model, settings.provider)
+    forecasts = forecast_items(
+        items, options.kind, default_model=settings.model,
+        profile_for=lambda model: resolve_profile(options, model),
+        prices_for=lambda model: resolve_pricing(options, model, settings.provider)[0],
+        prompt=options.prompt, language=options.language, instructions=options.instructions)
+    report = render_forecast(forecast_table(forecasts), options.kind, priced_as)
+    problems = render_problems(forecasts)
+    if problems:
+        report += f"\nnot counted (fix these rows, or they will fail):\n{problems}"
+    return report
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    kind = args.kind or detect_kind(args.manifest)
+    options = RunOptions(kind=kind, manifest=args.manifest, model=args.model,
+                         base_url=args.base_url, provider=args.provider, profiles=args.profiles,
+                         price_as=args.price_as, max_audio_tokens=args.max_audio_tokens,
+                         language=args.language, prompt=args.prompt, instructions=args.instructions)
+    print(f"estimate for {args.manifest} ({kind}):")
+    print(estimate(options))
+    return 0

@@ -1,0 +1,129 @@
+"""What a manifest will cost before anything is sent (`audiobatch estimate`).
+
+Requests are planned the way the run will plan them (audio split by the per-request budget,
+text split by words per request) and each is priced with the same expected-usage functions
+that the run's budget check uses (tasks/estimate.py).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tasks import codecs
+from tasks.audio import max_chunk_seconds
+from tasks.cost import Usage, cost_usd
+from tasks.errors import AudiobatchError
+from tasks.estimate import expected_narrate_usage, expected_transcribe_usage
+from tasks.manifest import TRANSCRIBE, Item
+from tasks.narration import item_text
+from tasks.profiles import ModelProfile, Prices
+from tasks.sources import scheme_of
+from tasks.text import max_words_per_request, split_for_narration
+
+
+@dataclass
+class ItemForecast:
+    item_id: str
+    model: str
+    requests: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    seconds: float = 0.0  # audio in (transcription) or expected audio out (narration)
+    problem: str | None = None
+
+
+def _audio_seconds(item: Item) -> float:
+    if scheme_of(item.source) != "file":
+        raise AudiobatchError(f"{item.item_id}: duration unknown until downloaded ({item.source})")
+    duration = codecs.probe(item.source.removeprefix("file://"), item.item_id).duration_s
+    if duration is None:
+        raise AudiobatchError(f"{item.item_id}: the file does not state its duration")
+    return duration
+
+
+def forecast_transcription(item: Item, profile: ModelProfile, *, prompt: str | None,
+                           language: str | None) -> ItemForecast:
+    seconds = _audio_seconds(item)
+    max_s = max_chunk_seconds(profile.max_input_audio_tokens, profile.input_audio_tokens_per_s)
+    requests = max(1, math.ceil(seconds / max_s))
+    usage = Usage()
+    for _ in range(requests):
+        usage = usage + expected_transcribe_usage(seconds / requests, profile, prompt, language)
+    return ItemForecast(item.item_id, profile.model, requests, usage, seconds=seconds)
+
+
+def forecast_narration(item: Item, profile: ModelProfile, *,
+                       instructions: str | None) -> ItemForecast:
+    max_words = max_words_per_request(profile.max_output_audio_tokens,
+                                      profile.output_audio_tokens_per_s, profile.words_per_minute)
+    chunks = split_for_narration(item_text(item), max_words)
+    usage = Usage()
+    for chunk in chunks:
+        usage = usage + expected_narrate_usage(chunk, profile, instructions)
+    seconds = usage.completion_audio_tokens / profile.output_audio_tokens_per_s
+    return ItemForecast(item.item_id, profile.model, len(chunks), usage, seconds=seconds)
+
+
+def forecast_items(items: list[Item], kind: str, *, default_model: str,
+                   profile_for: Callable[[str], ModelProfile],
+                   prices_for: Callable[[str], Prices | None], prompt: str | None = None,
+                   language: str | None = None, instructions: str | None = None) -> list[ItemForecast]:
+    """One forecast per item; unusable items carry their problem and cost nothing."""
+    forecasts = []
+    for item in items:
+        model = item.options.get("model") or default_model
+        if item.error:
+            forecasts.append(ItemForecast(item.item_id, model, problem=item.error))
+            continue
+        try:
+            if kind == TRANSCRIBE:
+                forecast = forecast_transcription(
+                    item, profile_for(model), prompt=item.options.get("prompt") or prompt,
+                    language=item.options.get("language") or language)
+            else:
+                forecast = forecast_narration(
+                    item, profile_for(model),
+                    instructions=item.options.get("instructions") or instructions)
+        except AudiobatchError as error:
+            forecasts.append(ItemForecast(item.item_id, model, problem=str(error)))
+            continue
+        forecast.cost_usd = cost_usd(forecast.usage, prices_for(model))
+        forecasts.append(forecast)
+    return forecasts
+
+
+def forecast_table(forecasts: list[ItemForecast]) -> list[dict]:
+    """Totals per model: items, requests, hours, tokens (audio/text, in/out), dollars."""
+    table: dict[str, dict] = {}
+    for f in forecasts:
+        row = table.setdefault(f.model, {"model": f.model, "items": 0, "unpriceable": 0,
+                                         "requests": 0, "hours": 0.0, "usage": Usage(),
+                                         "cost_usd": 0.0})
+        row["items"] += 1
+        row["unpriceable"] += f.problem is not None
+        row["requests"] += f.requests
+        row["hours"] += f.seconds / 3600
+        row["usage"] = row["usage"] + f.usage
+        if f.problem is None:  # one unpriced model makes the total unknown, not smaller
+            known = row["cost_usd"] is not None and f.cost_usd is not None
+            row["cost_usd"] = row["cost_usd"] + f.cost_usd if known else None
+    return list(table.values())
+
+
+def render_forecast(table: list[dict], kind: str, priced_as: str) -> str:
+    hours_label = "audio h in" if kind == TRANSCRIBE else "audio h out"
+    lines = [f"{'model':<22} {'items':>6} {'requests':>9} {hours_label:>11} {'audio tok in':>13} "
+             f"{'text tok in':>12} {'audio tok out':>14} {'text tok out':>13} {'USD':>10}"]
+    for row in table:
+        u = row["usage"]
+        dollars = "unknown" if row["cost_usd"] is None else f"{row['cost_usd']:.4f}"
+        lines.append(f"{row['model']:<22} {row['items']:>6} {row['requests']:>9} "
+                     f"{row['hours']:>11.3f} {u.prompt_audio_tokens:>13,} {u.prompt_text_tokens:>12,} "
+                     f"{u.completion_audio_tokens:>14,} {u.completion_text_tokens:>13,} {dollars:>10}")
+    lines.append(f"prices: {priced_as}")
+    return "\n".join(lines)
+
+
+def render_problems(forecasts: list[ItemForecast]) -> str:
+    return "\n".join(f"  {f.item_id}: {f.problem}" for f in forecasts if f.problem)
