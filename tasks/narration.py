@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pyloudnorm
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks import codecs
 from tasks.cache import ReplyRecord
@@ -21,7 +19,7 @@ from tasks.errors import InputError
 from tasks.estimate import expected_narrate_usage
 from tasks.manifest import Item
 from tasks.outputs import media_relpath
-from tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_row
+from tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
 from tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
 from tasks.text import count_words, max_words_per_request, speakable_text, split_for_narration
 
@@ -96,7 +94,7 @@ def _render(item: Item, replies: list[ReplyRecord], settings: dict, target_lufs:
     return data, len(audio) / NARRATION_RATE, loudness
 
 
-@task(name="narrate-item", cache_policy=NO_CACHE, task_run_name="narrate {item.item_id}")
+@item_task("narrate-item")
 async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
     settings = _settings(ctx, item)

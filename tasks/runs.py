@@ -9,6 +9,7 @@ finished is kept; the rest is skipped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -190,7 +191,30 @@ def failed_outcome(ctx: RunContext, item: Item, error: BaseException, recorder: 
                        error_type=kind, error_message=row["error_message"])
 
 
-ItemFunction = Callable[[RunContext, Item, ItemRecorder], Awaitable[ItemOutcome]]
+ItemFunction = Callable[..., Awaitable[Any]]
+
+
+def item_task(name: str) -> Callable[[ItemFunction], Any]:
+    """Make an item function the Prefect task of its kind, one task run per item.
+
+    Expected problems (AudiobatchError) end the task run as Failed with their one-line message
+    rather than a traceback in the log; anything else is a bug and keeps its traceback."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.states import Failed
+
+    def decorate(function: ItemFunction) -> Any:
+        @functools.wraps(function)
+        async def guarded(ctx: RunContext, item: Item, recorder: ItemRecorder) -> Any:
+            try:
+                return await function(ctx, item, recorder)
+            except AudiobatchError as error:
+                return Failed(message=str(error), data=error)
+
+        return task(name=name, cache_policy=NO_CACHE,
+                    task_run_name=name.split("-")[0] + " {item.item_id}")(guarded)
+
+    return decorate
 
 
 def _not_started(ctx: RunContext, item: Item) -> ItemOutcome:
@@ -207,10 +231,12 @@ async def run_one(ctx: RunContext, item: Item, process: ItemFunction) -> ItemOut
     started_at = datetime.now(timezone.utc)
     recorder = ItemRecorder(item)
     try:
-        if ctx.options.item_deadline_s:
-            async with asyncio.timeout(ctx.options.item_deadline_s):
-                return await process(ctx, item, recorder)
-        return await process(ctx, item, recorder)
+        async with asyncio.timeout(ctx.options.item_deadline_s):
+            state = await process(ctx, item, recorder, return_state=True)
+            result = await state.result(raise_on_failure=False)
+        if isinstance(result, BaseException):
+            raise result
+        return result
     except TimeoutError:
         error = ItemDeadlineExceeded(
             f"{item.item_id}: gave up after the per-item deadline of "

@@ -10,8 +10,6 @@ import shutil
 from datetime import datetime, timezone
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.assemble import Segment, build_segments, join_transcripts, render_srt, render_vtt
 from tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, prepare_chunks
@@ -20,7 +18,7 @@ from tasks.estimate import expected_transcribe_usage
 from tasks.errors import InputError
 from tasks.manifest import Item
 from tasks.outputs import media_relpath
-from tasks.runs import ItemOutcome, ItemRecorder, RunContext, episode_fields, item_row
+from tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields, item_row
 from tasks.sources import fetch
 
 
@@ -70,7 +68,7 @@ async def _prepare(ctx: RunContext, item: Item) -> tuple[PreparedAudio, Any]:
     return prepared, fetched
 
 
-@task(name="transcribe-item", cache_policy=NO_CACHE, task_run_name="transcribe {item.item_id}")
+@item_task("transcribe-item")
 async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
     language = _language(ctx, item)
