@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from flows.runtime import client_settings, resolve_pricing, resolve_profile
-from tasks.forecast import forecast_items, forecast_table, render_forecast, render_problems
+from tasks.forecast import ItemForecast, forecast_items, forecast_table, render_forecast, render_problems
 from tasks.manifest import NARRATE, TRANSCRIBE, read_manifest
 from tasks.manifest_io import read_rows
 from tasks.runs import RunOptions
@@ -17,7 +17,8 @@ def detect_kind(manifest: str) -> str:
     return TRANSCRIBE if "audio" in header else NARRATE
 
 
-def estimate(options: RunOptions) -> str:
+def forecast(options: RunOptions) -> tuple[list[ItemForecast], str]:
+    """Per-item forecasts for the manifest, and a label of the prices used."""
     settings = client_settings(options)
     items = read_manifest(options.manifest, options.kind)
     _, priced_as = resolve_pricing(options, settings.model, settings.provider)
@@ -26,6 +27,11 @@ def estimate(options: RunOptions) -> str:
         profile_for=lambda model: resolve_profile(options, model),
         prices_for=lambda model: resolve_pricing(options, model, settings.provider)[0],
         prompt=options.prompt, language=options.language, instructions=options.instructions)
+    return forecasts, priced_as
+
+
+def estimate(options: RunOptions) -> str:
+    forecasts, priced_as = forecast(options)
     report = render_forecast(forecast_table(forecasts), options.kind, priced_as)
     problems = render_problems(forecasts)
     if problems:

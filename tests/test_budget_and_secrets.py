@@ -1,0 +1,139 @@
+"""Budgets (estimate, --max-cost-usd), re-running failed items, and the API key staying secret."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect import get_client
+
+from flows.estimate import forecast
+from flows.narrate import narrate_manifest
+from flows.transcribe import transcribe_manifest
+from localmodel.server import parse_args
+from tasks.cost import Usage
+from tasks.runs import RunOptions
+from tests.helpers.data import ROOT, SPEECH, TEXTS
+from tests.helpers.faultserver import FaultServer, error
+from tests.helpers.localserver import running_server
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+FAKE_KEY = "sk-test-AUDIOBATCHFAKEKEY-0123456789abcdef"
+CLIPS = ["derived__LJ001-0009_to_0032_concat.wav", "openai-whisper__jfk.flac",
+         "pocketsphinx__sense_and_sensibility_01_austen_64kb-0870.wav",
+         "speech_recognition__english.wav", "sphinx4__10001-90210-01803.wav"]
+
+
+def _csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return path
+
+
+def _usage_totals(costs: pd.DataFrame) -> tuple[int, float]:
+    tokens = costs[["prompt_text_tokens", "prompt_audio_tokens", "completion_text_tokens",
+                    "completion_audio_tokens"]].to_numpy().sum()
+    return int(tokens), float(costs["cost_usd"].sum())
+
+
+def _forecast_totals(options: RunOptions) -> tuple[int, float]:
+    forecasts, _ = forecast(options)
+    usage = sum((f.usage for f in forecasts), Usage())
+    return usage.total_tokens, sum(f.cost_usd for f in forecasts)
+
+
+@pytest.mark.parametrize("kind", ["transcribe", "narrate"])
+def test_estimate_is_within_five_percent_of_what_the_run_reports(tmp_path, kind) -> None:
+    if kind == "transcribe":
+        manifest = _csv(tmp_path / "m.csv", ["audio"], [[str(SPEECH / c)] for c in CLIPS])
+        flow, extra = transcribe_manifest, {"max_audio_tokens": 600}
+    else:
+        manifest = _csv(tmp_path / "m.csv", ["text_file"],
+                        [[str(TEXTS / "show_notes.md")], [str(TEXTS / "long_sentence.txt")]])
+        flow, extra = narrate_manifest, {"audio_format": "wav"}
+    options = RunOptions(kind=kind, manifest=str(manifest), price_as="gpt-audio-1.5", **extra)
+    expected_tokens, expected_usd = _forecast_totals(options)
+    asyncio.run(flow(str(manifest), out=str(tmp_path / "out"), price_as="gpt-audio-1.5",
+                     progress=False, **extra))
+    tokens, usd = _usage_totals(pd.read_parquet(tmp_path / "out" / "costs"))
+    assert usd > 0.005  # priced as gpt-audio-1.5, although the embedded model is free
+    assert expected_tokens == pytest.approx(tokens, rel=0.05)
+    assert expected_usd == pytest.approx(usd, rel=0.05)
+
+
+def test_max_cost_stops_before_crossing_the_limit(tmp_path) -> None:
+    words = "The printer set each line of type by hand and checked it twice before the press ran."
+    manifest = _csv(tmp_path / "m.csv", ["id", "text"],
+                    [[f"t{i}", f"Page {i + 1}. {words}"] for i in range(6)])  # distinct: no cache hits
+    options = RunOptions(kind="narrate", manifest=str(manifest), price_as="gpt-audio-1.5")
+    per_item = _forecast_totals(options)[1] / 6
+    limit = per_item * 3.5
+    summary = asyncio.run(narrate_manifest(str(manifest), out=str(tmp_path / "out"),
+                                           price_as="gpt-audio-1.5", max_cost_usd=limit,
+                                           concurrency=1, progress=False))
+    items = pd.read_parquet(tmp_path / "out" / "items").sort_values("row")
+    assert items["status"].tolist()[:2] == ["ok", "ok"] and items["status"].iloc[-1] == "skipped"
+    assert summary["cost_usd"] <= limit and "--max-cost-usd" in summary["stop_reason"]
+    assert set(items.loc[items["status"] == "skipped", "error_type"]) <= {"budget_exceeded",
+                                                                          "run_fatal"}
+
+
+def test_rerun_failed_redoes_only_the_failed_items(tmp_path) -> None:
+    late = tmp_path / "late.wav"
+    manifest = _csv(tmp_path / "m.csv", ["id", "audio"],
+                    [["early", str(SPEECH / "pocketsphinx__goforward.wav")], ["late", str(late)]])
+    first = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"), progress=False))
+    assert (first["ok"], first["failed"]) == (1, 1)
+    late.write_bytes((SPEECH / "pocketsphinx__cards_001.wav").read_bytes())  # the user fixes it
+    second = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+                                             rerun_failed="last", progress=False))
+    assert (second["items"], second["ok"]) == (1, 1)
+    items = pd.read_parquet(tmp_path / "out" / "items")
+    assert items.loc[items["run_id"] == second["run_id"], "item_id"].tolist() == ["late"]
+
+
+def _files_text(folder: Path) -> str:
+    return "\n".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
+
+
+def test_api_key_never_reaches_outputs_logs_or_prefect(tmp_path, monkeypatch, capfd) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    manifest = _csv(tmp_path / "m.csv", ["audio"], [[str(SPEECH / "pocketsphinx__goforward.wav")]])
+    with running_server(api_key=FAKE_KEY) as base_url:  # the server requires the key: it was sent
+        good = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+                                               base_url=base_url, model="audiobatch-local",
+                                               progress=False))
+    echo = error(401, f"Incorrect API key provided: {FAKE_KEY}. Find yours at ...", code="invalid_api_key")
+    with FaultServer(lambda request: echo) as server:  # a server that echoes the key back
+        bad = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out2"),
+                                              base_url=server.base_url, progress=False))
+        assert server.requests[0].headers["authorization"] == f"Bearer {FAKE_KEY}"
+    assert good["ok"] == 1 and bad["skipped"] == 1 and "401" in bad["stop_reason"]
+    assert FAKE_KEY not in bad["stop_reason"]
+    printed = capfd.readouterr()
+    assert FAKE_KEY not in printed.out + printed.err
+    assert FAKE_KEY not in _files_text(tmp_path / "out") + _files_text(tmp_path / "out2")
+
+    async def prefect_records() -> str:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            logs = await client.read_logs()
+            artifacts = await client.read_artifacts()
+        return repr([r.parameters for r in runs]) + repr([l.message for l in logs]) + repr(
+            [a.data for a in artifacts])
+
+    records = asyncio.run(prefect_records())
+    assert "Incorrect API key" in records and FAKE_KEY not in records
+
+
+def test_readme_examples_hold_no_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert not re.search(r"sk-[A-Za-z0-9_\-]{16,}", readme)
+
+
+def test_serve_binds_loopback_unless_told_otherwise() -> None:
+    assert parse_args([]).host == "127.0.0.1"
+    assert parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"
