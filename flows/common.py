@@ -30,12 +30,17 @@ def items_to_run(ctx: RunContext, items: list[Item]) -> list[Item]:
     return [item for item in items if item.item_id not in done]
 
 
-async def execute_run(options: RunOptions, process: ItemFunction) -> dict:
-    """Run every manifest item through `process`; return the summary as a dict."""
+async def execute_run(options: RunOptions, process: ItemFunction, *,
+                      items: list[Item] | None = None, source_bytes: bytes = b"") -> dict:
+    """Run every manifest item through `process`; return the summary as a dict.
+
+    Items from elsewhere (podcast feeds) come ready in `items`, with `source_bytes` naming
+    the job for resuming (the same bytes again resume an unfinished run)."""
     wall_start = time.monotonic()
-    manifest_bytes = read_manifest_bytes(options.manifest)
-    items = read_manifest(options.manifest, options.kind)
-    async with open_run(options, manifest_bytes) as (ctx, resumed):
+    if items is None:
+        source_bytes = read_manifest_bytes(options.manifest)
+        items = read_manifest(options.manifest, options.kind)
+    async with open_run(options, source_bytes) as (ctx, resumed):
         todo = items_to_run(ctx, items)
         if resumed:
             log.info("resuming run %s: %d of %d items left", ctx.run_id, len(todo), len(items))

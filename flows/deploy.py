@@ -1,0 +1,166 @@
+"""Prefect deployments of the audiobatch flows, for workers to run on a schedule or on demand.
+
+`audiobatch deploy podcast|transcribe|narrate|inbox` registers a deployment on the Prefect
+server named by PREFECT_API_URL: the flow (by module path, so any worker with audiobatch
+installed can run it; no code upload), its cron schedule and time zone, its parameters (only
+the options typed on the command line; the flow's defaults fill in the rest) and its work
+pool, which is created as a `process` pool when missing. Podcast and inbox deployments run one
+at a time (concurrency limit 1): a slow run and the next scheduled one never overlap.
+`prefect.yaml` at the repository root describes the same deployments for `prefect deploy`.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from tasks.errors import ConfigError
+
+DEFAULT_POOL = "audiobatch"
+DEFAULT_NAME = "audiobatch"  # the deployment `audiobatch submit` uses unless told otherwise
+PATH_PARAMETERS = ("feed", "manifest", "inbox", "out", "profiles")  # read or written by the worker
+
+
+@dataclass(frozen=True)
+class FlowRef:
+    module: str
+    attribute: str
+    name: str  # the Prefect flow name: deployments are "<flow name>/<deployment name>"
+    one_at_a_time: bool = False
+
+
+FLOWS = {
+    "podcast": FlowRef("flows.podcast", "transcribe_podcast", "transcribe-podcast", True),
+    "transcribe": FlowRef("flows.transcribe", "transcribe_manifest", "transcribe-manifest"),
+    "narrate": FlowRef("flows.narrate", "narrate_manifest", "narrate-manifest"),
+    "inbox": FlowRef("flows.inbox", "process_inbox", "audiobatch-inbox", True),
+}
+
+
+@dataclass
+class DeploymentSpec:
+    kind: str  # a key of FLOWS
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+    timezone: str = "UTC"
+    work_pool: str = DEFAULT_POOL
+
+    @property
+    def full_name(self) -> str:
+        return f"{FLOWS[self.kind].name}/{self.name}"
+
+
+def load_flow(kind: str) -> Any:
+    ref = FLOWS[kind]
+    return getattr(importlib.import_module(ref.module), ref.attribute)
+
+
+# --- where the worker runs: API address and paths -------------------------------------------
+
+def require_api_url() -> str:
+    """The Prefect server's API; without one, a deployment would land on a throwaway server."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError("PREFECT_API_URL is not set: start a server (`prefect server start`) and "
+                          "run `export PREFECT_API_URL=http://127.0.0.1:4200/api` (or `prefect "
+                          "config set PREFECT_API_URL=...`), then try again.")
+    return url
+
+
+def is_remote(api_url: str) -> bool:
+    """True unless the API is on this machine (then a worker here sees the same files)."""
+    return (urlsplit(api_url).hostname or "") not in ("127.0.0.1", "localhost", "::1")
+
+
+def worker_path(value: str, what: str, remote: bool) -> str:
+    """`value` as a worker will read it: URLs as given, local paths made absolute.
+
+    A worker resolves paths on its own machine, in its own working folder: a relative path
+    cannot mean the same file there when the server is remote."""
+    if "://" in value:
+        return value
+    if os.path.isabs(os.path.expanduser(value)):
+        return os.path.expanduser(value)
+    if remote:
+        raise ConfigError(
+            f"{what} '{value}' is a relative path, but the Prefect server is remote: the worker "
+            "would look for it in its own working folder. Give an absolute path on a folder the "
+            f"worker shares (e.g. /mnt/shared/{os.path.basename(value) or what}) or an fsspec URL "
+            "(s3://bucket/..., gs://...).")
+    return os.path.abspath(value)
+
+
+def worker_parameters(parameters: dict[str, Any], remote: bool) -> dict[str, Any]:
+    return {name: worker_path(value, f"--{name}", remote)
+            if name in PATH_PARAMETERS and isinstance(value, str) else value
+            for name, value in parameters.items()}
+
+
+def check_parameters(kind: str, parameters: dict[str, Any], flags: dict[str, str]) -> None:
+    """Refuse options the flow does not take (e.g. --voice for a transcription)."""
+    accepted = inspect.signature(load_flow(kind).fn).parameters
+    unknown = [flags.get(name, name) for name in parameters if name not in accepted]
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: not an option of the {FLOWS[kind].name} flow; "
+                          f"see `audiobatch {kind} --help`.")
+
+
+# --- deployments ------------------------------------------------------------------------------
+
+def ensure_work_pool(name: str) -> bool:
+    """Create a `process` work pool called `name` when there is none; True if created."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return False
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            return True
+
+
+def _schedule(spec: DeploymentSpec) -> Any:
+    from prefect.schedules import Cron
+
+    try:
+        return Cron(spec.cron, timezone=spec.timezone)
+    except ValueError as exc:
+        raise ConfigError(f"--cron {spec.cron!r} --timezone {spec.timezone!r}: {exc}. Write five "
+                          "cron fields (e.g. '0 * * * *' for hourly) and an IANA time zone "
+                          "(e.g. Europe/Berlin).") from None
+
+
+def deploy(spec: DeploymentSpec) -> str:
+    """Create or update the deployment; returns its id."""
+    from prefect.flows import EntrypointType
+
+    flow = load_flow(spec.kind)
+    schedules = [_schedule(spec)] if spec.cron else []
+    deployment = flow.to_deployment(
+        spec.name, schedules=schedules, parameters=spec.parameters, work_pool_name=spec.work_pool,
+        entrypoint_type=EntrypointType.MODULE_PATH,  # workers import it from the installed package
+        concurrency_limit=1 if FLOWS[spec.kind].one_at_a_time else None,
+        tags=["audiobatch", spec.kind])
+    created = ensure_work_pool(spec.work_pool)
+    if created:
+        print(f"created work pool '{spec.work_pool}' (type process)")
+    return str(deployment.apply())
+
+
+def describe(spec: DeploymentSpec, deployment_id: str) -> str:
+    when = (f"on cron '{spec.cron}' ({spec.timezone})" if spec.cron
+            else "on demand (audiobatch submit, or `prefect deployment run`)")
+    params = "\n".join(f"    {k} = {v!r}" for k, v in sorted(spec.parameters.items())) or "    (none)"
+    return (f"deployment {spec.full_name} ({deployment_id}) runs {when} in work pool "
+            f"'{spec.work_pool}'\n  parameters:\n{params}\n"
+            f"Start a worker where the paths above are readable (and OPENAI_API_KEY is set, for "
+            f"a remote model):\n    prefect worker start --pool {spec.work_pool}")

@@ -1,0 +1,241 @@
+"""The `audiobatch-inbox` flow: every manifest dropped into a folder (or fsspec prefix) is run.
+
+    <inbox>/episodes.csv                 waiting (top level: .csv, .tsv, .parquet)
+    <inbox>/processing/episodes.csv.claim  taken by a run (who, when)
+    <inbox>/done/episodes.csv            every row ok; episodes.csv.summary.json beside it
+    <inbox>/failed/episodes.csv          some rows failed, or the manifest was unusable
+
+Kind: a name like `x.narrate.csv` / `x.transcribe.csv` decides; otherwise the header does
+(an `audio` column: transcribe; `text` or `text_file`: narrate). Relative paths in a manifest
+start from the inbox folder, as for any manifest. Each manifest runs as a subflow
+(`transcribe-manifest` / `narrate-manifest`) with this flow's options.
+
+No manifest is processed twice, even by overlapping runs: a run first creates the claim file
+exclusively (O_EXCL; `xb` on fsspec stores), and a claim older than `stale_claim_h` (a run
+that crashed) is taken over by renaming it, which only one run can do. A run that finishes
+moves the manifest out before releasing its claim. A manifest whose run crashed is resumed
+(same content, same job) when its claim goes stale, or at once if you delete the claim.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow
+
+from flows.narrate import narrate_manifest
+from flows.transcribe import transcribe_manifest
+from tasks.errors import AudiobatchError, redact
+from tasks.manifest import NARRATE, TRANSCRIBE
+from tasks.manifest_io import ManifestError, read_rows
+from tasks.outputs import OutputRoot, RunStaging
+from tasks.runs import state_dir
+from tasks.sources import safe_url
+
+log = logging.getLogger("audiobatch")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
+PROCESSING, DONE, FAILED = "processing", "done", "failed"
+
+
+@dataclass
+class Report:
+    manifest: str
+    status: str  # "done" | "failed"
+    kind: str | None = None
+    moved_to: str | None = None
+    error: str | None = None
+    problems: list[dict[str, Any]] | None = None  # the rows that did not end ok
+    summary: dict[str, Any] | None = None
+
+
+class Inbox:
+    """A folder or fsspec prefix of waiting manifests, with claims and done/failed folders."""
+
+    def __init__(self, location: str, stale_claim_h: float = 24.0) -> None:
+        self.root = OutputRoot(location)
+        self.stale_claim_s = stale_claim_h * 3600
+
+    def location(self, name: str) -> str:
+        return self.root.display(name)
+
+    def waiting(self) -> list[str]:
+        entries = self.root.fs.ls(self.root.path, detail=True)
+        names = (entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in entries
+                 if entry.get("type") == "file")
+        return sorted(n for n in names if n.lower().endswith(MANIFEST_SUFFIXES) and not n.startswith("."))
+
+    def claim(self, name: str) -> bool:
+        """Take `name` for this run; False when another run has it or has finished it."""
+        claim = self.root.full(f"{PROCESSING}/{name}.claim")
+        self.root.fs.makedirs(self.root.full(PROCESSING), exist_ok=True)
+        if not self._create_exclusive(claim) and not (self._take_over_stale(claim)
+                                                      and self._create_exclusive(claim)):
+            return False
+        if not self.root.exists(name):  # finished by another run between listing and claiming
+            self.release(name)
+            return False
+        return True
+
+    def release(self, name: str) -> None:
+        self.root.fs.rm_file(self.root.full(f"{PROCESSING}/{name}.claim"))
+
+    def finish(self, report: Report) -> str:
+        """Summary beside the manifest in done/ or failed/, the manifest moved, then release."""
+        folder = DONE if report.status == "done" else FAILED
+        target = self._free_name(folder, report.manifest)
+        report.moved_to = self.root.display(target)
+        self.root.write_bytes(f"{target}.summary.json",
+                              json.dumps(asdict(report), indent=2, default=str).encode())
+        self.root.fs.mv(self.root.full(report.manifest), self.root.full(target))
+        self.release(report.manifest)
+        return report.moved_to
+
+    def _create_exclusive(self, path: str) -> bool:
+        record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                             "claimed_at": datetime.now(timezone.utc).isoformat()}).encode()
+        try:
+            if self.root.is_local:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(record)
+            else:
+                with self.root.fs.open(path, "xb") as handle:
+                    handle.write(record)
+            return True
+        except FileExistsError:
+            return False
+        except (ValueError, NotImplementedError):  # this store cannot create exclusively
+            log.warning("%s cannot create files exclusively: overlapping inbox runs are kept "
+                        "apart only by the deployment's concurrency limit", safe_url(self.root.url))
+            if self.root.fs.exists(path):
+                return False
+            self.root.fs.pipe_file(path, record)
+            return True
+
+    def _take_over_stale(self, claim: str) -> bool:
+        """Rename a claim older than the limit out of the way; only one run's rename succeeds."""
+        try:
+            age = time.time() - _modified(self.root.fs.info(claim))
+        except FileNotFoundError:
+            return True  # released meanwhile: try to claim again
+        if age < self.stale_claim_s:
+            return False
+        try:
+            self.root.fs.mv(claim, f"{claim}.stale-{uuid.uuid4().hex[:8]}")
+        except FileNotFoundError:
+            return False  # another run took it over first
+        log.warning("took over the claim on %s: its run stopped %.1f h ago", claim, age / 3600)
+        return True
+
+    def _free_name(self, folder: str, name: str) -> str:
+        if not self.root.exists(f"{folder}/{name}"):
+            return f"{folder}/{name}"
+        stem, dot, suffix = name.rpartition(".")
+        return f"{folder}/{stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}{dot}{suffix}"
+
+
+def _modified(info: dict[str, Any]) -> float:
+    value = info.get("mtime") or info.get("LastModified") or info.get("created") or 0.0
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def manifest_kind(name: str, location: str) -> str:
+    """By name (`x.narrate.csv`), else by header: `audio` -> transcribe, `text`/`text_file` -> narrate."""
+    tags = set(name.lower().split(".")[1:-1])
+    for kind in (TRANSCRIBE, NARRATE):
+        if kind in tags:
+            return kind
+    header = next((cells for _, cells in read_rows(location) if any(c.strip() for c in cells)), [])
+    columns = {re.sub(r"[\s\-]+", "_", cell.strip().lower()) for cell in header}
+    is_transcribe, is_narrate = "audio" in columns, bool(columns & {"text", "text_file"})
+    if is_transcribe != is_narrate:
+        return TRANSCRIBE if is_transcribe else NARRATE
+    found = ", ".join(sorted(c for c in columns if c)) or "none"
+    raise ManifestError(
+        f"manifest {name}: cannot tell whether to transcribe or narrate it (columns: {found}). "
+        "Give it an 'audio' column (transcribe) or a 'text'/'text_file' column (narrate), or "
+        "name it like NAME.transcribe.csv / NAME.narrate.csv, and drop it in again.")
+
+
+def _not_ok_rows(out: str, run_id: str) -> list[dict[str, Any]]:
+    rows = RunStaging(state_dir(OutputRoot(out)) / run_id).final_rows("items")
+    return [{key: row.get(key) for key in ("item_id", "row", "status", "error_type", "error_message")}
+            for row in rows if row["status"] != "ok"]
+
+
+async def _run_manifest(box: Inbox, name: str, options: dict[str, Any]) -> Report:
+    try:
+        kind = manifest_kind(name, box.location(name))
+        job = transcribe_manifest if kind == TRANSCRIBE else narrate_manifest
+        accepted = inspect.signature(job.fn).parameters
+        summary = await job(manifest=box.location(name),
+                            **{k: v for k, v in options.items() if k in accepted})
+    except AudiobatchError as error:
+        return Report(name, "failed", error=str(error))
+    except Exception as error:  # noqa: BLE001 - one bad manifest must not stop the inbox
+        return Report(name, "failed", error=redact(f"unexpected {type(error).__name__}: {error}"))
+    problems = _not_ok_rows(options["out"], summary["run_id"])
+    return Report(name, "failed" if problems else "done", kind, problems=problems, summary=summary)
+
+
+@flow(name="audiobatch-inbox", log_prints=True)
+async def process_inbox(
+    inbox: str,
+    out: str = "outputs",
+    stale_claim_h: float = 24.0,
+    model: str | None = None,
+    base_url: str | None = None,
+    provider: str | None = None,
+    profiles: str | None = None,
+    price_as: str | None = None,
+    concurrency: int = 4,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    max_attempts: int = 6,
+    max_backoff_s: float = 30.0,
+    timeout_s: float = 120.0,
+    item_deadline_s: float | None = None,
+    max_cost_usd: float | None = None,
+    max_download_mb: float = 4096.0,
+    allow_schemes: list[str] | None = None,
+    resume: bool = True,
+    use_cache: bool = True,
+    progress: bool | None = None,
+    language: str | None = None,
+    prompt: str | None = None,
+    max_audio_tokens: int | None = None,
+    overlap_s: float = 0.0,
+    voice: str = "alloy",
+    audio_format: str = "mp3",
+    speed: float = 1.0,
+    instructions: str | None = None,
+    target_lufs: float = -16.0,
+) -> dict:
+    """Run every manifest waiting in `inbox`, then move each to done/ or failed/ with its summary.
+
+    Options apply to every manifest (per-row columns still override them); `max_cost_usd` is
+    per manifest. The API key comes from OPENAI_API_KEY, never from a parameter."""
+    # every other parameter is an option of the manifest flows
+    options = {k: v for k, v in locals().items() if k not in ("inbox", "stale_claim_h")}
+    box = Inbox(inbox, stale_claim_h)
+    waiting = box.waiting()
+    print(f"inbox {safe_url(box.root.url)}: {len(waiting)} manifest(s) waiting")
+    reports = []
+    for name in waiting:
+        if not box.claim(name):
+            print(f"{name}: taken by another run")
+            continue
+        report = await _run_manifest(box, name, options)
+        moved_to = box.finish(report)
+        print(f"{name}: {report.status} -> {moved_to}" + (f" ({report.error})" if report.error else ""))
+        reports.append(asdict(report))
+    return {"inbox": safe_url(box.root.url), "waiting": len(waiting), "processed": reports}

@@ -1,0 +1,167 @@
+"""The `transcribe-podcast` flow: a feed's new episodes in, transcripts and cost reports out.
+
+A podcast run is a transcription run whose items come from a feed instead of a manifest:
+the same per-item task, outputs and accounting. What was done is remembered per feed under
+the output root (`tasks.feed_state`), so a scheduled run transcribes only new episodes and
+retries the ones that failed. Episodes that ship a transcript are recorded, not paid for,
+unless `force`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+from datetime import date
+from typing import Any
+
+from prefect import flow
+
+from flows.common import execute_run
+from tasks.errors import ConfigError
+from tasks.feed_state import FeedState, load_state, save_state
+from tasks.feed_transcripts import record_feed_transcript
+from tasks.feeds import Episode, Feed, episode_item, episode_item_id, load_feed, select_episodes
+from tasks.manifest import TRANSCRIBE, Item
+from tasks.outputs import OutputRoot, RunStaging
+from tasks.progress import summarize
+from tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, state_dir
+from tasks.sources import FetchPolicy, safe_url
+from tasks.transcription import transcribe_item
+
+
+@flow(name="transcribe-podcast", log_prints=True)
+async def transcribe_podcast(
+    feed: str,
+    out: str = "outputs",
+    limit: int | None = None,
+    since: str | None = None,
+    force: bool = False,
+    model: str | None = None,
+    base_url: str | None = None,
+    concurrency: int = 4,
+    language: str | None = None,
+    prompt: str | None = None,
+    max_audio_tokens: int | None = None,
+    overlap_s: float = 0.0,
+    max_cost_usd: float | None = None,
+    price_as: str | None = None,
+    provider: str | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    max_attempts: int = 6,
+    max_backoff_s: float = 30.0,
+    timeout_s: float = 120.0,
+    item_deadline_s: float | None = None,
+    profiles: str | None = None,
+    run_id: str | None = None,
+    resume: bool = True,
+    use_cache: bool = True,
+    rerun_failed: str | None = None,
+    allow_schemes: list[str] | None = None,
+    max_download_mb: float = 4096.0,
+    progress: bool | None = None,
+) -> dict:
+    """Transcribe the episodes of `feed` (RSS/Atom URL or file) not done yet under `out`.
+
+    `limit`: at most this many episodes this run (newest first); `since`: only episodes
+    published on or after this ISO date; `force`: transcribe even when the feed ships a
+    transcript. The API key comes from OPENAI_API_KEY in the environment, never a parameter.
+    """
+    params = dict(locals())  # the flow's parameters, as given
+    feed = local_feed_path(feed)
+    options = run_options(TRANSCRIBE, feed, params)
+    since_date = parse_since(since)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: give a number of episodes of at least 1")
+    loaded = await load_feed(feed, feed_fetch_policy(options))
+    root = OutputRoot(out)
+    state = load_state(root, feed)
+    state.feed_title = loaded.title
+    episodes = select_episodes(loaded, state.done, since=since_date, limit=limit)
+    print(f"feed '{loaded.title}': {len(loaded.episodes)} episodes, "
+          f"{sum(e.key in state.done for e in loaded.episodes)} done before, {len(episodes)} to do now")
+    if not episodes:
+        return _nothing_new(loaded, state)
+    items = [_item(loaded, state, episode, row, options) for row, episode in enumerate(episodes, 1)]
+    summary = await execute_run(options, episode_processor(force), items=items,
+                                source_bytes=_job_bytes(loaded, items, force))
+    _remember(root, state, episodes, items, summary["run_id"])
+    summary["feed"] = _feed_report(loaded, state, len(episodes))
+    return summary
+
+
+def run_options(kind: str, source: str, params: dict[str, Any]) -> RunOptions:
+    """RunOptions from a flow's parameters (those that are run options; the rest are the flow's)."""
+    names = {f.name for f in fields(RunOptions)} - {"kind", "manifest"}
+    chosen = {k: v for k, v in params.items() if k in names}
+    chosen["allow_schemes"] = tuple(chosen.get("allow_schemes") or ())
+    return RunOptions(kind=kind, manifest=source, **chosen)
+
+
+def local_feed_path(feed: str) -> str:
+    """A local feed file by its absolute path: the same feed keeps the same state wherever
+    the run starts from."""
+    if "://" in feed:
+        return feed
+    return os.path.abspath(os.path.expanduser(feed))
+
+
+def parse_since(since: str | None) -> date | None:
+    if not since:
+        return None
+    try:
+        return date.fromisoformat(since)
+    except ValueError:
+        raise ConfigError(f"--since {since!r} is not a date: write it as YYYY-MM-DD, e.g. 2026-01-01") from None
+
+
+def feed_fetch_policy(options: RunOptions) -> FetchPolicy:
+    return FetchPolicy(timeout_s=min(options.timeout_s, 300.0),
+                       allowed_schemes=frozenset({"file", "http", "https", *options.allow_schemes}))
+
+
+def episode_processor(force: bool) -> ItemFunction:
+    """The per-item work: record the feed's own transcript when it has one, else transcribe."""
+    async def process(ctx: RunContext, item: Item, recorder: ItemRecorder, **call: Any) -> Any:
+        chosen = (record_feed_transcript if "transcript_url" in item.options and not force
+                  else transcribe_item)
+        return await chosen(ctx, item, recorder, **call)  # call: how run_items calls a task
+    return process
+
+
+def _item(feed: Feed, state: FeedState, episode: Episode, row: int, options: RunOptions) -> Item:
+    item_id = state.item_id(episode.key) or episode_item_id(feed, episode)
+    language = None if options.language else feed.language  # the user's choice wins
+    return episode_item(feed, episode, item_id, row, language)
+
+
+def _job_bytes(feed: Feed, items: list[Item], force: bool) -> bytes:
+    """What identifies this run's job: the same episodes again resume an interrupted run."""
+    return json.dumps({"feed": feed.url, "force": force,
+                       "items": [[item.item_id, item.source] for item in items]}).encode()
+
+
+def _remember(root: OutputRoot, state: FeedState, episodes: list[Episode], items: list[Item],
+              run_id: str) -> None:
+    """Record each episode's outcome from the run's own status rows (ok = done for good)."""
+    rows = {row["item_id"]: row for row in RunStaging(state_dir(root) / run_id).final_rows("items")}
+    for episode, item in zip(episodes, items):
+        row = rows.get(item.item_id)
+        if row is not None:
+            state.record(episode, item.item_id, row["status"], run_id, row.get("error_message"))
+    save_state(root, state)
+
+
+def _feed_report(feed: Feed, state: FeedState, attempted: int) -> dict:
+    keys = {e.key for e in feed.episodes}
+    return {"url": safe_url(feed.url), "title": feed.title, "episodes": len(feed.episodes),
+            "attempted": attempted, "done": len(keys & state.done)}
+
+
+def _nothing_new(feed: Feed, state: FeedState) -> dict:
+    """The summary of a run with nothing to do: no run folder, no model loaded."""
+    summary = summarize("", TRANSCRIBE, [], [], wall_s=0.0, model="", priced_as="", outputs={})
+    report = {**asdict(summary), "run_id": None, "cost_usd": 0.0,
+              "feed": _feed_report(feed, state, 0)}
+    print("nothing new to transcribe")
+    return report

@@ -1,0 +1,93 @@
+"""`audiobatch submit`: check a manifest here, then hand it to a deployed flow on a Prefect server.
+
+The manifest is validated locally first (the same reader the flow uses, plus a check that
+local audio files exist), so a typo costs seconds rather than a worker round trip; `strict`
+refuses to submit while any row is bad. Then a flow run of the deployment
+(`transcribe-manifest/audiobatch` or `narrate-manifest/audiobatch` by default) is created on
+the server at PREFECT_API_URL; a worker of that deployment's pool picks it up. The worker
+reads the manifest itself: it must be an absolute path the worker shares, or an fsspec URL.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from flows.deploy import DEFAULT_NAME, FLOWS, is_remote, require_api_url, worker_parameters
+from tasks.errors import ConfigError, InputError
+from tasks.manifest import TRANSCRIBE, read_manifest
+from tasks.sources import safe_url, scheme_of
+
+SHOWN_PROBLEMS = 20
+
+
+@dataclass
+class Submitted:
+    flow_run_id: str
+    deployment: str
+    ui_url: str | None
+    rows: int
+    bad_rows: list[str]
+
+
+def manifest_problems(manifest: str, kind: str) -> tuple[int, list[str]]:
+    """(rows, one line per bad row): the flow's own checks, plus missing local audio files."""
+    items = read_manifest(manifest, kind)
+    problems = [item.error for item in items if item.error]
+    if kind == TRANSCRIBE:
+        problems += [f"row {item.row}: audio file not found: {item.source}" for item in items
+                     if not item.error and scheme_of(item.source) == "file"
+                     and not os.path.isfile(item.source)]
+    return len(items), problems
+
+
+def report_problems(manifest: str, rows: int, problems: list[str]) -> None:
+    if not problems:
+        print(f"manifest {safe_url(manifest)}: {rows} rows, all valid")
+        return
+    print(f"manifest {safe_url(manifest)}: {len(problems)} of {rows} rows have problems:")
+    for line in problems[:SHOWN_PROBLEMS]:
+        print(f"  {line}")
+    if len(problems) > SHOWN_PROBLEMS:
+        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more")
+
+
+def flow_run_link(flow_run_id: str) -> str | None:
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
+
+
+def submit_manifest(manifest: str, kind: str, parameters: dict[str, Any], *,
+                    deployment: str = DEFAULT_NAME, strict: bool = False) -> Submitted:
+    """Validate `manifest`, then create a flow run of `<kind flow>/<deployment>`."""
+    api_url = require_api_url()
+    remote = is_remote(api_url)
+    parameters = worker_parameters({**parameters, "manifest": manifest}, remote)
+    rows, problems = manifest_problems(parameters["manifest"], kind)
+    report_problems(parameters["manifest"], rows, problems)
+    if problems and strict:
+        raise InputError(f"--strict: not submitted, {len(problems)} row(s) of "
+                         f"{safe_url(manifest)} need fixing (listed above).")
+    full_name = f"{FLOWS[kind].name}/{deployment}"
+    flow_run = _create_flow_run(full_name, parameters, api_url)
+    return Submitted(str(flow_run.id), full_name, flow_run_link(str(flow_run.id)), rows, problems)
+
+
+def _create_flow_run(full_name: str, parameters: dict[str, Any], api_url: str) -> Any:
+    import httpx
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    kind = next(k for k, ref in FLOWS.items() if full_name.startswith(f"{ref.name}/"))
+    try:
+        return run_deployment(full_name, parameters=parameters, timeout=0)
+    except ObjectNotFound:
+        raise ConfigError(
+            f"no deployment {full_name} on the Prefect server at {api_url}: create it with "
+            f"`audiobatch deploy {kind} --out /shared/outputs` (see `prefect deployment ls`), or "
+            "name yours with --deployment.") from None
+    except httpx.TransportError as exc:
+        raise ConfigError(f"cannot reach the Prefect server at {api_url} ({type(exc).__name__}): "
+                          "is `prefect server start` running, and is PREFECT_API_URL right?") from None

@@ -1,0 +1,135 @@
+"""The inbox flow: manifests dropped into a folder are run once each and filed in done/ or
+failed/ with their summaries, even when two runs overlap; also deployed and run by a real
+Prefect process worker."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+from prefect import get_client
+from prefect.deployments import run_deployment
+
+from flows.cli import main
+from flows.deploy import ensure_work_pool
+from flows.inbox import Inbox, Report, process_inbox
+from tests.helpers.data import SPEECH
+from tests.helpers.e2e import corpus_wer, read_dataset, write_manifest
+from tests.helpers.feeds import SHORT_CLIPS, process_worker
+from tests.helpers.localserver import references
+
+POOL = "audiobatch-test-inbox"
+
+
+def drop_clips(inbox: Path, *clips: str) -> None:
+    (inbox / "audio").mkdir(parents=True, exist_ok=True)
+    for clip in clips:
+        shutil.copy(SPEECH / clip, inbox / "audio" / clip)
+
+
+def names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+@pytest.mark.e2e
+async def test_overlapping_runs_process_every_manifest_once(prefect_api, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    drop_clips(inbox, SHORT_CLIPS[0], SHORT_CLIPS[4])
+    write_manifest(inbox / "episodes.csv", [{"id": "forward", "audio": f"audio/{SHORT_CLIPS[0]}"},
+                                            {"id": "english", "audio": f"audio/{SHORT_CLIPS[4]}"}])
+    write_manifest(inbox / "notes.narrate.csv", [{"id": "hello", "text": "Hello from the inbox."}])
+    write_manifest(inbox / "partial.csv", [{"id": "there", "audio": f"audio/{SHORT_CLIPS[0]}"},
+                                           {"id": "lost", "audio": "audio/never-uploaded.wav"}])
+    write_manifest(inbox / "mystery.csv", [{"name": "x", "comment": "which kind am I?"}])
+
+    first, second = await asyncio.gather(process_inbox(str(inbox), out=str(out), progress=False),
+                                         process_inbox(str(inbox), out=str(out), progress=False))
+    processed = [r["manifest"] for r in first["processed"] + second["processed"]]
+    assert sorted(processed) == ["episodes.csv", "mystery.csv", "notes.narrate.csv", "partial.csv"]
+    assert first["processed"] and second["processed"]  # both runs really worked, side by side
+    assert names(inbox / "done") == {"episodes.csv", "episodes.csv.summary.json",
+                                     "notes.narrate.csv", "notes.narrate.csv.summary.json"}
+    assert names(inbox / "failed") == {"partial.csv", "partial.csv.summary.json",
+                                       "mystery.csv", "mystery.csv.summary.json"}
+    assert not list(inbox.glob("*.csv")) and not list((inbox / "processing").glob("*.claim"))
+
+    items = read_dataset(out, "items")
+    assert items["item_id"].value_counts().max() == 1  # no manifest ran twice
+    texts = read_dataset(out, "transcripts").set_index("item_id")["text"]
+    assert corpus_wer([references()[SHORT_CLIPS[0]], references()[SHORT_CLIPS[4]]],
+                      [texts["forward"], texts["english"]]) < 0.25
+    assert Path(read_dataset(out, "narrations").iloc[0]["audio_path"]).stat().st_size > 1000
+
+    done = json.loads((inbox / "done" / "episodes.csv.summary.json").read_text())
+    assert (done["kind"], done["summary"]["ok"], done["problems"]) == ("transcribe", 2, [])
+    partial = json.loads((inbox / "failed" / "partial.csv.summary.json").read_text())
+    assert [(p["item_id"], p["status"]) for p in partial["problems"]] == [("lost", "failed")]
+    assert "never-uploaded.wav" in partial["problems"][0]["error_message"]
+    mystery = json.loads((inbox / "failed" / "mystery.csv.summary.json").read_text())
+    assert "cannot tell whether to transcribe or narrate" in mystery["error"]
+
+
+def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
+    inbox = tmp_path / "inbox"
+    write_manifest(inbox / "a.csv", [{"audio": "x.wav"}])
+    box, other = Inbox(str(inbox), stale_claim_h=1.0), Inbox(str(inbox), stale_claim_h=1.0)
+    assert box.claim("a.csv") and not other.claim("a.csv")
+    claim = inbox / "processing" / "a.csv.claim"
+    two_hours_ago = time.time() - 7200
+    os.utime(claim, (two_hours_ago, two_hours_ago))  # its run crashed long ago
+    assert other.claim("a.csv") and not box.claim("a.csv")
+    other.finish(Report("a.csv", "done"))
+    assert not other.claim("a.csv")  # finished: nothing left to claim
+    assert names(inbox / "done") == {"a.csv", "a.csv.summary.json"}
+
+
+def test_claims_on_an_fsspec_store():
+    prefix = f"memory://inbox-{os.getpid()}-{time.monotonic_ns()}"
+    with fsspec.open(f"{prefix}/m.narrate.csv", "w") as handle:
+        handle.write("text\nhello\n")
+    box = Inbox(prefix)
+    assert box.waiting() == ["m.narrate.csv"]
+    assert box.claim("m.narrate.csv") and not Inbox(prefix).claim("m.narrate.csv")
+    box.finish(Report("m.narrate.csv", "failed", error="example"))
+    fs = fsspec.filesystem("memory")
+    assert fs.exists(f"{prefix}/failed/m.narrate.csv") and not fs.exists(f"{prefix}/m.narrate.csv")
+    assert json.loads(fs.cat(f"{prefix}/failed/m.narrate.csv.summary.json"))["error"] == "example"
+
+
+@pytest.mark.e2e
+async def test_an_inbox_on_an_fsspec_prefix(prefect_api, tmp_path):
+    prefix = f"memory://inbox-{os.getpid()}-{time.monotonic_ns()}"
+    with fsspec.open(f"{prefix}/greetings.csv", "w") as handle:  # header decides: narrate
+        handle.write("id,text\ngreeting,Good morning from the object store.\n")
+    result = await process_inbox(prefix, out=str(tmp_path / "out"), audio_format="wav", progress=False)
+    assert [(r["manifest"], r["kind"], r["status"]) for r in result["processed"]] == [
+        ("greetings.csv", "narrate", "done")]
+    fs = fsspec.filesystem("memory")
+    assert fs.exists(f"{prefix}/done/greetings.csv") and not fs.exists(f"{prefix}/greetings.csv")
+    [narration] = read_dataset(tmp_path / "out", "narrations").to_dict("records")
+    assert narration["item_id"] == "greeting" and narration["format"] == "wav"
+
+
+@pytest.mark.e2e
+def test_inbox_deployment_runs_on_a_worker(prefect_api, tmp_path, capsys):
+    inbox, out = tmp_path / "shared" / "inbox", tmp_path / "shared" / "out"
+    drop_clips(inbox, SHORT_CLIPS[2])
+    write_manifest(inbox / "today.csv", [{"id": "amiable", "audio": f"audio/{SHORT_CLIPS[2]}"}])
+    ensure_work_pool(POOL)
+    assert main(["deploy", "inbox", str(inbox), "--work-pool", POOL, "--out", str(out)]) == 0
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("audiobatch-inbox/audiobatch")
+    assert deployment.schedules[0].schedule.cron == "*/5 * * * *"
+    assert deployment.parameters == {"inbox": str(inbox), "out": str(out)}
+
+    with process_worker(POOL, tmp_path / "worker.log"):
+        flow_run = run_deployment("audiobatch-inbox/audiobatch", timeout=300)
+    assert flow_run.state.is_completed(), (tmp_path / "worker.log").read_text()[-4000:]
+    assert names(inbox / "done") == {"today.csv", "today.csv.summary.json"}
+    [text] = read_dataset(out, "transcripts")["text"]
+    assert corpus_wer([references()[SHORT_CLIPS[2]]], [text]) < 0.25
