@@ -1,0 +1,51 @@
+"""The model client against the real embedded model: in-process (ASGI, no port) and over
+HTTP against `audiobatch serve` on a loopback port. Same code path, same results."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from flows.runtime import build_client
+from tasks import codecs
+from tasks.model import ClientSettings, ModelClient
+from tests.helpers.data import SPEECH
+from tests.helpers.localserver import references, running_server, word_error_rate
+
+PARAGRAPH = ("The printer set each line of type by hand. When the page was ready, he inked the "
+             "forme, laid a damp sheet on it, and pulled the lever of the press.")
+CLIPS = ["openai-whisper__jfk.flac", "pocketsphinx__sense_and_sensibility_01_austen_64kb-0870.wav",
+         "speech_recognition__english.wav"]
+
+
+@pytest.fixture(scope="module", params=["in-process", "serve"])
+def settings(request) -> Iterator[ClientSettings]:
+    """No base URL: the embedded model in-process. Otherwise `audiobatch serve` on loopback."""
+    if request.param == "in-process":
+        yield ClientSettings()
+        return
+    with running_server() as base_url:
+        yield ClientSettings(base_url=base_url, model="audiobatch-local")
+
+
+@pytest.fixture
+async def client(settings: ClientSettings) -> AsyncIterator[ModelClient]:
+    async with build_client(settings) as model_client:
+        yield model_client
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+async def test_transcribes_real_speech(client: ModelClient, clip: str) -> None:
+    audio = codecs.encode(codecs.decode(SPEECH / clip, 16000), 16000, "wav")
+    reply = await client.transcribe(audio, "wav")
+    assert word_error_rate(references()[clip], reply.text) < 0.15
+    assert reply.usage.prompt_audio_tokens > 0 and reply.attempts[-1].http_status == 200
+
+
+async def test_narrates_a_paragraph_that_transcribes_back(client: ModelClient) -> None:
+    spoken = await client.narrate(PARAGRAPH, voice="alloy", audio_format="mp3")
+    samples = codecs.decode(spoken.audio, 16000)
+    assert 6 < len(samples) / 16000 < 15
+    heard = await client.transcribe(codecs.encode(samples, 16000, "wav"), "wav")
+    assert word_error_rate(PARAGRAPH, heard.text) < 0.15
+    assert spoken.usage.completion_audio_tokens == pytest.approx(len(samples) / 16000 * 20, abs=30)
