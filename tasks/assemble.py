@@ -2,27 +2,34 @@
 
 The model answers each chunk with plain text (Chat Completions gives no timestamps), so
 segment times are estimated from the chunk's audio: speech islands are found from frame
-levels, long pauses are matched to sentence and clause breaks in the text (anchors), and the
-words between anchors are spread over the speech between them in proportion to their length.
-A segment that starts after a pause therefore starts where the speech does.
+levels and grouped into phrases at long pauses; a small dynamic program gives each phrase the
+words whose length fits its voiced time, preferring to start phrases at sentence and clause
+breaks; within a phrase words are spread over its speech in proportion to their length.
+Captions also break where a phrase starts, so a caption that follows a pause starts where the
+speech does.
 """
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import soundfile as sf
 
 from tasks.audio import Chunk
 from tasks.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
-from tasks.text import CLAUSE, SENTENCE, word_breaks
+from tasks.text import CLAUSE, PARAGRAPH, SENTENCE, WORD, word_breaks
 
 FRAME_S = 0.02
 MIN_GAP_S = 0.15  # quiet stretches shorter than this are inside words
-ANCHOR_GAP_S = 0.4  # pauses at least this long are matched to breaks in the text
-ANCHOR_TOLERANCE = 0.15  # how far (as a share of the chunk's text) a pause may sit from its break
+ANCHOR_GAP_S = 0.4  # pauses at least this long separate phrases, matched to breaks in the text
+# How much a phrase's speaking rate may differ from the chunk's: (seconds, share of the phrase).
+RATE_SLACK = (0.3, 0.2)
+# Cost of a phrase starting after a break of each strength (WORD, CLAUSE, SENTENCE), in units
+# of a squared RATE_SLACK: a pause is put at a plain word boundary only when no punctuation
+# lies within about two slacks.
+BREAK_COST = {WORD: 4.0, CLAUSE: 1.0, SENTENCE: 0.0}
 CAPTION_MAX_WORDS = 16
 
 
@@ -54,26 +61,33 @@ def _overlap_cut(previous: list[str], current: list[str], window: int, min_match
     return len(previous) - len(tail) + match.a, match.b
 
 
-def dedupe_chunk_texts(texts: list[str], overlap_s: float = 0.0) -> list[str]:
-    """Each chunk's text with words repeated from the previous chunk removed.
+def kept_word_ranges(texts: list[str], overlap_s: float = 0.0) -> list[tuple[int, int]]:
+    """For each chunk's text, the range of its words (whitespace-separated) that the joined
+    transcript keeps, once words repeated from the previous chunk are removed.
 
     With overlap, the overlapped stretch is transcribed twice: the two versions are aligned
     and the later one is kept (the earlier chunk's last word may be cut off). Without overlap,
     only an exact repeat of two or more words right at the boundary is dropped.
     """
     words = [text.split() for text in texts]
+    kept = [[0, len(w)] for w in words]
     window = max(4, int(overlap_s * 4) + 4) if overlap_s > 0 else 2
     for i in range(1, len(words)):
-        previous = next((w for w in reversed(words[:i]) if w), None)
-        if not previous or not words[i]:
+        j = next((j for j in reversed(range(i)) if kept[j][1] > kept[j][0]), None)
+        if j is None or not words[i]:
             continue
-        cut = _overlap_cut(previous, words[i], window, min_match=2)
-        if cut is None:
-            continue
-        keep_previous, drop_current = cut
-        del previous[keep_previous:]
-        del words[i][:drop_current]
-    return [" ".join(w) for w in words]
+        cut = _overlap_cut(words[j][kept[j][0]:kept[j][1]], words[i], window, min_match=2)
+        if cut is not None:
+            keep_previous, drop_current = cut
+            kept[j][1] = kept[j][0] + keep_previous
+            kept[i][0] = drop_current
+    return [(a, b) for a, b in kept]
+
+
+def dedupe_chunk_texts(texts: list[str], overlap_s: float = 0.0) -> list[str]:
+    """Each chunk's text with words repeated from the previous chunk removed."""
+    ranges = kept_word_ranges(texts, overlap_s)
+    return [" ".join(text.split()[a:b]) for text, (a, b) in zip(texts, ranges)]
 
 
 def join_transcripts(texts: list[str], overlap_s: float = 0.0) -> str:
@@ -106,23 +120,49 @@ def _voiced_before(islands: list[tuple[float, float]]) -> list[float]:
     return before + [total]
 
 
-def _anchor_pairs(islands: list[tuple[float, float]], fractions: list[float],
-                  strengths: list[int]) -> list[tuple[int, int]]:
-    """(island index, word index): long pauses matched, in order, to text breaks near them."""
-    before = _voiced_before(islands)
-    total = before[-1] or 1.0
-    pairs, last_word = [], 0
-    for k in range(1, len(islands)):
-        if islands[k][0] - islands[k - 1][1] < ANCHOR_GAP_S:
-            continue
-        share = before[k] / total
-        candidates = [(abs(fractions[i] - share) - 0.03 * strengths[i - 1], i)
-                      for i in range(last_word + 1, len(fractions))
-                      if strengths[i - 1] >= CLAUSE and abs(fractions[i] - share) <= ANCHOR_TOLERANCE]
-        if candidates:
-            last_word = min(candidates)[1]
-            pairs.append((k, last_word))
-    return pairs
+def _phrases(islands: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """The islands grouped into phrases: runs of speech separated by pauses >= ANCHOR_GAP_S."""
+    phrases = [[islands[0]]]
+    for previous, island in zip(islands, islands[1:]):
+        if island[0] - previous[1] >= ANCHOR_GAP_S:
+            phrases.append([])
+        phrases[-1].append(island)
+    return phrases
+
+
+def _phrase_starts(voiced_s: list[float], weights: list[float], strengths: list[int]) -> list[int]:
+    """Index of the first word of each phrase, by dynamic programming over the word boundaries.
+
+    Each phrase should hold words whose length matches its voiced time at the chunk's mean
+    rate (a phrase's cost is its squared deviation in units of RATE_SLACK); starting a phrase
+    at a word costs BREAK_COST of the break before it, so pauses fall at sentence and clause
+    ends when the lengths allow, and at a plain word boundary when the transcript has no mark
+    there. The whole chunk is solved at once, so one long pause cannot pull the rest astray.
+    """
+    n, total_s = len(weights), sum(voiced_s) or 1.0
+    cumulative = np.concatenate(([0.0], np.cumsum(weights)))
+    rate = cumulative[-1] / total_s  # weight per voiced second
+    start_cost = np.array([0.0] + [BREAK_COST[min(s, SENTENCE)] for s in strengths[:-1]] + [0.0])
+    cost = np.full(n + 1, np.inf)
+    cost[0] = 0.0  # cost[b]: the best split of words[:b] over the phrases so far
+    ends = np.arange(n + 1)
+    choices = []
+    for j, voiced in enumerate(voiced_s):
+        expected, slack = rate * voiced, rate * (RATE_SLACK[0] + RATE_SLACK[1] * voiced)
+        longest = min(n, int(3 * expected / min(weights)) + 4)  # longer phrases cost far too much
+        firsts = ends[None, :] - np.arange(longest + 1)[:, None]  # [length, end] -> first word
+        possible = firsts >= 0
+        firsts = np.maximum(firsts, 0)
+        deviation = (cumulative[ends] - cumulative[firsts] - expected) / slack
+        total = np.where(possible, cost[firsts] + deviation ** 2, np.inf)
+        length = total.argmin(axis=0)
+        cost = total[length, ends] + (start_cost if j < len(voiced_s) - 1 else 0.0)
+        choices.append(ends - length)
+    starts, b = [], n
+    for choice in reversed(choices):
+        b = int(choice[b])
+        starts.append(b)
+    return starts[::-1]
 
 
 def _spread(islands: list[tuple[float, float]], weights: list[float]) -> list[float]:
@@ -140,29 +180,29 @@ def _spread(islands: list[tuple[float, float]], weights: list[float]) -> list[fl
 
 
 def word_times(words: list[str], strengths: list[int], islands: list[tuple[float, float]],
-               duration_s: float) -> list[float]:
-    """Estimated start time (in the chunk) of every word."""
-    if not islands:
-        islands = [(0.0, duration_s)]
+               duration_s: float) -> tuple[list[float], list[int]]:
+    """Estimated start time (in the chunk) of every word, and the words that begin a phrase
+    after a long pause (a caption should start there)."""
+    phrases = _phrases(islands or [(0.0, duration_s)])
     weights = [len(w) + 1.0 for w in words]
-    cumulative = np.concatenate(([0.0], np.cumsum(weights)))
-    fractions = (cumulative[:-1] / cumulative[-1]).tolist()
-    bounds = [(0, 0)] + _anchor_pairs(islands, fractions, strengths) + [(len(islands), len(words))]
+    voiced = [sum(end - start for start, end in phrase) for phrase in phrases]
+    starts = _phrase_starts(voiced, weights, strengths) + [len(words)]
     times: list[float] = []
-    for (island_a, word_a), (island_b, word_b) in zip(bounds, bounds[1:]):
-        if word_b > word_a:
-            times += _spread(islands[island_a:island_b] or [islands[-1]], weights[word_a:word_b])
-    return times
+    for phrase, a, b in zip(phrases, starts, starts[1:]):
+        times += _spread(phrase, weights[a:b]) if b > a else []
+    return times, [a for a, b in zip(starts[1:-1], starts[2:]) if 0 < a < b]
 
 
 def _caption_groups(words: list[str], strengths: list[int]) -> list[tuple[int, int]]:
-    """Word ranges of captions: break at sentence ends, or at the best break before the cap."""
+    """Word ranges of captions: break at paragraph ends (and pauses, which the caller marks as
+    such) always, at sentence ends unless the caption would be a scrap of one or two words,
+    or at the best break before the cap."""
     groups, start = [], 0
     while start < len(words):
         end = start
         while end < len(words) and end - start < CAPTION_MAX_WORDS:
             end += 1
-            if strengths[end - 1] >= SENTENCE and end - start >= 3:
+            if strengths[end - 1] >= PARAGRAPH or (strengths[end - 1] >= SENTENCE and end - start >= 3):
                 break
         if end < len(words) and end - start >= CAPTION_MAX_WORDS:
             best = max(range(start + CAPTION_MAX_WORDS // 2, end), key=lambda i: strengths[i - 1])
@@ -172,16 +212,25 @@ def _caption_groups(words: list[str], strengths: list[int]) -> list[tuple[int, i
     return groups
 
 
-def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: int) -> list[Segment]:
+def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: int,
+                   kept: tuple[int, int] | None = None) -> list[Segment]:
+    """Timed captions of one chunk. Word times are estimated from the chunk's whole text and
+    audio; only the words in `kept` (a range of word indices; default all) become captions,
+    so words handed to the next chunk by the overlap join keep their place in the timing."""
     spans, strengths = word_breaks(text)
-    if not spans:
+    first, last = kept if kept is not None else (0, len(spans))
+    if first >= last:
         return []
     words = [text[a:b] for a, b in spans]
     islands = speech_islands(samples, sample_rate)
-    starts = word_times(words, strengths, islands, chunk.duration_s)
+    starts, anchors = word_times(words, strengths, islands, chunk.duration_s)
     speech_end = islands[-1][1] if islands else chunk.duration_s
+    caption_breaks = list(strengths)
+    for word in anchors:  # a long pause always ends a caption: the next starts with the speech
+        caption_breaks[word - 1] = PARAGRAPH
     segments = []
-    for a, b in _caption_groups(words, strengths):
+    for a, b in _caption_groups(words[first:last], caption_breaks[first:last]):
+        a, b = a + first, b + first
         end = starts[b] if b < len(words) else speech_end
         segments.append(Segment(chunk.index, round(chunk.start_s + starts[a], 3),
                                 round(chunk.start_s + max(end, starts[a]), 3),
@@ -189,13 +238,27 @@ def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: in
     return segments
 
 
+def _in_order(segments: list[Segment]) -> list[Segment]:
+    """Starts never go back and a segment ends by the time the next starts (estimates from
+    overlapping chunks could otherwise cross by a fraction of a second)."""
+    ordered: list[Segment] = []
+    for segment in segments:
+        if ordered and segment.start_s < ordered[-1].start_s:
+            segment = replace(segment, start_s=ordered[-1].start_s,
+                              end_s=max(segment.end_s, ordered[-1].start_s))
+        if ordered and ordered[-1].end_s > segment.start_s:
+            ordered[-1] = replace(ordered[-1], end_s=segment.start_s)
+        ordered.append(segment)
+    return ordered
+
+
 def build_segments(chunks: list[Chunk], texts: list[str], overlap_s: float = 0.0) -> list[Segment]:
     """Timed caption segments for the whole item (reads each chunk's wav back from disk)."""
     segments: list[Segment] = []
-    for chunk, text in zip(chunks, dedupe_chunk_texts(texts, overlap_s)):
+    for chunk, text, kept in zip(chunks, texts, kept_word_ranges(texts, overlap_s)):
         samples, rate = sf.read(chunk.path, dtype="float32")
-        segments += chunk_segments(chunk, text, samples, rate)
-    return segments
+        segments += chunk_segments(chunk, text, samples, rate, kept)
+    return _in_order(segments)
 
 
 # --- subtitle files --------------------------------------------------------------------------
