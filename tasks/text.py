@@ -7,7 +7,7 @@ and packs small pieces together so that no request is wasted on a scrap of text.
 
 Decisions a reader should know:
 - Numbers, money and abbreviations are left as written: the TTS engine expands them.
-- Bare URLs are spoken as their domain ("https://example.com/a/b" -> "example dot com"): a
+- Bare URLs are reduced to their domain ("https://example.com/a/b" -> "example.com"): a
   listener cannot use a path, and engines read slashes and query strings badly. Emails are kept.
 - Markdown code (fenced or indented blocks) is dropped: read aloud it is noise. Inline `code`
   is kept as plain words. Images are dropped; links keep their text; HTML tags are removed.
@@ -21,12 +21,12 @@ import html
 import math
 import re
 import unicodedata
-from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from tasks.errors import ConfigError
+from tasks.spoken import spoken_forms
 
 # --- counting and budgets ---------------------------------------------------------------
 
@@ -74,8 +74,6 @@ _PICTOGRAPHS = re.compile(f"[ \t]*{_PICTOGRAPH}(?:{_PICTOGRAPH}|\u200d)*")
 _JOINERS = {"\u200c", "\u200d"}  # ZWNJ / ZWJ: meaningful between letters (Persian, Indic)
 _LINE_BREAKS = str.maketrans({"\r": "\n", "\v": "\n", "\x85": "\n", "\u2028": "\n",
                               "\f": "\n\n", "\u2029": "\n\n"})
-_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+", re.IGNORECASE)
-_URL_TRAILER = re.compile(r"[.,;:!?)\]}'\"]+$")
 
 
 def speakable_text(raw: str, *, markdown: bool) -> str:
@@ -89,8 +87,7 @@ def speakable_text(raw: str, *, markdown: bool) -> str:
     text = _drop_unspeakable_chars(_PICTOGRAPHS.sub("", text))
     if markdown:
         text = _markdown_to_paragraphs(text)
-    text = _URL.sub(_speak_url, text)
-    return _normalise_whitespace(text)
+    return _normalise_whitespace(spoken_forms(text))
 
 
 def _drop_unspeakable_chars(text: str) -> str:
@@ -109,17 +106,6 @@ def _between_letters(text: str, i: int) -> bool:
     before = unicodedata.category(text[i - 1])[0] if i > 0 else ""
     after = unicodedata.category(text[i + 1])[0] if i + 1 < len(text) else ""
     return before in ("L", "M") and after == "L"
-
-
-def _speak_url(match: re.Match[str]) -> str:
-    url, trailer = match.group(0), ""
-    if found := _URL_TRAILER.search(url):
-        url, trailer = url[:found.start()], found.group(0)
-        if trailer.startswith(")") and url.count("(") > url.count(")"):
-            url, trailer = url + ")", trailer[1:]  # a wiki-style URL owns its closing bracket
-    host = urlsplit(url if "://" in url else "http://" + url).hostname or url
-    host = host.removeprefix("www.")
-    return " dot ".join(part for part in host.split(".") if part) + trailer
 
 
 def _normalise_whitespace(text: str) -> str:
