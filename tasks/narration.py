@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pyloudnorm
 
 from tasks import codecs
 from tasks.cache import ReplyRecord
 from tasks.calls import call_model
 from tasks.errors import InputError
 from tasks.estimate import expected_narrate_usage
+from tasks.loudness import measure_lufs
 from tasks.manifest import Item
 from tasks.outputs import media_relpath
 from tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
@@ -89,7 +89,7 @@ def _render(item: Item, replies: list[ReplyRecord], settings: dict, target_lufs:
     """Join, normalise, stretch and encode: (file bytes, duration_s, loudness LUFS)."""
     parts = [_decode_part(item, i, reply) for i, reply in enumerate(replies)]
     audio = finish_narration(parts, NARRATION_RATE, speed=settings["speed"], target_lufs=target_lufs)
-    loudness = float(pyloudnorm.Meter(NARRATION_RATE).integrated_loudness(audio))
+    loudness = measure_lufs(audio, NARRATION_RATE)
     data = codecs.encode(audio, NARRATION_RATE, settings["format"], title=settings["title"])
     return data, len(audio) / NARRATION_RATE, loudness
 

@@ -18,6 +18,7 @@ import av
 import av.filter
 import numpy as np
 import pyloudnorm
+from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from tasks.codecs import to_int16
 from tasks.errors import InputError
@@ -34,7 +35,7 @@ _PEAK_DBFS = -1.0              # sample-peak ceiling of every finished narration
 _SILENCE_BELOW_PEAK_DB = 45.0  # 10 ms windows this far under the part's peak count as silence
 _KEEP_LEAD_MS = 30             # room for a soft onset before the first loud window
 _KEEP_TAIL_MS = 120            # the natural decay of the last word
-_LIMITER_BLOCK_S = 0.005       # peak limiter resolution: gain changes over ~5-10 ms
+_LIMITER_WINDOW_S = 0.04       # peak limiter: gain changes over ~40 ms
 _STRETCH_BLOCK = 8192          # samples per frame pushed through the filter graph
 _STRETCH_TAIL_S = 0.25         # silence fed after the audio so atempo releases all of it
 
@@ -145,22 +146,19 @@ def _integrated_loudness(meter: pyloudnorm.Meter, samples: np.ndarray,
 def _limit_peaks(samples: np.ndarray, sample_rate: int, ceiling: float) -> np.ndarray:
     """Smooth gain reduction so that no sample exceeds `ceiling`.
 
-    The gain of each 5 ms block is the least any of its samples needs; each block also takes its
-    neighbours' reduction and the gain is interpolated between block centres. Every sample's gain
-    is then at most what it needs, and the gain moves over ~10 ms instead of jumping (no clicks).
+    The gain each sample needs is spread to its neighbours with a running minimum over
+    `_LIMITER_WINDOW_S`, then smoothed with a running mean over the same window. The mean of
+    minima over a window that contains the sample is never above what the sample needs, so
+    nothing exceeds the ceiling, and the gain moves over tens of milliseconds: no clicks, and
+    no gain wobble at the voice's pitch (a 5 ms limiter distorted speech enough to cost the
+    embedded Whisper 1-2 points of WER when narrations were transcribed back).
     """
     if len(samples) == 0 or np.abs(samples).max() <= ceiling:
         return samples.astype(np.float32)
-    block = max(1, int(sample_rate * _LIMITER_BLOCK_S))
-    n_blocks = -(-len(samples) // block)
-    needed = np.ones(n_blocks * block, dtype=np.float32)
-    needed[:len(samples)] = np.minimum(1.0, ceiling / np.maximum(np.abs(samples), 1e-12))
-    block_gain = needed.reshape(n_blocks, block).min(axis=1)
-    spread = block_gain.copy()
-    spread[1:] = np.minimum(spread[1:], block_gain[:-1])
-    spread[:-1] = np.minimum(spread[:-1], block_gain[1:])
-    centres = (np.arange(n_blocks) + 0.5) * block
-    gain = np.interp(np.arange(len(samples)), centres, spread).astype(np.float32)
+    window = max(1, int(sample_rate * _LIMITER_WINDOW_S)) | 1  # odd: centred on the sample
+    needed = np.minimum(1.0, ceiling / np.maximum(np.abs(samples), 1e-12)).astype(np.float32)
+    gain = uniform_filter1d(minimum_filter1d(needed, window, mode="nearest"), window,
+                            mode="nearest")
     return np.clip(samples * gain, -ceiling, ceiling)  # the clip only absorbs rounding
 
 
