@@ -25,6 +25,10 @@ from tasks.runs import RunContext, RunOptions, choose_run_id, state_dir, write_j
 from tasks.sources import FetchPolicy
 
 log = logging.getLogger("audiobatch")
+# The embedded engines run one request at a time (2 cores). More requests in flight only queue
+# inside the app, where the wait counts against each attempt's timeout (seen: 4 in flight timed
+# out and re-ran 400 s chunks). One running plus one ready keeps the engine busy.
+EMBEDDED_IN_FLIGHT = 2
 
 
 def client_settings(options: RunOptions) -> ClientSettings:
@@ -38,6 +42,11 @@ def client_settings(options: RunOptions) -> ClientSettings:
     if settings.base_url is None and settings.api_key:
         settings = replace(settings, api_key=None)  # the embedded model needs no key: don't send one
     return settings
+
+
+def requests_in_flight(settings: ClientSettings, concurrency: int) -> int:
+    """At most `concurrency` requests at once; the embedded model takes no more than it can use."""
+    return min(concurrency, EMBEDDED_IN_FLIGHT) if settings.base_url is None else concurrency
 
 
 def build_client(settings: ClientSettings, limiter: Limiter | None = None) -> ModelClient:
@@ -96,7 +105,8 @@ async def open_run(options: RunOptions, manifest_bytes: bytes) -> AsyncIterator[
     profile = resolve_profile(options, settings.model)
     prices, priced_as = resolve_pricing(options, settings.model, settings.provider)
     spent = sum(r["cost_usd"] or 0.0 for r in staging.read("costs"))
-    limiter = Limiter(options.concurrency, options.requests_per_minute, options.tokens_per_minute)
+    limiter = Limiter(requests_in_flight(settings, options.concurrency),
+                      options.requests_per_minute, options.tokens_per_minute)
     allowed = frozenset({"file", "http", "https", *options.allow_schemes})
     async with build_client(settings, limiter) as client:
         ctx = RunContext(
