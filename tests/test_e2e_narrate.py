@@ -7,7 +7,6 @@ per session (module fixtures) and the other tests use shorter texts.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import av
@@ -61,27 +60,6 @@ async def heard(narrated: RunResult, tmp_path_factory: pytest.TempPathFactory) -
                                   tmp_path_factory.mktemp("heard"))
 
 
-@pytest.fixture(scope="module")
-def engine_heard(narrated: RunResult) -> dict[str, str]:
-    """The engines' own round trip of the very same speech: each chunk exactly as Piper returned
-    it (read back from the run's result cache, _cache/**/<key>.json + .audio), transcribed by
-    faster-whisper directly - no stitching, loudness, encoding or transcription pipeline."""
-    from localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
-
-    entries = [(json.loads(path.read_text()), path.with_suffix(".audio"))
-               for path in (narrated.out / "_cache").rglob("*.json")]
-    heard = {}
-    for item_id, (name, _) in ROUND_TRIP.items():
-        text = spoken_text(name)
-        chunks = sorted((text.find(entry["text"]), audio) for entry, audio in entries
-                        if entry["has_audio"] and entry["text"] in text)
-        assert len(chunks) == narrated.item(item_id, "narrations")["n_chunks"]
-        heard[item_id] = " ".join(
-            shared_engines().transcribe_blocking(decode(audio.read_bytes(), WHISPER_SAMPLE_RATE))
-            for _, audio in chunks)
-    return heard
-
-
 def pooled_wer(transcripts: dict[str, str]) -> float:
     return corpus_wer([spoken_text(ROUND_TRIP[i][0]) for i in ROUND_TRIP],
                       [transcripts[i] for i in ROUND_TRIP])
@@ -89,22 +67,29 @@ def pooled_wer(transcripts: dict[str, str]) -> float:
 
 # --- round trip ---------------------------------------------------------------------------------
 
+# The two embedded engines alone (each chunk as Piper returned it, transcribed by faster-whisper
+# directly) measure 8.46% pooled on these texts, the pipeline 8.24% (benchmarks/round_trip.py,
+# 2026-11-30). The ceiling allows the pipeline half a point over that floor: a regression in
+# splitting, stitching, loudness, encoding or transcription chunking shows up here.
+ENGINES_FLOOR = 0.0846
+ROUND_TRIP_CEILING = ENGINES_FLOOR + 0.005
+
+
 @pytest.mark.slow
-def test_round_trip_adds_no_errors_to_the_engines_own(heard: dict[str, str],
-                                                      engine_heard: dict[str, str]) -> None:
+def test_round_trip_adds_no_errors_to_the_engines_own(heard: dict[str, str]) -> None:
     for item_id, (name, _) in ROUND_TRIP.items():
-        print(f"{name}: round trip WER {corpus_wer([spoken_text(name)], [heard[item_id]]):.2%}, "
-              f"engines alone {corpus_wer([spoken_text(name)], [engine_heard[item_id]]):.2%}")
-    ours, engines = pooled_wer(heard), pooled_wer(engine_heard)
-    print(f"all three texts: round trip {ours:.2%}, engines alone {engines:.2%}")
-    assert ours <= engines + 0.01
+        print(f"{name}: round trip WER {corpus_wer([spoken_text(name)], [heard[item_id]]):.2%}")
+    ours = pooled_wer(heard)
+    print(f"all three texts: round trip {ours:.2%} (engines alone measured {ENGINES_FLOOR:.2%})")
+    assert ours <= ROUND_TRIP_CEILING
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(
     "issue 4's bar is 8%; the embedded engines alone (Piper joe-medium -> Whisper tiny.en) "
-    "measure ~8.6% on these texts (proper names, 19th-century spellings), so the round trip "
-    "cannot reach it; strict: this fails loudly once it passes, to remove the marker"))
+    "measure 8.46% on these texts (proper names, 19th-century spellings), so the round trip "
+    "(8.24%) cannot reach it. Not strict: Whisper int8 on another CPU may land a few words either "
+    "side; an XPASS in the -ra summary means the bar is met and the marker can go"))
 def test_round_trip_word_error_rate_is_at_most_8_percent(heard: dict[str, str]) -> None:
     assert pooled_wer(heard) <= 0.08
 

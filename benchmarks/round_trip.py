@@ -1,0 +1,98 @@
+"""Benchmark: narration round-trip accuracy of the pipeline against the two engines alone.
+
+Narrates the texts in ../shared/data/texts with the `narrate-manifest` flow (embedded Piper),
+transcribes the results with the `transcribe-manifest` flow (embedded Whisper), and, as the
+baseline measured in the same run, transcribes each chunk exactly as Piper returned it (read
+back from the run's result cache) with faster-whisper directly: no stitching, loudness,
+speed, encoding or chunking. Prints word error rates (Whisper's English normaliser) against
+the speakable text, per text and pooled, and the difference the pipeline makes.
+
+The test suite asserts an absolute ceiling on the pooled figure; this script is where the
+engines' own floor is measured (it re-transcribes ~18 minutes of speech, ~2 minutes here).
+Prints numbers; asserts nothing.
+
+    .venv/bin/python benchmarks/round_trip.py
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from tasks.codecs import decode  # noqa: E402
+from tasks.text import speakable_text  # noqa: E402
+from tests.helpers.e2e import corpus_wer, run_narrate, run_transcribe, write_manifest  # noqa: E402
+
+TEXTS = ROOT.parent / "shared" / "data" / "texts"
+FORMATS = {".txt": "flac", ".md": "mp3"}
+
+
+def spoken_text(path: Path) -> str:
+    return speakable_text(path.read_text(encoding="utf-8"), markdown=path.suffix == ".md")
+
+
+def engines_alone(out: Path, texts: dict[str, str]) -> dict[str, str]:
+    """item id -> Whisper's transcript of Piper's own chunks, in text order, from the cache."""
+    from localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
+
+    entries = [(json.loads(path.read_text()), path.with_suffix(".audio"))
+               for path in (out / "_cache").rglob("*.json")]
+    heard = {}
+    for item_id, text in texts.items():
+        chunks = sorted((text.find(entry["text"]), audio) for entry, audio in entries
+                        if entry["has_audio"] and entry["text"] in text)
+        heard[item_id] = " ".join(
+            shared_engines().transcribe_blocking(decode(audio.read_bytes(), WHISPER_SAMPLE_RATE))
+            for _, audio in chunks)
+    return heard
+
+
+async def measure(folder: Path) -> None:
+    files = {path.stem: path for path in sorted(TEXTS.iterdir()) if path.suffix in FORMATS}
+    texts = {item_id: spoken_text(path) for item_id, path in files.items()}
+    rows = [{"id": item_id, "text_file": str(path), "format": FORMATS[path.suffix]}
+            for item_id, path in files.items()]
+    started = time.perf_counter()
+    narrated = await run_narrate(write_manifest(folder / "texts.csv", rows), folder / "out")
+    narrate_s = time.perf_counter() - started
+    narrations = narrated.dataset("narrations")
+    manifest = write_manifest(folder / "heard.csv", [
+        {"id": item_id, "audio": path}
+        for item_id, path in zip(narrations["item_id"], narrations["audio_path"])])
+    started = time.perf_counter()
+    transcripts = (await run_transcribe(manifest, folder / "heard")).dataset("transcripts")
+    transcribe_s = time.perf_counter() - started
+    pipeline = dict(zip(transcripts["item_id"], transcripts["text"]))
+    started = time.perf_counter()
+    engines = engines_alone(folder / "out", texts)
+    engines_s = time.perf_counter() - started
+
+    print(f"narrate flow {narrate_s:.1f} s, transcribe flow {transcribe_s:.1f} s, "
+          f"engines-alone transcription {engines_s:.1f} s")
+    print(f"{'text':<24} {'words':>6} {'pipeline':>9} {'engines':>9}")
+    for item_id, text in texts.items():
+        print(f"{item_id:<24} {len(text.split()):>6} {corpus_wer([text], [pipeline[item_id]]):>9.2%} "
+              f"{corpus_wer([text], [engines[item_id]]):>9.2%}")
+    ids = list(texts)
+    ours = corpus_wer([texts[i] for i in ids], [pipeline[i] for i in ids])
+    floor = corpus_wer([texts[i] for i in ids], [engines[i] for i in ids])
+    print(f"{'all':<24} {sum(len(t.split()) for t in texts.values()):>6} {ours:>9.2%} {floor:>9.2%}")
+    print(f"pipeline - engines alone: {100 * (ours - floor):+.2f} points")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="audiobatch-bench-roundtrip-") as folder:
+        asyncio.run(measure(Path(folder)))
+
+
+if __name__ == "__main__":
+    main()
