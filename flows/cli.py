@@ -10,6 +10,9 @@ from typing import Any
 from tasks.errors import AudiobatchError, redact, register_secret
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network calls home
+# The temporary Prefect server takes ~15 s to start here; Prefect gives up after 20 s by default,
+# which a busy machine overruns ("Timed out while attempting to connect to ephemeral ...").
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
