@@ -165,10 +165,10 @@ async def test_speed_changes_duration_not_words_and_bad_speeds_fail_per_row(tmp_
     print(f"{len(reference.split())} words: WER {normal:.2%} at speed 1.0, {faster:.2%} at 1.5")
     # Measured on three 200-word passages of LJ001 with the engines directly, speed 1.5 by
     # stretching costs -1.0 to +1.4 points and Piper's own fast speech -0.6 to +2.3: the
-    # stretch must not cost more than 3 points (about 6 words here). At 1.5 this passage
-    # measures 8.8%, above issue 4's 8%, as fast speech is for Whisper tiny.en.
+    # stretch must not cost more than 3 points (about 6 words here), and both speeds must meet
+    # issue 4's 8% (measured 2026-11-30: 4.88% at 1.0, 6.83% at 1.5).
     assert normal <= 0.08
-    assert faster <= normal + 0.03
+    assert faster <= min(0.08, normal + 0.03)
 
 
 # --- joins --------------------------------------------------------------------------------------
