@@ -17,7 +17,6 @@ import httpx
 from tasks.cache import ResultCache
 from tasks.calls import Budget
 from tasks.errors import ConfigError, register_secret
-from tasks.limits import Limiter
 from tasks.model import ClientSettings, ModelClient
 from tasks.outputs import OutputRoot, RunStaging
 from tasks.profiles import LOCAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
@@ -39,24 +38,20 @@ def client_settings(options: RunOptions) -> ClientSettings:
                                        max_attempts=options.max_attempts, timeout_s=options.timeout_s,
                                        backoff_max_s=options.max_backoff_s)
     register_secret(settings.api_key)
-    if settings.base_url is None and settings.api_key:
-        settings = replace(settings, api_key=None)  # the embedded model needs no key: don't send one
+    if settings.base_url is None:  # the embedded model needs no key (don't send one) and takes
+        settings = replace(settings, api_key=None,  # no more requests than it can run
+                           concurrency=min(settings.concurrency, EMBEDDED_IN_FLIGHT))
     return settings
 
 
-def requests_in_flight(settings: ClientSettings, concurrency: int) -> int:
-    """At most `concurrency` requests at once; the embedded model takes no more than it can use."""
-    return min(concurrency, EMBEDDED_IN_FLIGHT) if settings.base_url is None else concurrency
-
-
-def build_client(settings: ClientSettings, limiter: Limiter | None = None) -> ModelClient:
+def build_client(settings: ClientSettings) -> ModelClient:
     """A client for the settings; the embedded model when no base URL is configured."""
     transport = None
     if settings.base_url is None:
         from localmodel.app import create_app
 
         transport = httpx.ASGITransport(app=create_app())
-    return ModelClient(settings, transport=transport, limiter=limiter)
+    return ModelClient(settings, transport=transport)
 
 
 def resolve_profile(options: RunOptions, model: str) -> ModelProfile:
@@ -105,10 +100,8 @@ async def open_run(options: RunOptions, manifest_bytes: bytes) -> AsyncIterator[
     profile = resolve_profile(options, settings.model)
     prices, priced_as = resolve_pricing(options, settings.model, settings.provider)
     spent = sum(r["cost_usd"] or 0.0 for r in staging.read("costs"))
-    limiter = Limiter(requests_in_flight(settings, options.concurrency),
-                      options.requests_per_minute, options.tokens_per_minute)
     allowed = frozenset({"file", "http", "https", *options.allow_schemes})
-    async with build_client(settings, limiter) as client:
+    async with build_client(settings) as client:  # its limiter: the settings' concurrency and rates
         ctx = RunContext(
             options=options, run_id=run_id, out=out, staging=staging, work_dir=folder / "work",
             client=client, model=settings.model, provider=settings.provider, profile=profile,

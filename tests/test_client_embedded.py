@@ -51,11 +51,17 @@ async def test_narrates_a_paragraph_that_transcribes_back(client: ModelClient) -
     assert spoken.usage.completion_audio_tokens == pytest.approx(len(samples) / 16000 * 20, abs=30)
 
 
-def test_embedded_model_gets_no_more_requests_than_it_can_run() -> None:
+def test_embedded_model_gets_no_more_requests_than_it_can_run(monkeypatch) -> None:
     """Its engines run one request at a time: a queue inside the app would eat the per-attempt
     timeout. A remote endpoint gets the concurrency the user asked for."""
-    from flows.runtime import EMBEDDED_IN_FLIGHT, requests_in_flight
+    from flows.runtime import EMBEDDED_IN_FLIGHT, client_settings
+    from tasks.runs import RunOptions
 
-    assert requests_in_flight(ClientSettings(), 8) == EMBEDDED_IN_FLIGHT < 8
-    assert requests_in_flight(ClientSettings(), 1) == 1
-    assert requests_in_flight(ClientSettings(base_url="https://api.openai.com/v1"), 8) == 8
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+    def in_flight(**options) -> int:
+        return client_settings(RunOptions(kind="transcribe", manifest="m.csv", **options)).concurrency
+
+    assert in_flight(concurrency=8) == EMBEDDED_IN_FLIGHT < 8
+    assert in_flight(concurrency=1) == 1
+    assert in_flight(concurrency=8, base_url="https://api.openai.com/v1") == 8
