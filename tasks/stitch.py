@@ -17,11 +17,11 @@ from fractions import Fraction
 import av
 import av.filter
 import numpy as np
-import pyloudnorm
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from tasks.codecs import to_int16
 from tasks.errors import InputError
+from tasks.loudness import BLOCK_S, measure_lufs
 
 with warnings.catch_warnings():
     # pydub looks for an ffmpeg binary at import and warns when there is none; we never use it.
@@ -125,9 +125,8 @@ def loudness_normalise(samples: np.ndarray, sample_rate: int, target_lufs: float
     """
     samples = np.asarray(samples, dtype=np.float32)
     ceiling = 10.0 ** (peak_dbfs / 20.0)
-    meter = pyloudnorm.Meter(sample_rate)
     for _ in range(2):  # the limiter takes a little loudness off; the second pass gives it back
-        loudness = _integrated_loudness(meter, samples, sample_rate)
+        loudness = _integrated_loudness(samples, sample_rate)
         if loudness is None:
             break
         gain = 10.0 ** ((target_lufs - loudness) / 20.0)
@@ -135,11 +134,12 @@ def loudness_normalise(samples: np.ndarray, sample_rate: int, target_lufs: float
     return _limit_peaks(samples, sample_rate, ceiling)
 
 
-def _integrated_loudness(meter: pyloudnorm.Meter, samples: np.ndarray,
-                         sample_rate: int) -> float | None:
-    if len(samples) < meter.block_size * sample_rate:
+def _integrated_loudness(samples: np.ndarray, sample_rate: int) -> float | None:
+    """LUFS with the streaming meter (pyloudnorm's copies the whole narration twice as float64:
+    over a gigabyte for an hour of speech); None when too short or silent."""
+    if len(samples) < BLOCK_S * sample_rate:
         return None
-    loudness = meter.integrated_loudness(samples.astype(np.float64))
+    loudness = measure_lufs(samples, sample_rate)
     return loudness if math.isfinite(loudness) else None
 
 

@@ -6,7 +6,8 @@ strongest boundary available - paragraph, then sentence, then clause, then betwe
 and packs small pieces together so that no request is wasted on a scrap of text.
 
 Decisions a reader should know:
-- Numbers, money and abbreviations are left as written: the TTS engine expands them.
+- Numbers, money and titles are left as written: the TTS engine expands them. What voices
+  misread (Latin and degree abbreviations, year ranges, URLs) is rewritten by tasks/spoken.py.
 - Bare URLs are reduced to their domain ("https://example.com/a/b" -> "example.com"): a
   listener cannot use a path, and engines read slashes and query strings badly. Emails are kept.
 - Markdown code (fenced or indented blocks) is dropped: read aloud it is noise. Inline `code`
