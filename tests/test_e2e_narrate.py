@@ -68,7 +68,7 @@ def pooled_wer(transcripts: dict[str, str]) -> float:
 # --- round trip ---------------------------------------------------------------------------------
 
 # The two embedded engines alone (each chunk as Piper returned it, transcribed by faster-whisper
-# directly) measure 8.46% pooled on these texts, the pipeline 8.24% (benchmarks/round_trip.py,
+# directly) measure 8.46% pooled on these texts, the pipeline 8.02-8.32% (benchmarks/round_trip.py,
 # 2026-11-30). The ceiling allows the pipeline half a point over that floor: a regression in
 # splitting, stitching, loudness, encoding or transcription chunking shows up here.
 ENGINES_FLOOR = 0.0846
@@ -88,8 +88,8 @@ def test_round_trip_adds_no_errors_to_the_engines_own(heard: dict[str, str]) -> 
 @pytest.mark.xfail(strict=False, reason=(
     "issue 4's bar is 8%; the embedded engines alone (Piper joe-medium -> Whisper tiny.en) "
     "measure 8.46% on these texts (proper names, 19th-century spellings), so the round trip "
-    "(8.24%) cannot reach it. Not strict: Whisper int8 on another CPU may land a few words either "
-    "side; an XPASS in the -ra summary means the bar is met and the marker can go"))
+    "(8.02-8.32%) cannot reliably reach it. Not strict: Whisper int8 on another CPU may land "
+    "a few words either side; an XPASS in the -ra summary means the bar is met and the marker can go"))
 def test_round_trip_word_error_rate_is_at_most_8_percent(heard: dict[str, str]) -> None:
     assert pooled_wer(heard) <= 0.08
 
