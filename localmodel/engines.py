@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from scipy.signal import resample_poly
 
+from localmodel.pronounce import clearer_phonemes
 from tasks.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
@@ -60,7 +61,7 @@ def piper_config() -> Any:
     from piper import SynthesisConfig
 
     if os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
-        return None
+        return SynthesisConfig()
     return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
 
@@ -148,18 +149,22 @@ class Engines:
     def start_speech(self, text: str) -> Iterator[np.ndarray]:
         """24 kHz float32 audio, one block per sentence, synthesised as it is consumed.
 
-        Piper returns sentences back to back; a narrator breathes between them. Each sentence
-        but the last is followed by SENTENCE_PAUSE_S of silence, for pacing: it does not change
-        what Whisper hears (whole LJ001 chapter, engines directly: 8.12% WER without the pause,
-        8.19% with 0.3 s, 8.22% with 0.5 s), and makes the speech ~3% longer."""
+        What Piper's own `synthesize` does, with one step between phonemes and speech:
+        localmodel/pronounce.py mends two words the voice says unclearly. Each sentence is
+        peak-normalised as Piper does. A narrator breathes between sentences: each but the last
+        is followed by SENTENCE_PAUSE_S of silence, for pacing: it does not change what Whisper
+        hears (whole LJ001 chapter, engines directly: 8.12% WER without the pause, 8.19% with
+        0.3 s, 8.22% with 0.5 s), and makes the speech ~3% longer."""
         voice = self.piper()
-        rate = voice.config.sample_rate
+        config = piper_config()
         pause = np.zeros(round(SENTENCE_PAUSE_S * OUTPUT_SAMPLE_RATE), dtype=np.float32)
-        sentences = voice.synthesize(text, syn_config=piper_config())
-        for index, chunk in enumerate(sentences):
+        sentences = [phonemes for phonemes in voice.phonemize(text) if phonemes]
+        for index, phonemes in enumerate(sentences):
             if index:
                 yield pause
-            yield to_output_rate(chunk.audio_float_array, rate)
+            ids = voice.phonemes_to_ids(clearer_phonemes(phonemes))
+            audio = np.asarray(voice.phoneme_ids_to_audio(ids, config), dtype=np.float32)
+            yield to_output_rate(peak_normalised(audio), voice.config.sample_rate)
 
     def synthesize_blocking(self, text: str) -> np.ndarray:
         blocks = list(self.start_speech(text))
@@ -193,6 +198,12 @@ class Engines:
         done = object()
         while (item := await self.run(next, iterator, done)) is not done:
             yield item  # type: ignore[misc]
+
+
+def peak_normalised(samples: np.ndarray) -> np.ndarray:
+    """Scaled so the loudest sample is at full scale (Piper's default), silence left as is."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    return samples / peak if peak > 1e-8 else np.zeros_like(samples)
 
 
 def to_output_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
