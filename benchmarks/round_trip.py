@@ -11,10 +11,11 @@ The test suite asserts an absolute ceiling on the pooled figure; this script is 
 engines' own floor is measured (it re-transcribes ~18 minutes of speech, ~2 minutes here).
 Prints numbers; asserts nothing.
 
-    .venv/bin/python benchmarks/round_trip.py
+    .venv/bin/python benchmarks/round_trip.py [--speed 1.5]
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -57,10 +58,10 @@ def engines_alone(out: Path, texts: dict[str, str]) -> dict[str, str]:
     return heard
 
 
-async def measure(folder: Path) -> None:
+async def measure(folder: Path, speed: float) -> None:
     files = {path.stem: path for path in sorted(TEXTS.iterdir()) if path.suffix in FORMATS}
     texts = {item_id: spoken_text(path) for item_id, path in files.items()}
-    rows = [{"id": item_id, "text_file": str(path), "format": FORMATS[path.suffix]}
+    rows = [{"id": item_id, "text_file": str(path), "format": FORMATS[path.suffix], "speed": speed}
             for item_id, path in files.items()]
     started = time.perf_counter()
     narrated = await run_narrate(write_manifest(folder / "texts.csv", rows), folder / "out")
@@ -91,8 +92,13 @@ async def measure(folder: Path) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="narration speed (the engines-alone baseline is always Piper's own 1.0)")
+    speed = parser.parse_args().speed
+    print(f"speed {speed:g}")
     with tempfile.TemporaryDirectory(prefix="audiobatch-bench-roundtrip-") as folder:
-        asyncio.run(measure(Path(folder)))
+        asyncio.run(measure(Path(folder), speed))
 
 
 if __name__ == "__main__":
