@@ -31,15 +31,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from tasks.codecs import decode  # noqa: E402
-from tasks.text import speakable_text  # noqa: E402
+from tests.helpers.data import TEXTS, spoken_text  # noqa: E402
 from tests.helpers.e2e import corpus_wer, run_narrate, run_transcribe, write_manifest  # noqa: E402
 
-TEXTS = ROOT.parent / "shared" / "data" / "texts"
 FORMATS = {".txt": "flac", ".md": "mp3"}
-
-
-def spoken_text(path: Path) -> str:
-    return speakable_text(path.read_text(encoding="utf-8"), markdown=path.suffix == ".md")
 
 
 def engines_alone(out: Path, texts: dict[str, str]) -> dict[str, str]:
@@ -60,7 +55,7 @@ def engines_alone(out: Path, texts: dict[str, str]) -> dict[str, str]:
 
 async def measure(folder: Path, speed: float) -> None:
     files = {path.stem: path for path in sorted(TEXTS.iterdir()) if path.suffix in FORMATS}
-    texts = {item_id: spoken_text(path) for item_id, path in files.items()}
+    texts = {item_id: spoken_text(path.name) for item_id, path in files.items()}
     rows = [{"id": item_id, "text_file": str(path), "format": FORMATS[path.suffix], "speed": speed}
             for item_id, path in files.items()]
     started = time.perf_counter()

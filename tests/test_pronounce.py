@@ -2,12 +2,11 @@
 and what a listener (the embedded Whisper) hears with and without them."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from scipy.signal import resample_poly
 
 from localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, shared_engines
 from localmodel.pronounce import clearer_phonemes, clearer_word
+from tasks import codecs
 from tests.helpers.data import TEXTS
 from tests.helpers.e2e import normalise
 
@@ -34,11 +33,11 @@ def test_phoneme_lists_keep_their_spacing_and_punctuation() -> None:
 
 
 def hear(text: str) -> list[str]:
+    """Speak the text, then transcribe it as the embedded model hears audio input (a wav
+    decoded to 16 kHz)."""
     engines = shared_engines()
-    speech = engines.synthesize_blocking(text)
-    heard = engines.transcribe_blocking(
-        resample_poly(speech, WHISPER_SAMPLE_RATE // 1000, OUTPUT_SAMPLE_RATE // 1000).astype(np.float32))
-    return normalise(heard).split()
+    wav = codecs.encode(engines.synthesize_blocking(text), OUTPUT_SAMPLE_RATE, "wav")
+    return normalise(engines.transcribe_blocking(codecs.decode(wav, WHISPER_SAMPLE_RATE))).split()
 
 
 # Sentences of ../shared/data/texts/ljspeech_LJ001.txt that Whisper misheard before the mends
