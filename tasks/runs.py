@@ -26,7 +26,7 @@ from tasks.errors import AudiobatchError, InputError, ItemDeadlineExceeded, RunF
 from tasks.manifest import Item
 from tasks.outputs import OutputRoot, RunStaging, new_run_id
 from tasks.profiles import ModelProfile, Prices
-from tasks.sources import FetchPolicy
+from tasks.sources import FetchPolicy, safe_url
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def choose_run_id(options: RunOptions, out: OutputRoot, job_key: str) -> tuple[s
 def write_job_file(folder: Path, job_key: str, options: RunOptions, finished: bool = False) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     job = {"job_key": job_key, "finished": finished, "kind": options.kind,
-           "manifest": options.manifest, "updated": datetime.now(timezone.utc).isoformat()}
+           "manifest": safe_url(options.manifest), "updated": datetime.now(timezone.utc).isoformat()}
     (folder / "job.json").write_text(json.dumps(job, indent=2))
 
 
@@ -166,7 +166,8 @@ def item_row(ctx: RunContext, item: Item, status: str, *, started_at: datetime |
     costs = costs or []
     known = [c["cost_usd"] for c in costs if c.get("cost_usd") is not None]
     return {
-        "run_id": ctx.run_id, "item_id": item.item_id, "kind": item.kind, "source": item.source,
+        "run_id": ctx.run_id, "item_id": item.item_id, "kind": item.kind,
+        "source": safe_url(item.source),  # presigned and private-feed URLs carry tokens
         "status": status, "error_type": error_type,
         "error_message": redact(error_message) if error_message else None,
         "row": item.row, "model": item.options.get("model") or ctx.model,

@@ -19,7 +19,7 @@ from tasks.errors import InputError
 from tasks.manifest import Item
 from tasks.outputs import media_relpath
 from tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields, item_row
-from tasks.sources import fetch
+from tasks.sources import fetch, safe_url
 
 
 def _language(ctx: RunContext, item: Item) -> str | None:
@@ -97,7 +97,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
 def _ok_outcome(ctx: RunContext, item: Item, recorder: ItemRecorder, started_at: datetime,
                 prepared: PreparedAudio, text: str, segments: list[Segment],
                 paths: dict[str, str], language: str | None, model: str) -> ItemOutcome:
-    transcript = {"run_id": ctx.run_id, "item_id": item.item_id, "source": item.source,
+    transcript = {"run_id": ctx.run_id, "item_id": item.item_id, "source": safe_url(item.source),
                   "duration_s": prepared.duration_s, "text": text, "language": language,
                   "model": model, "n_chunks": len(prepared.chunks), "origin": "model",
                   **paths, **episode_fields(item)}

@@ -18,6 +18,7 @@ from tasks.cost import Usage
 from tasks.runs import RunOptions
 from tests.helpers.data import ROOT, SPEECH, TEXTS
 from tests.helpers.faultserver import FaultServer, error
+from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode
 from tests.helpers.localserver import running_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -117,16 +118,46 @@ def test_api_key_never_reaches_outputs_logs_or_prefect(tmp_path, monkeypatch, ca
     assert FAKE_KEY not in printed.out + printed.err
     assert FAKE_KEY not in _files_text(tmp_path / "out") + _files_text(tmp_path / "out2")
 
-    async def prefect_records() -> str:
-        async with get_client() as client:
-            runs = await client.read_flow_runs()
-            logs = await client.read_logs()
-            artifacts = await client.read_artifacts()
-        return repr([r.parameters for r in runs]) + repr([l.message for l in logs]) + repr(
-            [a.data for a in artifacts])
-
     records = asyncio.run(prefect_records())
     assert "Incorrect API key" in records and FAKE_KEY not in records
+
+
+async def prefect_records() -> str:
+    """Everything the Prefect API holds about runs: parameters, logs, artifacts."""
+    async with get_client() as client:
+        runs = await client.read_flow_runs()
+        logs = await client.read_logs()
+        artifacts = await client.read_artifacts()
+    return repr([r.parameters for r in runs]) + repr([l.message for l in logs]) + repr(
+        [a.data for a in artifacts])
+
+
+def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capfd) -> None:
+    """Presigned and private-feed URLs carry credentials in their query: the audio is fetched
+    with them, but outputs, messages and Prefect see them masked."""
+    token, signature = "PRIVATEFEEDTOKEN0123456789abcdef", "SIGNATUREdeadbeef0123456789abcdef"
+    with FeedServer(tmp_path / "site") as site:  # real HTTP on 127.0.0.1
+        site.write_feed("show.xml", "Private Show", [TestEpisode("g", "Go", SHORT_CLIPS[0])])
+        clip_url = site.url(SHORT_CLIPS[0])
+        manifest = _csv(tmp_path / "m.csv", ["id", "audio"],
+                        [["private", f"{clip_url}?auth={token}"],
+                         ["expired", f"{site.url('gone.wav')}?X-Amz-Signature={signature}"]])
+        summary = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+                                                  progress=False))
+        assert f"/{SHORT_CLIPS[0]}?auth={token}" in site.requests  # fetched with its token
+    assert (summary["ok"], summary["failed"]) == (1, 1)
+    items = pd.read_parquet(tmp_path / "out" / "items").set_index("item_id")
+    assert items.loc["private", "source"] == f"{clip_url}?auth=***"
+    assert "X-Amz-Signature=***" in items.loc["expired", "source"]
+    assert "gone.wav" in items.loc["expired", "error_message"]  # still names what failed
+    transcripts = pd.read_parquet(tmp_path / "out" / "transcripts")
+    assert transcripts["source"].tolist() == [f"{clip_url}?auth=***"]
+    assert "forward" in transcripts["text"].iloc[0].lower()
+    printed = capfd.readouterr()
+    written = _files_text(tmp_path / "out") + printed.out + printed.err
+    records = asyncio.run(prefect_records())
+    for secret in (token, signature):
+        assert secret not in written and secret not in records
 
 
 def test_readme_examples_hold_no_key() -> None:

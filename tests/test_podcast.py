@@ -3,6 +3,7 @@ enclosures are real speech clips, transcribed by the embedded model in Prefect r
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,8 @@ from flows.cli import main
 from flows.podcast import transcribe_podcast
 from tasks.feed_state import state_path
 from tests.helpers.e2e import corpus_wer, read_dataset
-from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode
+from tests.helpers.data import SPEECH
+from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, rss
 from tests.helpers.localserver import references
 
 pytestmark = pytest.mark.e2e
@@ -118,3 +120,26 @@ def test_cli_limit_takes_the_newest_and_bad_since_is_refused(prefect_api, site, 
     assert list(read_dataset(out, "items")["episode_guid"]) == ["new"]
     assert main(["podcast", url, "--out", str(out), "--since", "last week"]) == 2
     assert "--since 'last week' is not a date: write it as YYYY-MM-DD" in capsys.readouterr().err
+
+
+async def test_a_private_feeds_token_is_used_but_never_written(prefect_api, site, tmp_path, capfd):
+    """Private feeds (Supercast, Patreon...) put a subscriber token in the feed and enclosure
+    URLs: the episodes are fetched with it, and no output file or message holds it."""
+    token = "SUBSCRIBERTOKEN0123456789abcdef"
+    out = tmp_path / "out"
+    site.write_feed("show.xml", "Private Show", [])  # copies nothing: the clip goes in by hand
+    shutil.copy(SPEECH / SHORT_CLIPS[0], site.folder / SHORT_CLIPS[0])
+    episodes = [TestEpisode("p-1", "Members only", SHORT_CLIPS[0])]
+    (site.folder / "private.xml").write_text(
+        rss("Private Show", episodes, lambda name: f"{site.url(name)}?token={token}"))
+
+    summary = await podcast(f"{site.url('private.xml')}?token={token}", out)
+    assert summary["ok"] == 1
+    assert f"/{SHORT_CLIPS[0]}?token={token}" in site.requests  # fetched with the token
+    items, transcripts = read_dataset(out, "items"), read_dataset(out, "transcripts")
+    assert items["source"].tolist() == [f"{site.url(SHORT_CLIPS[0])}?token=***"]
+    assert transcripts["enclosure_url"].tolist() == [f"{site.url(SHORT_CLIPS[0])}?token=***"]
+    assert summary["feed"]["url"] == f"{site.url('private.xml')}?token=***"
+    printed = capfd.readouterr()
+    written = "\n".join(p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file())
+    assert token not in written + printed.out + printed.err
