@@ -127,7 +127,6 @@ async def test_a_private_feeds_token_is_used_but_never_written(prefect_api, site
     URLs: the episodes are fetched with it, and no output file or message holds it."""
     token = "SUBSCRIBERTOKEN0123456789abcdef"
     out = tmp_path / "out"
-    site.write_feed("show.xml", "Private Show", [])  # copies nothing: the clip goes in by hand
     shutil.copy(SPEECH / SHORT_CLIPS[0], site.folder / SHORT_CLIPS[0])
     episodes = [TestEpisode("p-1", "Members only", SHORT_CLIPS[0])]
     (site.folder / "private.xml").write_text(
