@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +18,9 @@ from localmodel.server import parse_args
 from tasks.cost import Usage
 from tasks.runs import RunOptions
 from tests.helpers.data import ROOT, SPEECH, TEXTS
+from tests.helpers.e2e import all_files_text
 from tests.helpers.faultserver import FaultServer, error
-from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode
+from tests.helpers.feeds import SHORT_CLIPS, FeedServer
 from tests.helpers.localserver import running_server
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -96,10 +98,6 @@ def test_rerun_failed_redoes_only_the_failed_items(tmp_path) -> None:
     assert items.loc[items["run_id"] == second["run_id"], "item_id"].tolist() == ["late"]
 
 
-def _files_text(folder: Path) -> str:
-    return "\n".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
-
-
 def test_api_key_never_reaches_outputs_logs_or_prefect(tmp_path, monkeypatch, capfd) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     manifest = _csv(tmp_path / "m.csv", ["audio"], [[str(SPEECH / "pocketsphinx__goforward.wav")]])
@@ -116,7 +114,7 @@ def test_api_key_never_reaches_outputs_logs_or_prefect(tmp_path, monkeypatch, ca
     assert FAKE_KEY not in bad["stop_reason"]
     printed = capfd.readouterr()
     assert FAKE_KEY not in printed.out + printed.err
-    assert FAKE_KEY not in _files_text(tmp_path / "out") + _files_text(tmp_path / "out2")
+    assert FAKE_KEY not in all_files_text(tmp_path / "out") + all_files_text(tmp_path / "out2")
 
     records = asyncio.run(prefect_records())
     assert "Incorrect API key" in records and FAKE_KEY not in records
@@ -137,7 +135,7 @@ def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capf
     with them, but outputs, messages and Prefect see them masked."""
     token, signature = "PRIVATEFEEDTOKEN0123456789abcdef", "SIGNATUREdeadbeef0123456789abcdef"
     with FeedServer(tmp_path / "site") as site:  # real HTTP on 127.0.0.1
-        site.write_feed("show.xml", "Private Show", [TestEpisode("g", "Go", SHORT_CLIPS[0])])
+        shutil.copy(SPEECH / SHORT_CLIPS[0], site.folder / SHORT_CLIPS[0])
         clip_url = site.url(SHORT_CLIPS[0])
         manifest = _csv(tmp_path / "m.csv", ["id", "audio"],
                         [["private", f"{clip_url}?auth={token}"],
@@ -154,7 +152,7 @@ def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capf
     assert transcripts["source"].tolist() == [f"{clip_url}?auth=***"]
     assert "forward" in transcripts["text"].iloc[0].lower()
     printed = capfd.readouterr()
-    written = _files_text(tmp_path / "out") + printed.out + printed.err
+    written = all_files_text(tmp_path / "out") + printed.out + printed.err
     records = asyncio.run(prefect_records())
     for secret in (token, signature):
         assert secret not in written and secret not in records

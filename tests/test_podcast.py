@@ -12,8 +12,8 @@ import pytest
 from flows.cli import main
 from flows.podcast import transcribe_podcast
 from tasks.feed_state import state_path
-from tests.helpers.e2e import corpus_wer, read_dataset
 from tests.helpers.data import SPEECH
+from tests.helpers.e2e import all_files_text, corpus_wer, read_dataset
 from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, rss
 from tests.helpers.localserver import references
 
@@ -140,5 +140,4 @@ async def test_a_private_feeds_token_is_used_but_never_written(prefect_api, site
     assert transcripts["enclosure_url"].tolist() == [f"{site.url(SHORT_CLIPS[0])}?token=***"]
     assert summary["feed"]["url"] == f"{site.url('private.xml')}?token=***"
     printed = capfd.readouterr()
-    written = "\n".join(p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file())
-    assert token not in written + printed.out + printed.err
+    assert token not in all_files_text(out) + printed.out + printed.err

@@ -68,6 +68,11 @@ def read_dataset(out: Path, name: str) -> pd.DataFrame:
     return pd.read_parquet(folder)
 
 
+def all_files_text(folder: Path) -> str:
+    """Every file under `folder` as text (bytes as latin-1): for "this never reaches disk" checks."""
+    return "\n".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
+
+
 async def run_transcribe(manifest: Path, out: Path, **options: Any) -> RunResult:
     """Run the `transcribe-manifest` flow for real; progress bar off unless asked."""
     from flows.transcribe import transcribe_manifest
