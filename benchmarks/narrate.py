@@ -31,7 +31,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from tasks.text import speakable_text  # noqa: E402
+from audiobatch.tasks.text import speakable_text  # noqa: E402
+from audiobatch.tasks.options import NarrateOptions
 
 TEXT = ROOT.parent / "shared" / "data" / "texts" / "ljspeech_LJ001.txt"
 
@@ -52,19 +53,19 @@ def write_manifest(folder: Path, text: str, audio_format: str, speed: float) -> 
 
 def time_flow(text: str, audio_format: str, speed: float) -> tuple[float, dict]:
     """One real flow run (embedded model, no result cache: every chunk is synthesised)."""
-    from flows.narrate import narrate_manifest
+    from audiobatch.flows.narrate import narrate_manifest
 
     with tempfile.TemporaryDirectory(prefix="audiobatch-bench-narrate-") as folder:
         manifest = write_manifest(Path(folder), text, audio_format, speed)
         started = time.perf_counter()
-        summary = asyncio.run(narrate_manifest(manifest=str(manifest), out=f"{folder}/out",
-                                               use_cache=False, progress=False))
+        summary = asyncio.run(narrate_manifest(manifest=str(manifest), out=f"{folder}/out", 
+            options=NarrateOptions.from_flat(use_cache=False, progress=False)))
         return time.perf_counter() - started, summary
 
 
 def time_engine(text: str) -> tuple[float, float]:
     """(seconds, audio seconds): Piper on the whole text in one call, as the model runs it."""
-    from localmodel.engines import OUTPUT_SAMPLE_RATE, shared_engines
+    from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, shared_engines
 
     started = time.perf_counter()
     samples = shared_engines().synthesize_blocking(speakable_text(text, markdown=False))

@@ -31,8 +31,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.audio import max_chunk_seconds, prepare_chunks  # noqa: E402
-from tasks.codecs import decode, iter_decoded  # noqa: E402
+from audiobatch.tasks.audio import max_chunk_seconds, prepare_chunks  # noqa: E402
+from audiobatch.tasks.codecs import decode, iter_decoded  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech" / "audio" / "derived__LJ001-0009_to_0032_concat.wav"
 _CODECS = {"flac": ("flac", "flac"), "mp3": ("mp3", "libmp3lame")}

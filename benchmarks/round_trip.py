@@ -30,7 +30,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from tasks.codecs import decode  # noqa: E402
+from audiobatch.tasks.codecs import decode  # noqa: E402
 from tests.helpers.data import TEXTS, spoken_text  # noqa: E402
 from tests.helpers.e2e import corpus_wer, run_narrate, run_transcribe, write_manifest  # noqa: E402
 
@@ -39,7 +39,7 @@ FORMATS = {".txt": "flac", ".md": "mp3"}
 
 def engines_alone(out: Path, texts: dict[str, str]) -> dict[str, str]:
     """item id -> Whisper's transcript of Piper's own chunks, in text order, from the cache."""
-    from localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
+    from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
 
     entries = [(json.loads(path.read_text()), path.with_suffix(".audio"))
                for path in (out / "_cache").rglob("*.json")]

@@ -36,8 +36,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import prepare as prepare_bench  # noqa: E402  (benchmarks/prepare.py)
 
-from tasks.audio import max_chunk_seconds  # noqa: E402
-from tasks.codecs import decode  # noqa: E402
+from audiobatch.tasks.audio import max_chunk_seconds  # noqa: E402
+from audiobatch.tasks.options import TranscribeOptions
+from audiobatch.tasks.codecs import decode  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech" / "audio"
 DEFAULT_AUDIO = SPEECH / "derived__LJ001-0009_to_0032_concat.wav"  # 171 s of read speech
@@ -52,10 +53,10 @@ def write_manifest(folder: Path, audio: Path) -> Path:
 
 async def run_flow(audio: Path, folder: Path) -> dict:
     """One real flow run (embedded model, no result cache: every request is made)."""
-    from flows.transcribe import transcribe_manifest
+    from audiobatch.flows.transcribe import transcribe_manifest
 
-    return await transcribe_manifest(manifest=str(write_manifest(folder, audio)),
-                                     out=str(folder / "out"), use_cache=False, progress=False)
+    return await transcribe_manifest(manifest=str(write_manifest(folder, audio)), out=str(folder / "out"),
+                                     options=TranscribeOptions.from_flat(use_cache=False, progress=False))
 
 
 def time_flow(audio: Path) -> tuple[float, dict]:
@@ -67,7 +68,7 @@ def time_flow(audio: Path) -> tuple[float, dict]:
 
 def time_engine(audio: Path) -> float:
     """faster-whisper on the whole file, as the embedded model runs it, with no pipeline."""
-    from localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
+    from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
 
     started = time.perf_counter()
     samples = decode(audio, WHISPER_SAMPLE_RATE, label=audio.name)

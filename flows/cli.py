@@ -7,7 +7,8 @@ import os
 import sys
 from typing import Any
 
-from tasks.errors import AudiobatchError, redact, register_secret
+from audiobatch.tasks.errors import AudiobatchError, redact, register_secret
+from audiobatch.tasks.options import JobOptions, NarrateOptions, TranscribeOptions
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network calls home
 # The temporary Prefect server takes ~15 s to start here; Prefect gives up after 20 s by default,
@@ -129,16 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_transcribe_parser, _narrate_parser, _estimate_parser, _serve_parser, _demo_parser):
         add(sub)
-    from flows import cli_ops  # podcast, deploy, submit, inbox
+    from audiobatch.flows import cli_ops  # podcast, deploy, submit, inbox
 
     cli_ops.add_parsers(sub)
     return parser
 
 
-def flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """argparse destinations are named like the flow parameters; drop CLI-only ones."""
-    cli_only = {"command", "api_key_env", "handler"}
-    return {k: v for k, v in vars(args).items() if k not in cli_only}
+CLI_ONLY = {"command", "api_key_env", "handler"}
+# Flow parameters of their own; every other destination is an option (tasks/options.py).
+FLOW_PARAMETERS = {"manifest", "out", "feed", "limit", "since", "force", "inbox", "stale_claim_h"}
+
+
+def split_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the flow's own parameters, the flat options) that the user gave (or argparse defaulted)."""
+    given = {k: v for k, v in vars(args).items() if k not in CLI_ONLY}
+    top = {k: v for k, v in given.items() if k in FLOW_PARAMETERS}
+    return top, {k: v for k, v in given.items() if k not in FLOW_PARAMETERS}
+
+
+def flow_kwargs(args: argparse.Namespace, options_model: type[JobOptions]) -> dict[str, Any]:
+    """argparse destinations are named like the options; group them into the flow's model."""
+    top, flat = split_args(args)
+    return {**top, "options": options_model.from_flat(**flat)}
 
 
 def use_api_key(args: argparse.Namespace) -> None:
@@ -150,35 +163,35 @@ def use_api_key(args: argparse.Namespace) -> None:
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
-    from flows.transcribe import transcribe_manifest
+    from audiobatch.flows.transcribe import transcribe_manifest
 
     use_api_key(args)
-    return summary_exit(asyncio.run(transcribe_manifest(**flow_kwargs(args))))
+    return summary_exit(asyncio.run(transcribe_manifest(**flow_kwargs(args, TranscribeOptions))))
 
 
 def run_narrate(args: argparse.Namespace) -> int:
-    from flows.narrate import narrate_manifest
+    from audiobatch.flows.narrate import narrate_manifest
 
     use_api_key(args)
-    return summary_exit(asyncio.run(narrate_manifest(**flow_kwargs(args))))
+    return summary_exit(asyncio.run(narrate_manifest(**flow_kwargs(args, NarrateOptions))))
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from localmodel.server import serve
+    from audiobatch.localmodel.server import serve
 
     serve(host=args.host, port=args.port, api_key=args.api_key, max_body_mb=args.max_body_mb)
     return 0
 
 
 def run_estimate(args: argparse.Namespace) -> int:
-    from flows.estimate import run_estimate as estimate
+    from audiobatch.flows.estimate import run_estimate as estimate
 
     use_api_key(args)
     return estimate(args)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from flows.demo import demo
+    from audiobatch.flows.demo import demo
 
     return demo(args.out)
 

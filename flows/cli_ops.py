@@ -16,9 +16,10 @@ import argparse
 import asyncio
 from typing import Any
 
-from flows.cli import (add_narration_args, add_run_args, add_transcription_args, flow_kwargs,
-                       summary_exit, use_api_key)
-from tasks.errors import ConfigError
+from audiobatch.flows.cli import (add_narration_args, add_run_args, add_transcription_args, flow_kwargs,
+                                  split_args, summary_exit, use_api_key)
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.options import InboxOptions, TranscribeOptions
 
 SCHEDULE_DESTS = ("cron", "timezone", "work_pool", "name")
 DEFAULT_CRON = {"podcast": "0 * * * *", "inbox": "*/5 * * * *"}
@@ -132,22 +133,22 @@ def option_flags(parser_args: argparse.Namespace) -> dict[str, str]:
 # --- handlers --------------------------------------------------------------------------------
 
 def run_podcast(args: argparse.Namespace) -> int:
-    from flows.podcast import transcribe_podcast
+    from audiobatch.flows.podcast import transcribe_podcast
 
     use_api_key(args)
-    return summary_exit(asyncio.run(transcribe_podcast(**flow_kwargs(args))))
+    return summary_exit(asyncio.run(transcribe_podcast(**flow_kwargs(args, TranscribeOptions))))
 
 
 def run_inbox(args: argparse.Namespace) -> int:
-    from flows.inbox import process_inbox
+    from audiobatch.flows.inbox import process_inbox
 
     use_api_key(args)
-    params = _inbox_parameters(flow_kwargs(args))
-    result = asyncio.run(process_inbox(**params))
+    top, flat = split_args(args)
+    result = asyncio.run(process_inbox(**top, options=InboxOptions.from_flat(**_inbox_options(flat))))
     return 0 if all(r["status"] == "done" for r in result["processed"]) else 1
 
 
-def _inbox_parameters(params: dict[str, Any]) -> dict[str, Any]:
+def _inbox_options(params: dict[str, Any]) -> dict[str, Any]:
     for name in NOT_FOR_INBOX:
         if params.pop(name, None) is not None:
             raise ConfigError(f"--{name.replace('_', '-')} is not available for the inbox: each "
@@ -156,15 +157,16 @@ def _inbox_parameters(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from flows.deploy import DeploymentSpec, check_parameters, deploy, describe, is_remote
-    from flows.deploy import require_api_url, worker_parameters
-    from tasks.feeds import feed_key
+    from audiobatch.flows.deploy import DeploymentSpec, deploy, describe, flow_parameters, is_remote
+    from audiobatch.flows.deploy import require_api_url, worker_parameters
+    from audiobatch.tasks.feeds import feed_key
 
     kind = args.deploy_kind
-    params = {k: v for k, v in flow_kwargs(args).items() if k not in (*SCHEDULE_DESTS, "deploy_kind")}
+    top, flat = split_args(args)
+    flat = {k: v for k, v in flat.items() if k not in (*SCHEDULE_DESTS, "deploy_kind")}
     if kind == "inbox":
-        params = _inbox_parameters(params)
-    check_parameters(kind, params, option_flags(args))
+        flat = _inbox_options(flat)
+    params = flow_parameters(kind, top, flat, option_flags(args))
     remote = is_remote(require_api_url())
     if "out" not in params:  # a worker runs in a temporary folder: "outputs" there would vanish
         if remote:
@@ -180,12 +182,13 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from flows.deploy import check_parameters
-    from flows.submit import submit_manifest
+    from audiobatch.flows.deploy import flow_parameters
+    from audiobatch.flows.submit import submit_manifest
 
-    params = {k: v for k, v in flow_kwargs(args).items()
-              if k not in ("kind", "deployment", "strict", "manifest")}
-    check_parameters(args.kind, params, option_flags(args))
+    top, flat = split_args(args)
+    flat = {k: v for k, v in flat.items() if k not in ("kind", "deployment", "strict")}
+    top.pop("manifest")
+    params = flow_parameters(args.kind, top, flat, option_flags(args))
     submitted = submit_manifest(args.manifest, args.kind, params, deployment=args.deployment,
                                 strict=args.strict)
     print(f"submitted {submitted.rows} rows to {submitted.deployment}\n"

@@ -7,11 +7,11 @@ from dataclasses import asdict
 
 import fsspec
 
-from flows.runtime import finish_run, open_run
-from tasks.manifest import Item, read_manifest
-from tasks.outputs import failed_item_ids, publish_run
-from tasks.progress import RunProgress, RunSummary, publish_artifact, summarize
-from tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions, run_items
+from audiobatch.flows.runtime import finish_run, open_run
+from audiobatch.tasks.manifest import Item, read_manifest
+from audiobatch.tasks.outputs import failed_item_ids, publish_run
+from audiobatch.tasks.progress import RunProgress, RunSummary, publish_artifact, summarize
+from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions, run_items
 
 log = logging.getLogger("audiobatch")
 

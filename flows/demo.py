@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow
 
-from flows.narrate import narrate_manifest
-from flows.transcribe import transcribe_manifest
+from audiobatch.flows.narrate import narrate_manifest
+from audiobatch.flows.transcribe import transcribe_manifest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "manifests"
 

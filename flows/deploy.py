@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from tasks.errors import ConfigError
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.options import (InboxOptions, JobOptions, NarrateOptions, TranscribeOptions,
+                                      deep_merge, flat_names, nested)
 
 DEFAULT_POOL = "audiobatch"
 DEFAULT_NAME = "audiobatch"  # the deployment `audiobatch submit` uses unless told otherwise
-PATH_PARAMETERS = ("feed", "manifest", "inbox", "out", "profiles")  # read or written by the worker
+PATH_PARAMETERS = ("feed", "manifest", "inbox", "out")  # read or written by the worker (and profiles)
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,18 @@ class FlowRef:
     module: str
     attribute: str
     name: str  # the Prefect flow name: deployments are "<flow name>/<deployment name>"
+    options: type[JobOptions]  # the model of the flow's `options` parameter
     one_at_a_time: bool = False
 
 
 FLOWS = {
-    "podcast": FlowRef("flows.podcast", "transcribe_podcast", "transcribe-podcast", True),
-    "transcribe": FlowRef("flows.transcribe", "transcribe_manifest", "transcribe-manifest"),
-    "narrate": FlowRef("flows.narrate", "narrate_manifest", "narrate-manifest"),
-    "inbox": FlowRef("flows.inbox", "process_inbox", "audiobatch-inbox", True),
+    "podcast": FlowRef("audiobatch.flows.podcast", "transcribe_podcast", "transcribe-podcast",
+                       TranscribeOptions, True),
+    "transcribe": FlowRef("audiobatch.flows.transcribe", "transcribe_manifest",
+                          "transcribe-manifest", TranscribeOptions),
+    "narrate": FlowRef("audiobatch.flows.narrate", "narrate_manifest", "narrate-manifest",
+                       NarrateOptions),
+    "inbox": FlowRef("audiobatch.flows.inbox", "process_inbox", "audiobatch-inbox", InboxOptions, True),
 }
 
 
@@ -97,18 +103,30 @@ def worker_path(value: str, what: str, remote: bool) -> str:
 
 
 def worker_parameters(parameters: dict[str, Any], remote: bool) -> dict[str, Any]:
-    return {name: worker_path(value, f"--{name}", remote)
-            if name in PATH_PARAMETERS and isinstance(value, str) else value
-            for name, value in parameters.items()}
+    result = {name: worker_path(value, f"--{name}", remote)
+              if name in PATH_PARAMETERS and isinstance(value, str) else value
+              for name, value in parameters.items()}
+    profiles = result.get("options", {}).get("model", {}).get("profiles")
+    if profiles:
+        result = deep_merge(result, {"options": {"model": {
+            "profiles": worker_path(profiles, "--profiles", remote)}}})
+    return result
 
 
-def check_parameters(kind: str, parameters: dict[str, Any], flags: dict[str, str]) -> None:
-    """Refuse options the flow does not take (e.g. --voice for a transcription)."""
-    accepted = inspect.signature(load_flow(kind).fn).parameters
-    unknown = [flags.get(name, name) for name in parameters if name not in accepted]
+def flow_parameters(kind: str, top: dict[str, Any], flat: dict[str, Any],
+                    flags: dict[str, str]) -> dict[str, Any]:
+    """The parameters of a run or deployment: the flow's own, and only the typed options,
+    nested as the flow's `options` model stores them. Refuses options the flow does not take
+    (e.g. --voice for a transcription)."""
+    model = FLOWS[kind].options
+    accepted = set(inspect.signature(load_flow(kind).fn).parameters) | flat_names(model)
+    unknown = [flags.get(name, name) for name in [*top, *flat] if name not in accepted]
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: not an option of the {FLOWS[kind].name} flow; "
                           f"see `audiobatch {kind} --help`.")
+    model.from_flat(**flat)  # values the flow would refuse are refused here, before any run
+    options = nested(model, flat)
+    return {**top, "options": options} if options else dict(top)
 
 
 # --- deployments ------------------------------------------------------------------------------

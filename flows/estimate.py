@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from flows.runtime import client_settings, resolve_pricing, resolve_profile
-from tasks.forecast import ItemForecast, forecast_items, forecast_table, render_forecast, render_problems
-from tasks.manifest import NARRATE, TRANSCRIBE, read_manifest
-from tasks.manifest_io import read_rows
-from tasks.runs import RunOptions
+from audiobatch.flows.runtime import client_settings, resolve_pricing, resolve_profile
+from audiobatch.tasks.forecast import ItemForecast, forecast_items, forecast_table, render_forecast, render_problems
+from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE, read_manifest
+from audiobatch.tasks.manifest_io import read_rows
+from audiobatch.tasks.runs import RunOptions
 
 
 def detect_kind(manifest: str) -> str:

@@ -18,7 +18,6 @@ moves the manifest out before releasing its claim. A manifest whose run crashed 
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -32,14 +31,15 @@ from typing import Any
 
 from prefect import flow
 
-from flows.narrate import narrate_manifest
-from flows.transcribe import transcribe_manifest
-from tasks.errors import AudiobatchError, redact
-from tasks.manifest import NARRATE, TRANSCRIBE
-from tasks.manifest_io import ManifestError, read_rows
-from tasks.outputs import OutputRoot, RunStaging
-from tasks.runs import state_dir
-from tasks.sources import safe_url
+from audiobatch.flows.narrate import narrate_manifest
+from audiobatch.flows.transcribe import transcribe_manifest
+from audiobatch.tasks.errors import AudiobatchError, redact
+from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE
+from audiobatch.tasks.options import InboxOptions
+from audiobatch.tasks.manifest_io import ManifestError, read_rows
+from audiobatch.tasks.outputs import OutputRoot, RunStaging
+from audiobatch.tasks.runs import state_dir
+from audiobatch.tasks.sources import safe_url
 
 log = logging.getLogger("audiobatch")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
@@ -172,60 +172,26 @@ def _not_ok_rows(out: str, run_id: str) -> list[dict[str, Any]]:
             for row in rows if row["status"] != "ok"]
 
 
-async def _run_manifest(box: Inbox, name: str, options: dict[str, Any]) -> Report:
+async def _run_manifest(box: Inbox, name: str, out: str, options: InboxOptions) -> Report:
     try:
         kind = manifest_kind(name, box.location(name))
         job = transcribe_manifest if kind == TRANSCRIBE else narrate_manifest
-        accepted = inspect.signature(job.fn).parameters
-        summary = await job(manifest=box.location(name),
-                            **{k: v for k, v in options.items() if k in accepted})
+        summary = await job(manifest=box.location(name), out=out, options=options.for_kind(kind))
     except AudiobatchError as error:
         return Report(name, "failed", error=str(error))
     except Exception as error:  # noqa: BLE001 - one bad manifest must not stop the inbox
         return Report(name, "failed", error=redact(f"unexpected {type(error).__name__}: {error}"))
-    problems = _not_ok_rows(options["out"], summary["run_id"])
+    problems = _not_ok_rows(out, summary["run_id"])
     return Report(name, "failed" if problems else "done", kind, problems=problems, summary=summary)
 
 
 @flow(name="audiobatch-inbox", log_prints=True)
-async def process_inbox(
-    inbox: str,
-    out: str = "outputs",
-    stale_claim_h: float = 24.0,
-    model: str | None = None,
-    base_url: str | None = None,
-    provider: str | None = None,
-    profiles: str | None = None,
-    price_as: str | None = None,
-    concurrency: int = 4,
-    requests_per_minute: float | None = None,
-    tokens_per_minute: float | None = None,
-    max_attempts: int = 6,
-    max_backoff_s: float = 30.0,
-    timeout_s: float = 120.0,
-    item_deadline_s: float | None = None,
-    max_cost_usd: float | None = None,
-    max_download_mb: float = 4096.0,
-    allow_schemes: list[str] | None = None,
-    resume: bool = True,
-    use_cache: bool = True,
-    progress: bool | None = None,
-    language: str | None = None,
-    prompt: str | None = None,
-    max_audio_tokens: int | None = None,
-    overlap_s: float = 0.0,
-    voice: str = "alloy",
-    audio_format: str = "mp3",
-    speed: float = 1.0,
-    instructions: str | None = None,
-    target_lufs: float = -16.0,
-) -> dict:
+async def process_inbox(inbox: str, out: str = "outputs", stale_claim_h: float = 24.0,
+                        options: InboxOptions = InboxOptions()) -> dict:
     """Run every manifest waiting in `inbox`, then move each to done/ or failed/ with its summary.
 
     Options apply to every manifest (per-row columns still override them); `max_cost_usd` is
     per manifest. The API key comes from OPENAI_API_KEY, never from a parameter."""
-    # every other parameter is an option of the manifest flows
-    options = {k: v for k, v in locals().items() if k not in ("inbox", "stale_claim_h")}
     box = Inbox(inbox, stale_claim_h)
     waiting = box.waiting()
     print(f"inbox {safe_url(box.root.url)}: {len(waiting)} manifest(s) waiting")
@@ -234,7 +200,7 @@ async def process_inbox(
         if not box.claim(name):
             print(f"{name}: taken by another run")
             continue
-        report = await _run_manifest(box, name, options)
+        report = await _run_manifest(box, name, out, options)
         moved_to = box.finish(report)
         print(f"{name}: {report.status} -> {moved_to}" + (f" ({report.error})" if report.error else ""))
         reports.append(asdict(report))

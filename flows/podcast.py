@@ -10,70 +10,42 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import date
 from typing import Any
 
 from prefect import flow
 
-from flows.common import execute_run
-from tasks.errors import ConfigError
-from tasks.feed_state import FeedState, load_state, save_state
-from tasks.feed_transcripts import record_feed_transcript
-from tasks.feeds import Episode, Feed, episode_item, episode_item_id, load_feed, select_episodes
-from tasks.manifest import TRANSCRIBE, Item
-from tasks.outputs import OutputRoot, RunStaging
-from tasks.progress import summarize
-from tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, state_dir
-from tasks.sources import FetchPolicy, safe_url
-from tasks.transcription import transcribe_item
+from audiobatch.flows.common import execute_run
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.feed_state import FeedState, load_state, save_state
+from audiobatch.tasks.feed_transcripts import record_feed_transcript
+from audiobatch.tasks.feeds import Episode, Feed, episode_item, episode_item_id, load_feed, select_episodes
+from audiobatch.tasks.manifest import TRANSCRIBE, Item
+from audiobatch.tasks.options import TranscribeOptions
+from audiobatch.tasks.outputs import OutputRoot, RunStaging
+from audiobatch.tasks.progress import summarize
+from audiobatch.tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, state_dir
+from audiobatch.tasks.sources import FetchPolicy, safe_url
+from audiobatch.tasks.transcription import transcribe_item
 
 
 @flow(name="transcribe-podcast", log_prints=True)
-async def transcribe_podcast(
-    feed: str,
-    out: str = "outputs",
-    limit: int | None = None,
-    since: str | None = None,
-    force: bool = False,
-    model: str | None = None,
-    base_url: str | None = None,
-    concurrency: int = 4,
-    language: str | None = None,
-    prompt: str | None = None,
-    max_audio_tokens: int | None = None,
-    overlap_s: float = 0.0,
-    max_cost_usd: float | None = None,
-    price_as: str | None = None,
-    provider: str | None = None,
-    requests_per_minute: float | None = None,
-    tokens_per_minute: float | None = None,
-    max_attempts: int = 6,
-    max_backoff_s: float = 30.0,
-    timeout_s: float = 120.0,
-    item_deadline_s: float | None = None,
-    profiles: str | None = None,
-    run_id: str | None = None,
-    resume: bool = True,
-    use_cache: bool = True,
-    rerun_failed: str | None = None,
-    allow_schemes: list[str] | None = None,
-    max_download_mb: float = 4096.0,
-    progress: bool | None = None,
-) -> dict:
+async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None = None,
+                             since: str | None = None, force: bool = False,
+                             options: TranscribeOptions = TranscribeOptions()) -> dict:
     """Transcribe the episodes of `feed` (RSS/Atom URL or file) not done yet under `out`.
 
     `limit`: at most this many episodes this run (newest first); `since`: only episodes
     published on or after this ISO date; `force`: transcribe even when the feed ships a
     transcript. The API key comes from OPENAI_API_KEY in the environment, never a parameter.
     """
-    params = dict(locals())  # the flow's parameters, as given
     feed = local_feed_path(feed)
-    options = run_options(TRANSCRIBE, feed, params)
+    run = RunOptions.from_job(TRANSCRIBE, feed, out, options)
     since_date = parse_since(since)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: give a number of episodes of at least 1")
-    loaded = await load_feed(feed, feed_fetch_policy(options))
+    loaded = await load_feed(feed, feed_fetch_policy(run))
     root = OutputRoot(out)
     state = load_state(root, feed)
     state.feed_title = loaded.title
@@ -82,20 +54,12 @@ async def transcribe_podcast(
           f"{sum(e.key in state.done for e in loaded.episodes)} done before, {len(episodes)} to do now")
     if not episodes:
         return _nothing_new(loaded, state)
-    items = [_item(loaded, state, episode, row, options) for row, episode in enumerate(episodes, 1)]
-    summary = await execute_run(options, episode_processor(force), items=items,
+    items = [_item(loaded, state, episode, row, run) for row, episode in enumerate(episodes, 1)]
+    summary = await execute_run(run, episode_processor(force), items=items,
                                 source_bytes=_job_bytes(loaded, items, force))
     _remember(root, state, episodes, items, summary["run_id"])
     summary["feed"] = _feed_report(loaded, state, len(episodes))
     return summary
-
-
-def run_options(kind: str, source: str, params: dict[str, Any]) -> RunOptions:
-    """RunOptions from a flow's parameters (those that are run options; the rest are the flow's)."""
-    names = {f.name for f in fields(RunOptions)} - {"kind", "manifest"}
-    chosen = {k: v for k, v in params.items() if k in names}
-    chosen["allow_schemes"] = tuple(chosen.get("allow_schemes") or ())
-    return RunOptions(kind=kind, manifest=source, **chosen)
 
 
 def local_feed_path(feed: str) -> str:

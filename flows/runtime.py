@@ -14,14 +14,14 @@ from dataclasses import replace
 
 import httpx
 
-from tasks.cache import ResultCache
-from tasks.calls import Budget
-from tasks.errors import ConfigError, register_secret
-from tasks.model import ClientSettings, ModelClient
-from tasks.outputs import OutputRoot, RunStaging
-from tasks.profiles import LOCAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
-from tasks.runs import RunContext, RunOptions, choose_run_id, state_dir, write_job_file
-from tasks.sources import FetchPolicy
+from audiobatch.tasks.cache import ResultCache
+from audiobatch.tasks.calls import Budget
+from audiobatch.tasks.errors import ConfigError, register_secret
+from audiobatch.tasks.model import ClientSettings, ModelClient
+from audiobatch.tasks.outputs import OutputRoot, RunStaging
+from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
+from audiobatch.tasks.runs import RunContext, RunOptions, choose_run_id, state_dir, write_job_file
+from audiobatch.tasks.sources import FetchPolicy
 
 log = logging.getLogger("audiobatch")
 # The embedded engines run one request at a time (2 cores). More requests in flight only queue
@@ -48,7 +48,7 @@ def build_client(settings: ClientSettings) -> ModelClient:
     """A client for the settings; the embedded model when no base URL is configured."""
     transport = None
     if settings.base_url is None:
-        from localmodel.app import create_app
+        from audiobatch.localmodel.app import create_app
 
         transport = httpx.ASGITransport(app=create_app())
     return ModelClient(settings, transport=transport)

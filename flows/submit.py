@@ -13,10 +13,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from flows.deploy import DEFAULT_NAME, FLOWS, is_remote, require_api_url, worker_parameters
-from tasks.errors import ConfigError, InputError
-from tasks.manifest import TRANSCRIBE, read_manifest
-from tasks.sources import safe_url, scheme_of
+from audiobatch.flows.deploy import DEFAULT_NAME, FLOWS, is_remote, require_api_url, worker_parameters
+from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.manifest import TRANSCRIBE, read_manifest
+from audiobatch.tasks.options import deep_merge
+from audiobatch.tasks.sources import safe_url, scheme_of
 
 SHOWN_PROBLEMS = 20
 
@@ -75,6 +76,15 @@ def submit_manifest(manifest: str, kind: str, parameters: dict[str, Any], *,
     return Submitted(str(flow_run.id), full_name, flow_run_link(str(flow_run.id)), rows, problems)
 
 
+def _deployment_parameters(full_name: str) -> dict[str, Any]:
+    """The deployment's own parameters: Prefect replaces a whole `options` group given with a
+    run, so the submitted options are merged into the deployment's, group by group."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return dict(client.read_deployment_by_name(full_name).parameters or {})
+
+
 def _create_flow_run(full_name: str, parameters: dict[str, Any], api_url: str) -> Any:
     import httpx
     from prefect.deployments import run_deployment
@@ -82,7 +92,8 @@ def _create_flow_run(full_name: str, parameters: dict[str, Any], api_url: str) -
 
     kind = next(k for k, ref in FLOWS.items() if full_name.startswith(f"{ref.name}/"))
     try:
-        return run_deployment(full_name, parameters=parameters, timeout=0)
+        stored = _deployment_parameters(full_name)
+        return run_deployment(full_name, parameters=deep_merge(stored, parameters), timeout=0)
     except ObjectNotFound:
         raise ConfigError(
             f"no deployment {full_name} on the Prefect server at {api_url}: create it with "

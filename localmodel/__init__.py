@@ -4,6 +4,6 @@ A transcribe/narrate engine behind OpenAI's Chat Completions wire contract, not 
 `create_app()` gives the ASGI app (use it in-process with `httpx.ASGITransport`);
 `localmodel.server.serve()` runs it over HTTP.
 """
-from localmodel.app import create_app
+from audiobatch.localmodel.app import create_app
 
 __all__ = ["create_app"]

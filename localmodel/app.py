@@ -24,13 +24,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from localmodel import chat
-from localmodel.engines import (OUTPUT_SAMPLE_RATE, PIPER_VOICE_SHA256, PIPER_WEIGHTS, VOICE_NAME,
+from audiobatch.localmodel import chat
+from audiobatch.localmodel.engines import (OUTPUT_SAMPLE_RATE, PIPER_VOICE_SHA256, PIPER_WEIGHTS, VOICE_NAME,
                                 WHISPER_MODEL_SHA256, WHISPER_WEIGHTS, Engines, shared_engines)
-from localmodel.wire import (INPUT_AUDIO_FORMATS, OUTPUT_AUDIO_FORMATS, APIError, new_id,
+from audiobatch.localmodel.wire import (INPUT_AUDIO_FORMATS, OUTPUT_AUDIO_FORMATS, APIError, new_id,
                              parse_chat_request)
-from tasks.errors import register_secret
-from tasks.profiles import LOCAL_MODEL, get_profile
+from audiobatch.tasks.errors import register_secret
+from audiobatch.tasks.profiles import LOCAL_MODEL, get_profile
 
 log = logging.getLogger("audiobatch.localmodel")
 VOICE_HEADER = "x-audiobatch-voice"

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, Engines
-from localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, ChatRequest, audio_dict, chunk_dict,
+from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, Engines
+from audiobatch.localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, ChatRequest, audio_dict, chunk_dict,
                              completion_dict, new_id, now, sse, usage_dict)
-from tasks import codecs
-from tasks.errors import InputError
-from tasks.profiles import LOCAL_MODEL, estimate_text_tokens, get_profile
+from audiobatch.tasks import codecs
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.profiles import LOCAL_MODEL, estimate_text_tokens, get_profile
 
 STREAM_CHUNK_SAMPLES = OUTPUT_SAMPLE_RATE * 3 // 10  # 300 ms of pcm16 per streamed chunk
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from scipy.signal import resample_poly
 
-from localmodel.pronounce import clearer_phonemes
-from tasks.errors import ConfigError
+from audiobatch.localmodel.pronounce import clearer_phonemes
+from audiobatch.tasks.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
     from faster_whisper import WhisperModel

@@ -16,9 +16,9 @@ import sys
 
 import uvicorn
 
-from localmodel.app import create_app
-from localmodel.engines import shared_engines
-from tasks.profiles import LOCAL_MODEL
+from audiobatch.localmodel.app import create_app
+from audiobatch.localmodel.engines import shared_engines
+from audiobatch.tasks.profiles import LOCAL_MODEL
 
 API_KEY_ENV = "AUDIOBATCH_SERVE_API_KEY"
 log = logging.getLogger("audiobatch.localmodel")

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.codecs import ENCODABLE_FORMATS
-from tasks.profiles import LOCAL_MODEL
+from audiobatch.tasks.codecs import ENCODABLE_FORMATS
+from audiobatch.tasks.profiles import LOCAL_MODEL
 
 INPUT_AUDIO_FORMATS = ("wav", "mp3")  # what OpenAI accepts in input_audio
 OUTPUT_AUDIO_FORMATS = ENCODABLE_FORMATS  # wav, mp3, flac, opus, pcm16

@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import soundfile as sf
 
-from tasks.audio import Chunk
-from tasks.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
-from tasks.text import CLAUSE, PARAGRAPH, SENTENCE, WORD, word_breaks
+from audiobatch.tasks.audio import Chunk
+from audiobatch.tasks.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
+from audiobatch.tasks.text import CLAUSE, PARAGRAPH, SENTENCE, WORD, word_breaks
 
 FRAME_S = 0.02
 MIN_GAP_S = 0.15  # quiet stretches shorter than this are inside words

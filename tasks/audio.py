@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from tasks.codecs import iter_decoded, to_int16
-from tasks.errors import ConfigError, InputError
-from tasks.loudness import StreamingLoudness, loudness_gain_db
-from tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
+from audiobatch.tasks.codecs import iter_decoded, to_int16
+from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.loudness import StreamingLoudness, loudness_gain_db
+from audiobatch.tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
 
 __all__ = ["PREPARE_RATE", "DEFAULT_SEARCH_WINDOW_S", "Chunk", "PreparedAudio", "CutRules", "Span",
            "max_chunk_seconds", "plan_cuts", "prepare_chunks", "chunk_rules"]

@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tasks.cost import Usage
-from tasks.outputs import OutputRoot
+from audiobatch.tasks.cost import Usage
+from audiobatch.tasks.outputs import OutputRoot
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tasks.cache import ReplyRecord, cache_key
-from tasks.cost import Usage, cost_usd
-from tasks.errors import BudgetExceeded, ModelError
-from tasks.profiles import Prices
-from tasks.runs import ItemRecorder, RunContext
+from audiobatch.tasks.cache import ReplyRecord, cache_key
+from audiobatch.tasks.cost import Usage, cost_usd
+from audiobatch.tasks.errors import BudgetExceeded, ModelError
+from audiobatch.tasks.profiles import Prices
+from audiobatch.tasks.runs import ItemRecorder, RunContext
 
 
 class Budget:

@@ -15,7 +15,7 @@ import av
 import numpy as np
 import soundfile as sf
 
-from tasks.errors import InputError
+from audiobatch.tasks.errors import InputError
 
 Source = str | Path | BinaryIO | bytes
 ENCODABLE_FORMATS = ("wav", "mp3", "flac", "opus", "pcm16")

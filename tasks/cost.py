@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tasks.profiles import Prices
+from audiobatch.tasks.profiles import Prices
 
 
 @dataclass(frozen=True)

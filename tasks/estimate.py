@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
-from tasks.cost import Usage
-from tasks.prompts import narration_system_prompt, transcribe_instruction
-from tasks.profiles import ModelProfile, estimate_text_tokens
+from audiobatch.tasks.cost import Usage
+from audiobatch.tasks.prompts import narration_system_prompt, transcribe_instruction
+from audiobatch.tasks.profiles import ModelProfile, estimate_text_tokens
 
 CHARS_PER_WORD = 5.7  # average English word plus its space and punctuation
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from tasks.errors import InputError
-from tasks.feeds import Episode, Feed, feed_key
-from tasks.outputs import OutputRoot
-from tasks.sources import safe_url
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.feeds import Episode, Feed, feed_key
+from audiobatch.tasks.outputs import OutputRoot
+from audiobatch.tasks.sources import safe_url
 
 DONE = "ok"
 

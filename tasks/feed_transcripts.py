@@ -14,12 +14,12 @@ import re
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from tasks.assemble import Segment, render_srt, render_vtt
-from tasks.errors import InputError
-from tasks.manifest import Item
-from tasks.outputs import media_relpath
-from tasks.runs import ItemOutcome, ItemRecorder, RunContext, episode_fields, item_row, item_task
-from tasks.sources import fetch, safe_url
+from audiobatch.tasks.assemble import Segment, render_srt, render_vtt
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.manifest import Item
+from audiobatch.tasks.outputs import media_relpath
+from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, episode_fields, item_row, item_task
+from audiobatch.tasks.sources import fetch, safe_url
 
 TRANSCRIPT_CONTENT_TYPES = frozenset({"text/*", "application/json", "application/srt",
                                       "application/x-subrip", "application/octet-stream",

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import feedparser
 
-from tasks.errors import InputError
-from tasks.ids import slugify
-from tasks.manifest import TRANSCRIBE, Item
-from tasks.sources import FetchPolicy, fetch, safe_url
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.ids import slugify
+from audiobatch.tasks.manifest import TRANSCRIBE, Item
+from audiobatch.tasks.sources import FetchPolicy, fetch, safe_url
 
 FEED_CONTENT_TYPES = frozenset({"application/rss+xml", "application/atom+xml", "application/xml",
                                 "text/xml", "text/*", "application/octet-stream",

@@ -10,16 +10,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tasks import codecs
-from tasks.audio import max_chunk_seconds
-from tasks.cost import Usage, cost_usd
-from tasks.errors import AudiobatchError
-from tasks.estimate import expected_narrate_usage, expected_transcribe_usage
-from tasks.manifest import TRANSCRIBE, Item
-from tasks.narration import item_text
-from tasks.profiles import ModelProfile, Prices
-from tasks.sources import scheme_of
-from tasks.text import max_words_per_request, split_for_narration
+from audiobatch.tasks import codecs
+from audiobatch.tasks.audio import max_chunk_seconds
+from audiobatch.tasks.cost import Usage, cost_usd
+from audiobatch.tasks.errors import AudiobatchError
+from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcribe_usage
+from audiobatch.tasks.manifest import TRANSCRIBE, Item
+from audiobatch.tasks.narration import item_text
+from audiobatch.tasks.profiles import ModelProfile, Prices
+from audiobatch.tasks.sources import scheme_of
+from audiobatch.tasks.text import max_words_per_request, split_for_narration
 
 
 @dataclass

@@ -23,10 +23,10 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 
-from tasks.codecs import ENCODABLE_FORMATS
-from tasks.ids import IdRegistry, id_problem
-from tasks.manifest_io import ManifestError, local_path, read_rows
-from tasks.sources import safe_url, scheme_of
+from audiobatch.tasks.codecs import ENCODABLE_FORMATS
+from audiobatch.tasks.ids import IdRegistry, id_problem
+from audiobatch.tasks.manifest_io import ManifestError, local_path, read_rows
+from audiobatch.tasks.sources import safe_url, scheme_of
 
 TRANSCRIBE, NARRATE = "transcribe", "narrate"
 NARRATION_FORMATS = tuple(f for f in ENCODABLE_FORMATS if f != "pcm16")  # files, not raw streams

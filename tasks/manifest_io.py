@@ -18,8 +18,8 @@ from urllib.request import url2pathname
 
 import fsspec
 
-from tasks.errors import InputError
-from tasks.sources import safe_url, scheme_of
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.sources import safe_url, scheme_of
 
 Row = tuple[int, list[str]]
 

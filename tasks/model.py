@@ -27,15 +27,15 @@ import httpx
 from tenacity import (AsyncRetrying, RetryCallState, stop_after_attempt,
                       wait_random_exponential)
 
-from tasks import codecs
-from tasks.cost import Usage
-from tasks.errors import (ConfigError, InputError, ModelError, RunFatalError, TransientModelError,
+from audiobatch.tasks import codecs
+from audiobatch.tasks.cost import Usage
+from audiobatch.tasks.errors import (ConfigError, InputError, ModelError, RunFatalError, TransientModelError,
                           register_secret)
-from tasks.limits import Limiter
-from tasks.model_wire import Attempt, ModelReply, error_for_response, parse_reply
-from tasks.estimate import expected_narrate_usage, expected_transcribe_usage
-from tasks.profiles import DEFAULT_REMOTE_MODEL, LOCAL_MODEL, ModelProfile, get_profile, provider_for
-from tasks.prompts import TRANSCRIPT_ONLY, narration_system_prompt, transcribe_instruction
+from audiobatch.tasks.limits import Limiter
+from audiobatch.tasks.model_wire import Attempt, ModelReply, error_for_response, parse_reply
+from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcribe_usage
+from audiobatch.tasks.profiles import DEFAULT_REMOTE_MODEL, LOCAL_MODEL, ModelProfile, get_profile, provider_for
+from audiobatch.tasks.prompts import TRANSCRIPT_ONLY, narration_system_prompt, transcribe_instruction
 
 __all__ = ["Attempt", "ClientSettings", "ModelClient", "ModelReply", "TRANSCRIPT_ONLY",
            "narration_system_prompt", "transcribe_instruction"]

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from tasks.cost import Usage
-from tasks.errors import ModelError, PermanentModelError, RunFatalError, TransientModelError
+from audiobatch.tasks.cost import Usage
+from audiobatch.tasks.errors import ModelError, PermanentModelError, RunFatalError, TransientModelError
 
 _MAX_SERVER_MESSAGE = 300  # characters of a server's error text kept (proxies send HTML pages)
 

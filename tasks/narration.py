@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import codecs
-from tasks.cache import ReplyRecord
-from tasks.calls import call_model
-from tasks.errors import InputError
-from tasks.estimate import expected_narrate_usage
-from tasks.loudness import measure_lufs
-from tasks.manifest import Item
-from tasks.outputs import media_relpath
-from tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
-from tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
-from tasks.text import count_words, max_words_per_request, speakable_text, split_for_narration
+from audiobatch.tasks import codecs
+from audiobatch.tasks.cache import ReplyRecord
+from audiobatch.tasks.calls import call_model
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.estimate import expected_narrate_usage
+from audiobatch.tasks.loudness import measure_lufs
+from audiobatch.tasks.manifest import Item
+from audiobatch.tasks.outputs import media_relpath
+from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
+from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
+from audiobatch.tasks.text import count_words, max_words_per_request, speakable_text, split_for_narration
 
 NARRATION_RATE = 24000  # what OpenAI and the embedded model return; chunks are decoded to it
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item

@@ -29,8 +29,8 @@ from fsspec.implementations.local import LocalFileSystem
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.errors import InputError
-from tasks.ids import id_problem
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.ids import id_problem
 
 _STR, _F64, _I32 = pa.string(), pa.float64(), pa.int32()
 _TS = pa.timestamp("us", tz="UTC")

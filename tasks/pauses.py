@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.errors import ConfigError
+from audiobatch.tasks.errors import ConfigError
 
 FRAME_S = 0.025
 MIN_PAUSE_S = 0.15  # shorter quiet stretches are mostly stop consonants, not pauses

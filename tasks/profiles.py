@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tasks.errors import ConfigError
+from audiobatch.tasks.errors import ConfigError
 
 LOCAL_MODEL = "audiobatch-local"
 LOCAL_PROVIDER = "local"

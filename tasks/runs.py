@@ -21,12 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.cache import ResultCache
-from tasks.errors import AudiobatchError, InputError, ItemDeadlineExceeded, RunFatalError, redact
-from tasks.manifest import Item
-from tasks.outputs import OutputRoot, RunStaging, new_run_id
-from tasks.profiles import ModelProfile, Prices
-from tasks.sources import FetchPolicy, safe_url
+from audiobatch.tasks.cache import ResultCache
+from audiobatch.tasks.errors import AudiobatchError, InputError, ItemDeadlineExceeded, RunFatalError, redact
+from audiobatch.tasks.manifest import Item
+from audiobatch.tasks.options import JobOptions
+from audiobatch.tasks.outputs import OutputRoot, RunStaging, new_run_id
+from audiobatch.tasks.profiles import ModelProfile, Prices
+from audiobatch.tasks.sources import FetchPolicy, safe_url
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,13 @@ class RunOptions:
     speed: float = 1.0
     instructions: str | None = None
     target_lufs: float = -16.0
+
+    @classmethod
+    def from_job(cls, kind: str, manifest: str, out: str, options: JobOptions) -> RunOptions:
+        """The flat options the pipeline works with, from a flow's `options` parameter."""
+        flat = options.flat()
+        flat["allow_schemes"] = tuple(flat["allow_schemes"])
+        return cls(kind=kind, manifest=manifest, out=out, **flat)
 
     def job_key(self, manifest_bytes: bytes) -> str:
         """Same manifest content + same result-shaping options = same job (resumable)."""

@@ -27,7 +27,7 @@ from urllib.request import url2pathname
 import fsspec
 import httpx
 
-from tasks.errors import InputError
+from audiobatch.tasks.errors import InputError
 
 try:  # advisory file locks: one download per target, across tasks and processes (POSIX only)
     import fcntl

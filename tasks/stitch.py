@@ -19,9 +19,9 @@ import av.filter
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-from tasks.codecs import to_int16
-from tasks.errors import InputError
-from tasks.loudness import BLOCK_S, measure_lufs
+from audiobatch.tasks.codecs import to_int16
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.loudness import BLOCK_S, measure_lufs
 
 with warnings.catch_warnings():
     # pydub looks for an ffmpeg binary at import and warns when there is none; we never use it.

@@ -26,8 +26,8 @@ import unicodedata
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from tasks.errors import ConfigError
-from tasks.spoken import spoken_forms
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.spoken import spoken_forms
 
 # --- counting and budgets ---------------------------------------------------------------
 

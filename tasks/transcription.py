@@ -11,15 +11,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 
-from tasks.assemble import Segment, build_segments, join_transcripts, render_srt, render_vtt
-from tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, prepare_chunks
-from tasks.calls import call_model
-from tasks.estimate import expected_transcribe_usage
-from tasks.errors import InputError
-from tasks.manifest import Item
-from tasks.outputs import media_relpath
-from tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields, item_row
-from tasks.sources import fetch, safe_url
+from audiobatch.tasks.assemble import Segment, build_segments, join_transcripts, render_srt, render_vtt
+from audiobatch.tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, prepare_chunks
+from audiobatch.tasks.calls import call_model
+from audiobatch.tasks.estimate import expected_transcribe_usage
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.manifest import Item
+from audiobatch.tasks.outputs import media_relpath
+from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields, item_row
+from audiobatch.tasks.sources import fetch, safe_url
 
 
 def _language(ctx: RunContext, item: Item) -> str | None:

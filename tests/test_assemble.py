@@ -15,10 +15,10 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.assemble import (CAPTION_MAX_WORDS, Segment, build_segments, chunk_segments,
+from audiobatch.tasks.assemble import (CAPTION_MAX_WORDS, Segment, build_segments, chunk_segments,
                             dedupe_chunk_texts, join_transcripts, kept_word_ranges, render_srt,
                             render_vtt)
-from tasks.audio import Chunk
+from audiobatch.tasks.audio import Chunk
 
 RATE = 16000
 VOCABULARY = [f"w{i}" for i in range(400)]  # distinct words: a join can be checked exactly

@@ -13,11 +13,11 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from tasks.audio import PREPARE_RATE, Chunk, PreparedAudio, max_chunk_seconds, prepare_chunks
-from tasks.codecs import decode, encode
-from tasks.errors import ConfigError, InputError
-from tasks.loudness import StreamingLoudness, measure_lufs
-from tasks.pauses import frame_levels_db
+from audiobatch.tasks.audio import PREPARE_RATE, Chunk, PreparedAudio, max_chunk_seconds, prepare_chunks
+from audiobatch.tasks.codecs import decode, encode
+from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.loudness import StreamingLoudness, measure_lufs
+from audiobatch.tasks.pauses import frame_levels_db
 from tests.helpers.data import SPEECH
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from prefect import get_client
 
-from flows.estimate import forecast
-from flows.narrate import narrate_manifest
-from flows.transcribe import transcribe_manifest
-from localmodel.server import parse_args
-from tasks.cost import Usage
-from tasks.runs import RunOptions
+from audiobatch.flows.estimate import forecast
+from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
+from audiobatch.flows.narrate import narrate_manifest
+from audiobatch.flows.transcribe import transcribe_manifest
+from audiobatch.localmodel.server import parse_args
+from audiobatch.tasks.cost import Usage
+from audiobatch.tasks.runs import RunOptions
 from tests.helpers.data import ROOT, SPEECH, TEXTS
 from tests.helpers.e2e import all_files_text
 from tests.helpers.faultserver import FaultServer, error
@@ -52,15 +53,15 @@ def _forecast_totals(options: RunOptions) -> tuple[int, float]:
 def test_estimate_is_within_five_percent_of_what_the_run_reports(tmp_path, kind) -> None:
     if kind == "transcribe":
         manifest = _csv(tmp_path / "m.csv", ["audio"], [[str(SPEECH / c)] for c in CLIPS])
-        flow, extra = transcribe_manifest, {"max_audio_tokens": 600}
+        flow, model, extra = transcribe_manifest, TranscribeOptions, {"max_audio_tokens": 600}
     else:
         manifest = _csv(tmp_path / "m.csv", ["text_file"],
                         [[str(TEXTS / "show_notes.md")], [str(TEXTS / "long_sentence.txt")]])
-        flow, extra = narrate_manifest, {"audio_format": "wav"}
+        flow, model, extra = narrate_manifest, NarrateOptions, {"audio_format": "wav"}
     options = RunOptions(kind=kind, manifest=str(manifest), price_as="gpt-audio-1.5", **extra)
     expected_tokens, expected_usd = _forecast_totals(options)
-    asyncio.run(flow(str(manifest), out=str(tmp_path / "out"), price_as="gpt-audio-1.5",
-                     progress=False, **extra))
+    asyncio.run(flow(str(manifest), out=str(tmp_path / "out"),
+                     options=model.from_flat(price_as="gpt-audio-1.5", progress=False, **extra)))
     tokens, usd = _usage_totals(pd.read_parquet(tmp_path / "out" / "costs"))
     assert usd > 0.005  # priced as gpt-audio-1.5, although the embedded model is free
     assert expected_tokens == pytest.approx(tokens, rel=0.05)
@@ -75,8 +76,7 @@ def test_max_cost_stops_before_crossing_the_limit(tmp_path) -> None:
     per_item = _forecast_totals(options)[1] / 6
     limit = per_item * 3.5
     summary = asyncio.run(narrate_manifest(str(manifest), out=str(tmp_path / "out"),
-                                           price_as="gpt-audio-1.5", max_cost_usd=limit,
-                                           concurrency=1, progress=False))
+        options=NarrateOptions.from_flat(price_as="gpt-audio-1.5", max_cost_usd=limit, concurrency=1, progress=False)))
     items = pd.read_parquet(tmp_path / "out" / "items").sort_values("row")
     assert items["status"].tolist()[:2] == ["ok", "ok"] and items["status"].iloc[-1] == "skipped"
     assert summary["cost_usd"] <= limit and "--max-cost-usd" in summary["stop_reason"]
@@ -88,11 +88,12 @@ def test_rerun_failed_redoes_only_the_failed_items(tmp_path) -> None:
     late = tmp_path / "late.wav"
     manifest = _csv(tmp_path / "m.csv", ["id", "audio"],
                     [["early", str(SPEECH / "pocketsphinx__goforward.wav")], ["late", str(late)]])
-    first = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"), progress=False))
+    first = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+        options=TranscribeOptions.from_flat(progress=False)))
     assert (first["ok"], first["failed"]) == (1, 1)
     late.write_bytes((SPEECH / "pocketsphinx__cards_001.wav").read_bytes())  # the user fixes it
     second = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-                                             rerun_failed="last", progress=False))
+        options=TranscribeOptions.from_flat(rerun_failed="last", progress=False)))
     assert (second["items"], second["ok"]) == (1, 1)
     items = pd.read_parquet(tmp_path / "out" / "items")
     assert items.loc[items["run_id"] == second["run_id"], "item_id"].tolist() == ["late"]
@@ -103,12 +104,11 @@ def test_api_key_never_reaches_outputs_logs_or_prefect(tmp_path, monkeypatch, ca
     manifest = _csv(tmp_path / "m.csv", ["audio"], [[str(SPEECH / "pocketsphinx__goforward.wav")]])
     with running_server(api_key=FAKE_KEY) as base_url:  # the server requires the key: it was sent
         good = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-                                               base_url=base_url, model="audiobatch-local",
-                                               progress=False))
+            options=TranscribeOptions.from_flat(base_url=base_url, model="audiobatch-local", progress=False)))
     echo = error(401, f"Incorrect API key provided: {FAKE_KEY}. Find yours at ...", code="invalid_api_key")
     with FaultServer(lambda request: echo) as server:  # a server that echoes the key back
         bad = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out2"),
-                                              base_url=server.base_url, progress=False))
+            options=TranscribeOptions.from_flat(base_url=server.base_url, progress=False)))
         assert server.requests[0].headers["authorization"] == f"Bearer {FAKE_KEY}"
     assert good["ok"] == 1 and bad["skipped"] == 1 and "401" in bad["stop_reason"]
     assert FAKE_KEY not in bad["stop_reason"]
@@ -141,7 +141,7 @@ def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capf
                         [["private", f"{clip_url}?auth={token}"],
                          ["expired", f"{site.url('gone.wav')}?X-Amz-Signature={signature}"]])
         summary = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-                                                  progress=False))
+            options=TranscribeOptions.from_flat(progress=False)))
         assert f"/{SHORT_CLIPS[0]}?auth={token}" in site.requests  # fetched with its token
     assert (summary["ok"], summary["failed"]) == (1, 1)
     items = pd.read_parquet(tmp_path / "out" / "items").set_index("item_id")

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tasks.audio import PREPARE_RATE, chunk_rules, max_chunk_seconds, plan_cuts
-from tasks.errors import ConfigError
-from tasks.pauses import CutRules, Span, frame_levels_db
+from audiobatch.tasks.audio import PREPARE_RATE, chunk_rules, max_chunk_seconds, plan_cuts
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.pauses import CutRules, Span, frame_levels_db
 
 RATE = PREPARE_RATE
 PAUSE_DB = -50.0  # ground truth for these tests: every frame below this is a pause frame

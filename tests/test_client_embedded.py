@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from flows.runtime import build_client
-from tasks import codecs
-from tasks.model import ClientSettings, ModelClient
+from audiobatch.flows.runtime import build_client
+from audiobatch.tasks import codecs
+from audiobatch.tasks.model import ClientSettings, ModelClient
 from tests.helpers.data import SPEECH
 from tests.helpers.localserver import references, running_server, word_error_rate
 
@@ -54,8 +54,8 @@ async def test_narrates_a_paragraph_that_transcribes_back(client: ModelClient) -
 def test_embedded_model_gets_no_more_requests_than_it_can_run(monkeypatch) -> None:
     """Its engines run one request at a time: a queue inside the app would eat the per-attempt
     timeout. A remote endpoint gets the concurrency the user asked for."""
-    from flows.runtime import EMBEDDED_IN_FLIGHT, client_settings
-    from tasks.runs import RunOptions
+    from audiobatch.flows.runtime import EMBEDDED_IN_FLIGHT, client_settings
+    from audiobatch.tasks.runs import RunOptions
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 

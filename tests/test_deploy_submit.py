@@ -18,9 +18,10 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.cli import build_parser, main
-from flows.cli_ops import NOT_FOR_INBOX, SCHEDULE_DESTS
-from flows.deploy import FLOWS, ensure_work_pool, load_flow
+from audiobatch.flows.cli import build_parser, main
+from audiobatch.flows.cli_ops import NOT_FOR_INBOX, SCHEDULE_DESTS
+from audiobatch.flows.deploy import FLOWS, ensure_work_pool, load_flow
+from audiobatch.tasks.options import flat_names
 from tests.helpers.e2e import corpus_wer, read_dataset, write_manifest
 from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, process_worker
 from tests.helpers.localserver import references
@@ -70,7 +71,7 @@ def test_podcast_deployment_schedule_and_worker_runs(worker, site, tmp_path, cap
         "0 * * * *", "Europe/Berlin", True)
     assert deployment.parameters == {"feed": url, "out": str(out), "limit": 10}  # typed options only
     assert deployment.work_pool_name == POOL
-    assert deployment.entrypoint == "flows.podcast.transcribe_podcast"
+    assert deployment.entrypoint == "audiobatch.flows.podcast.transcribe_podcast"
 
     run_and_wait("transcribe-podcast/hourly", worker)
     items = read_dataset(out, "items")
@@ -103,7 +104,8 @@ def test_submit_runs_a_manifest_on_the_worker(worker, tmp_path, capsys):
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
     # what was typed, on top of the deployment's own parameters
-    assert flow_run.parameters == {"manifest": str(manifest), "language": "en", "out": str(out)}
+    assert flow_run.parameters == {"manifest": str(manifest), "out": str(out),
+                                   "options": {"transcription": {"language": "en"}}}
     final = wait_for_flow_run(flow_run_id)
     assert final.state.is_completed(), f"{final.state}\n{worker.read_text()[-4000:]}"
     texts = read_dataset(out, "transcripts").sort_values("item_id")
@@ -190,6 +192,6 @@ def test_every_command_line_option_is_a_parameter_of_its_flow():
              *((parser, kind) for kind, parser in deploy_kinds.items())]
     cli_only = {"help", "api_key_env", *SCHEDULE_DESTS, *NOT_FOR_INBOX}
     for parser, kind in cases:
-        accepted = set(inspect.signature(load_flow(kind).fn).parameters)
+        accepted = set(inspect.signature(load_flow(kind).fn).parameters) | flat_names(FLOWS[kind].options)
         options = {action.dest for action in parser._actions} - cli_only
         assert options <= accepted, f"{FLOWS[kind].name} lacks {sorted(options - accepted)}"

@@ -15,9 +15,10 @@ import pytest
 from prefect import get_client
 from prefect.deployments import run_deployment
 
-from flows.cli import main
-from flows.deploy import ensure_work_pool
-from flows.inbox import Inbox, Report, process_inbox
+from audiobatch.flows.cli import main
+from audiobatch.tasks.options import InboxOptions
+from audiobatch.flows.deploy import ensure_work_pool
+from audiobatch.flows.inbox import Inbox, Report, process_inbox
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import corpus_wer, read_dataset, write_manifest
 from tests.helpers.feeds import SHORT_CLIPS, process_worker
@@ -47,8 +48,10 @@ async def test_overlapping_runs_process_every_manifest_once(prefect_api, tmp_pat
                                            {"id": "lost", "audio": "audio/never-uploaded.wav"}])
     write_manifest(inbox / "mystery.csv", [{"name": "x", "comment": "which kind am I?"}])
 
-    first, second = await asyncio.gather(process_inbox(str(inbox), out=str(out), progress=False),
-                                         process_inbox(str(inbox), out=str(out), progress=False))
+    first, second = await asyncio.gather(process_inbox(str(inbox), out=str(out),
+        options=InboxOptions.from_flat(progress=False)),
+                                         process_inbox(str(inbox), out=str(out),
+                                             options=InboxOptions.from_flat(progress=False)))
     processed = [r["manifest"] for r in first["processed"] + second["processed"]]
     assert sorted(processed) == ["episodes.csv", "mystery.csv", "notes.narrate.csv", "partial.csv"]
     # Which run takes which manifest depends on scheduling; that each ran exactly once does not.
@@ -106,7 +109,8 @@ async def test_an_inbox_on_an_fsspec_prefix(prefect_api, tmp_path):
     prefix = f"memory://inbox-{os.getpid()}-{time.monotonic_ns()}"
     with fsspec.open(f"{prefix}/greetings.csv", "w") as handle:  # header decides: narrate
         handle.write("id,text\ngreeting,Good morning from the object store.\n")
-    result = await process_inbox(prefix, out=str(tmp_path / "out"), audio_format="wav", progress=False)
+    result = await process_inbox(prefix, out=str(tmp_path / "out"),
+        options=InboxOptions.from_flat(audio_format="wav", progress=False))
     assert [(r["manifest"], r["kind"], r["status"]) for r in result["processed"]] == [
         ("greetings.csv", "narrate", "done")]
     fs = fsspec.filesystem("memory")

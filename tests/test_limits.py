@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tasks.errors import ConfigError
-from tasks.limits import Limiter, parse_reset
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.limits import Limiter, parse_reset
 
 
 async def _start_times(limiter: Limiter, n: int, tokens: int = 0, hold_s: float = 0.0) -> list[float]:

@@ -21,11 +21,11 @@ import httpx
 import numpy as np
 import pytest
 
-from localmodel.app import create_app
-from localmodel.engines import PIPER_VOICE_SHA256, VOICE_NAME, Engines, sha256_of, verify_weights
-from tasks import codecs
-from tasks.errors import ConfigError
-from tasks.profiles import estimate_text_tokens
+from audiobatch.localmodel.app import create_app
+from audiobatch.localmodel.engines import PIPER_VOICE_SHA256, VOICE_NAME, Engines, sha256_of, verify_weights
+from audiobatch.tasks import codecs
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.profiles import estimate_text_tokens
 from tests.helpers.localserver import (DATA, SPEECH, narration_body, openai_error, references,
                                        sse_events, transcription_body, word_error_rate)
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.cli import main
-from flows.podcast import transcribe_podcast
-from tasks.feed_state import state_path
+from audiobatch.flows.cli import main
+from audiobatch.tasks.options import TranscribeOptions
+from audiobatch.flows.podcast import transcribe_podcast
+from audiobatch.tasks.feed_state import state_path
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import all_files_text, corpus_wer, read_dataset
 from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, rss
@@ -27,9 +28,11 @@ def site(tmp_path: Path):
         yield server
 
 
-async def podcast(url: str, out: Path, **options) -> dict:
+async def podcast(url: str, out: Path, *, limit: int | None = None, since: str | None = None,
+                  force: bool = False, **options) -> dict:
     options.setdefault("progress", False)
-    return await transcribe_podcast(feed=url, out=str(out), **options)
+    return await transcribe_podcast(feed=url, out=str(out), limit=limit, since=since, force=force,
+                                    options=TranscribeOptions.from_flat(**options))
 
 
 def by_guid(frame, guid: str) -> dict:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, shared_engines
-from localmodel.pronounce import clearer_phonemes, clearer_word
-from tasks import codecs
+from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, shared_engines
+from audiobatch.localmodel.pronounce import clearer_phonemes, clearer_word
+from audiobatch.tasks import codecs
 from tests.helpers.data import TEXTS
 from tests.helpers.e2e import normalise
 

@@ -24,7 +24,7 @@ CLIPS = ["derived__LJ001-0009_to_0032_concat.wav", "openai-whisper__jfk.flac",
 
 
 def _command(manifest: Path, out: Path, base_url: str) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "transcribe", str(manifest), "--out", str(out),
+    return [sys.executable, "-m", "audiobatch.flows.cli", "transcribe", str(manifest), "--out", str(out),
             "--base-url", base_url, "--model", "audiobatch-local", "--max-audio-tokens", "300",
             "--concurrency", "1", "--no-progress"]
 

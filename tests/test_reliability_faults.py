@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.narrate import narrate_manifest
-from flows.transcribe import transcribe_manifest
+from audiobatch.flows.narrate import narrate_manifest
+from audiobatch.flows.transcribe import transcribe_manifest
+from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
 from tests.helpers.data import SPEECH, TEXTS
 from tests.helpers.faultserver import (Behaviour, FaultServer, Received, drop, error, forward,
                                        hang, insufficient_quota, ok, rate_limited, raw,
@@ -59,7 +60,9 @@ def every_third_request_faulty() -> callable:
 
 
 def run(flow, manifest: Path, out: Path, **options) -> dict:
-    return asyncio.run(flow(str(manifest), out=str(out), progress=False, **options))
+    model = TranscribeOptions if flow is transcribe_manifest else NarrateOptions
+    return asyncio.run(flow(str(manifest), out=str(out),
+                            options=model.from_flat(progress=False, **options)))
 
 
 def chat_requests(server: FaultServer) -> list[Received]:

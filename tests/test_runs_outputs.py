@@ -8,13 +8,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tasks.cache import ReplyRecord, ResultCache, cache_key
-from tasks.calls import Budget
-from tasks.cost import Usage, cost_usd
-from tasks.errors import BudgetExceeded, InputError
-from tasks.outputs import (OutputRoot, RunStaging, media_relpath, publish_run, read_dataset,
+from audiobatch.tasks.cache import ReplyRecord, ResultCache, cache_key
+from audiobatch.tasks.calls import Budget
+from audiobatch.tasks.cost import Usage, cost_usd
+from audiobatch.tasks.errors import BudgetExceeded, InputError
+from audiobatch.tasks.outputs import (OutputRoot, RunStaging, media_relpath, publish_run, read_dataset,
                            safe_name, to_table)
-from tasks.profiles import get_prices
+from audiobatch.tasks.profiles import get_prices
 
 
 def _item_row(item_id: str, status: str = "ok") -> dict:

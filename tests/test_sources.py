@@ -15,8 +15,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from tasks.errors import InputError
-from tasks.sources import FetchPolicy, fetch, safe_url, scheme_of
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.sources import FetchPolicy, fetch, safe_url, scheme_of
 from tests.helpers.data import SPEECH
 
 
@@ -330,7 +330,7 @@ async def test_dropped_connection_resumes_within_one_fetch(server: ScriptedServe
 async def test_server_without_ranges_restarts_from_zero(server: ScriptedServer, tmp_path: Path) -> None:
     path = unique("/no-ranges")
     url = server.url(path)
-    from tasks.sources import _download_name  # the stale partial file of an earlier run
+    from audiobatch.tasks.sources import _download_name  # the stale partial file of an earlier run
 
     (tmp_path / (_download_name(url) + ".part")).write_bytes(b"stale bytes from another run")
     fetched = await fetch(url, tmp_path, FAST, label="ep")

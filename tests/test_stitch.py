@@ -11,9 +11,9 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from tasks.codecs import decode, encode
-from tasks.errors import InputError
-from tasks.stitch import finish_narration, loudness_normalise, stitch, time_stretch
+from audiobatch.tasks.codecs import decode, encode
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.stitch import finish_narration, loudness_normalise, stitch, time_stretch
 from tests.helpers.data import SPEECH
 
 SR = 24_000

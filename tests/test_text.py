@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.errors import ConfigError
-from tasks.text import count_words, max_words_per_request, speakable_text, split_for_narration
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.text import count_words, max_words_per_request, speakable_text, split_for_narration
 from tests.helpers.data import TEXTS
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 import soundfile as sf
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from tasks.codecs import decode
+from audiobatch.tasks.codecs import decode
+from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
 
 _NORMALISE = EnglishTextNormalizer()
 
@@ -75,19 +76,21 @@ def all_files_text(folder: Path) -> str:
 
 async def run_transcribe(manifest: Path, out: Path, **options: Any) -> RunResult:
     """Run the `transcribe-manifest` flow for real; progress bar off unless asked."""
-    from flows.transcribe import transcribe_manifest
+    from audiobatch.flows.transcribe import transcribe_manifest
 
     options.setdefault("progress", False)
-    summary = await transcribe_manifest(manifest=str(manifest), out=str(out), **options)
+    summary = await transcribe_manifest(manifest=str(manifest), out=str(out),
+        options=TranscribeOptions.from_flat(**options))
     return RunResult(summary, out)
 
 
 async def run_narrate(manifest: Path, out: Path, **options: Any) -> RunResult:
     """Run the `narrate-manifest` flow for real; progress bar off unless asked."""
-    from flows.narrate import narrate_manifest
+    from audiobatch.flows.narrate import narrate_manifest
 
     options.setdefault("progress", False)
-    summary = await narrate_manifest(manifest=str(manifest), out=str(out), **options)
+    summary = await narrate_manifest(manifest=str(manifest), out=str(out),
+        options=NarrateOptions.from_flat(**options))
     return RunResult(summary, out)
 
 
@@ -113,7 +116,7 @@ def corpus_wer(references: Iterable[str], hypotheses: Iterable[str]) -> float:
 def engine_transcript(path: Path) -> str:
     """The embedded engine's own single pass over a whole file: no chunking, no loudness,
     no HTTP - decoded at 16 kHz and handed straight to faster-whisper."""
-    from localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
+    from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
 
     samples = decode(path, WHISPER_SAMPLE_RATE, label=path.name)
     return shared_engines().transcribe_blocking(samples)

@@ -38,7 +38,7 @@ def running_server(api_key: str | None = None, max_body_mb: float | None = None,
                    log_path: Path | None = None, timeout_s: float = 120.0) -> Iterator[str]:
     """Run the local model on 127.0.0.1:<free port>; yields the base URL (ending in /v1)."""
     port = free_port()
-    command = [sys.executable, "-m", "localmodel.server", "--port", str(port)]
+    command = [sys.executable, "-m", "audiobatch.localmodel.server", "--port", str(port)]
     if max_body_mb is not None:
         command += ["--max-body-mb", str(max_body_mb)]
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}

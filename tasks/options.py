@@ -1,0 +1,156 @@
+"""The options of a job, as one pydantic model per flow: what users pass, deployments store and
+the Prefect UI shows (one collapsible group per concern).
+
+Flows take `options: TranscribeOptions | NarrateOptions | InboxOptions`; the pipeline itself
+works on the flat, frozen `tasks.runs.RunOptions` made from it (`run_options`). The command
+line keeps flat flags (`--concurrency`): `from_flat` files each one under its group.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelChoice(_Group):
+    """Which endpoint and model answer, and how their usage is priced."""
+
+    model: str | None = Field(None, description="model id (default: the embedded model, or "
+                              "AUDIOBATCH_MODEL; gpt-audio-1.5 when base_url is set)")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (default: "
+                                 "OPENAI_BASE_URL, else the embedded model)")
+    provider: str | None = Field(None, description="price table (default: the base URL's host)")
+    profiles: str | None = Field(None, description="TOML file with model profiles and prices")
+    price_as: str | None = Field(None, description="price usage as this OpenAI model")
+
+
+class Throughput(_Group):
+    """How fast, how hard to retry, and where to stop."""
+
+    concurrency: int = Field(4, ge=1, description="requests in flight")
+    requests_per_minute: float | None = Field(None, gt=0, description="request rate cap")
+    tokens_per_minute: float | None = Field(None, gt=0, description="token rate cap")
+    max_attempts: int = Field(6, ge=1, description="attempts per request")
+    max_backoff_s: float = Field(30.0, ge=0, description="longest wait between attempts")
+    timeout_s: float = Field(120.0, gt=0, description="timeout per attempt")
+    item_deadline_s: float | None = Field(None, gt=0, description="give up on an item after this")
+    max_cost_usd: float | None = Field(None, ge=0, description="stop before spending more")
+    max_download_mb: float = Field(4096.0, gt=0, description="size cap per downloaded source")
+    allow_schemes: list[str] = Field(default_factory=list,
+                                     description="fsspec URL schemes to enable (s3, gs, ...)")
+
+
+class Reruns(_Group):
+    """Resuming, caching and re-running."""
+
+    run_id: str | None = Field(None, description="use (or resume) this run id")
+    resume: bool = Field(True, description="resume an unfinished run of the same job")
+    use_cache: bool = Field(True, description="answer repeated requests from the result cache")
+    rerun_failed: str | None = Field(None, description="only the items that failed in that run "
+                                     "('last' for the latest)")
+
+
+class Transcription(_Group):
+    language: str | None = Field(None, description="ISO 639-1 language (default: per row)")
+    prompt: str | None = Field(None, description="context: names, spellings, topic")
+    max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-in budget")
+    overlap_s: float = Field(0.0, ge=0, description="overlap between chunks, de-duplicated")
+
+
+class Narration(_Group):
+    voice: str = Field("alloy", description="voice (per row: voice)")
+    audio_format: str = Field("mp3", description="wav, mp3, flac or opus")
+    speed: float = Field(1.0, description="0.25-4.0, pitch preserved")
+    instructions: str | None = Field(None, description="style or tone for the narrator")
+    target_lufs: float = Field(-16.0, description="loudness of the finished file")
+    max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-out budget")
+
+
+class JobOptions(_Group):
+    """What every job shares; the per-kind models add their own group."""
+
+    model: ModelChoice = Field(default_factory=ModelChoice)
+    throughput: Throughput = Field(default_factory=Throughput)
+    reruns: Reruns = Field(default_factory=Reruns)
+    progress: bool | None = Field(None, description="progress bar (default: on a terminal)")
+
+    @classmethod
+    def from_flat(cls, **flat: Any) -> JobOptions:
+        """Build from flat names (`concurrency=8`); None means "the default"."""
+        unknown = set(flat) - flat_names(cls)
+        if unknown:
+            raise ValueError(f"not an option of {cls.__name__}: {', '.join(sorted(unknown))}")
+        return cls.model_validate(nested(cls, {k: v for k, v in flat.items() if v is not None}))
+
+    def flat(self) -> dict[str, Any]:
+        """Every option by its flat name (the kind's own group last, so it wins a shared name)."""
+        values: dict[str, Any] = {"progress": self.progress}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, _Group):
+                values.update(value.model_dump())
+        return values
+
+
+class TranscribeOptions(JobOptions):
+    transcription: Transcription = Field(default_factory=Transcription)
+
+
+class NarrateOptions(JobOptions):
+    narration: Narration = Field(default_factory=Narration)
+
+
+class InboxOptions(JobOptions):
+    """An inbox holds manifests of both kinds: each runs with its kind's group."""
+
+    transcription: Transcription = Field(default_factory=Transcription)
+    narration: Narration = Field(default_factory=Narration)
+
+    def for_kind(self, kind: str) -> JobOptions:
+        own = {"transcribe": ("transcription", TranscribeOptions),
+               "narrate": ("narration", NarrateOptions)}
+        group, model = own[kind]
+        shared = {name: getattr(self, name) for name in JobOptions.model_fields}
+        return model(**shared, **{group: getattr(self, group)})
+
+
+def _groups(model: type[JobOptions]) -> dict[str, type[_Group]]:
+    """Field name -> group model, for the fields of `model` that are groups."""
+    return {name: field.annotation for name, field in model.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, _Group)}
+
+
+def flat_names(model: type[JobOptions]) -> set[str]:
+    """Every flat option name a model accepts (for checking what a user typed)."""
+    groups = _groups(model)
+    names = {name for name in model.model_fields if name not in groups}
+    for group in groups.values():
+        names |= set(group.model_fields)
+    return names
+
+
+def nested(model: type[JobOptions], flat: dict[str, Any]) -> dict[str, Any]:
+    """Only the given flat options, as the nested dict a deployment stores (no defaults added)."""
+    groups = _groups(model)
+    result: dict[str, Any] = {name: flat[name] for name in model.model_fields
+                              if name not in groups and name in flat}
+    for name, group in groups.items():
+        chosen = {k: v for k, v in flat.items() if k in group.model_fields}
+        if chosen:
+            result[name] = chosen
+    return result
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, group by group (Prefect merges run parameters shallowly)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
