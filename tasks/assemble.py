@@ -11,7 +11,9 @@ speech does.
 from __future__ import annotations
 
 import difflib
+import html
 import re
+import textwrap
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,6 +33,7 @@ RATE_SLACK = (0.3, 0.2)
 # lies within about two slacks.
 BREAK_COST = {WORD: 4.0, CLAUSE: 1.0, SENTENCE: 0.0}
 CAPTION_MAX_WORDS = 16
+CAPTION_LINE_CHARS = 42  # the usual subtitle line length; longer captions wrap onto more lines
 
 
 @dataclass(frozen=True)
@@ -231,11 +234,17 @@ def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: in
     segments = []
     for a, b in _caption_groups(words[first:last], caption_breaks[first:last]):
         a, b = a + first, b + first
-        end = starts[b] if b < len(words) else speech_end
+        end = min(starts[b], _speech_end_after(islands, starts[b - 1])) if b < len(words) else speech_end
         segments.append(Segment(chunk.index, round(chunk.start_s + starts[a], 3),
                                 round(chunk.start_s + max(end, starts[a]), 3),
                                 text[spans[a][0]:spans[b - 1][1]]))
     return segments
+
+
+def _speech_end_after(islands: list[tuple[float, float]], time_s: float) -> float:
+    """Where the speech running at `time_s` stops: a caption leaves the screen with its last
+    word, not when the next caption starts after a pause."""
+    return next((end for _, end in islands if end > time_s), float("inf"))
 
 
 def _in_order(segments: list[Segment]) -> list[Segment]:
@@ -271,13 +280,20 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
+def caption_lines(text: str) -> str:
+    """A caption's text wrapped at CAPTION_LINE_CHARS, with no blank line (which would end the cue)."""
+    return "\n".join(textwrap.wrap(" ".join(text.split()), CAPTION_LINE_CHARS)) or " "
+
+
 def render_srt(segments: list[Segment]) -> str:
-    blocks = [f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{s.text}\n"
+    blocks = [f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{caption_lines(s.text)}\n"
               for i, s in enumerate(segments, start=1)]
     return "\n".join(blocks)
 
 
 def render_vtt(segments: list[Segment]) -> str:
-    blocks = [f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n{s.text}\n"
-              for s in segments]
+    """WebVTT: cue text is markup there, so `&`, `<` and `>` are escaped (a `-->` in the text
+    would otherwise end the timing line's meaning, a `<` start a tag)."""
+    blocks = [f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n"
+              f"{html.escape(caption_lines(s.text), quote=False)}\n" for s in segments]
     return "WEBVTT\n\n" + "\n".join(blocks)

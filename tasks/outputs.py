@@ -215,13 +215,22 @@ def to_table(dataset: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def in_manifest_order(rows: list[dict[str, Any]], dataset: str,
+                      manifest_order: dict[str, int]) -> list[dict[str, Any]]:
+    """Rows sorted as the manifest lists their items (they are staged as items finish)."""
+    keys = ROW_KEYS[dataset][1:]
+    return sorted(rows, key=lambda r: (manifest_order.get(r["item_id"], 0), r["item_id"],
+                                       *(r.get(k) or 0 for k in keys)))
+
+
 def publish_run(out: OutputRoot, staging: RunStaging, run_id: str,
                 run_date: date | None = None) -> dict[str, str]:
     """Write each dataset's rows of the run as one Parquet file; return dataset -> path."""
     run_date = run_date or datetime.now(timezone.utc).date()
     written = {}
+    manifest_order = {row["item_id"]: row.get("row") or 0 for row in staging.final_rows("items")}
     for dataset in SCHEMAS:
-        rows = staging.final_rows(dataset)
+        rows = in_manifest_order(staging.final_rows(dataset), dataset, manifest_order)
         if not rows:
             continue
         relative = f"{dataset}/run_date={run_date.isoformat()}/{run_id}.parquet"

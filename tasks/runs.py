@@ -179,7 +179,8 @@ def item_row(ctx: RunContext, item: Item, status: str, *, started_at: datetime |
         "status": status, "error_type": error_type,
         "error_message": redact(error_message) if error_message else None,
         "row": item.row, "model": item.options.get("model") or ctx.model,
-        "duration_s": duration_s, "n_chunks": n_chunks,
+        # 0, not null, for items that made no chunks: a nullable int column reads back as float
+        "duration_s": duration_s, "n_chunks": n_chunks or 0,
         "requests": sum(1 for c in costs if not c.get("cached")),
         "cost_usd": sum(known) if known else (None if costs else 0.0),
         "started_at": started_at, "finished_at": datetime.now(timezone.utc),

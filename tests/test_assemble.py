@@ -15,7 +15,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiobatch.tasks.assemble import (CAPTION_MAX_WORDS, Segment, build_segments, chunk_segments,
+from audiobatch.tasks.assemble import (CAPTION_LINE_CHARS, CAPTION_MAX_WORDS, Segment, build_segments, chunk_segments,
                             dedupe_chunk_texts, join_transcripts, kept_word_ranges, render_srt,
                             render_vtt)
 from audiobatch.tasks.audio import Chunk
@@ -149,6 +149,12 @@ def test_segments_start_where_the_speech_after_each_pause_starts(tmp_path: Path)
     assert segments[-1].end_s == pytest.approx(SPANS[-1][1], abs=0.1)
 
 
+def test_captions_leave_the_screen_when_their_speech_ends_not_when_the_next_starts(tmp_path: Path) -> None:
+    audio = bursts(SPANS, 12.0)
+    segments = chunk_segments(write_chunk(tmp_path, audio), " ".join(SENTENCES), audio, RATE)
+    assert [s.end_s for s in segments] == pytest.approx([end for _, end in SPANS], abs=0.1)
+
+
 def test_a_pause_the_transcript_did_not_punctuate_still_starts_a_caption(tmp_path: Path) -> None:
     audio = bursts([(0.5, 2.5), (3.6, 5.6)], 6.0)
     text = "one two three four five six seven eight nine ten"
@@ -261,3 +267,19 @@ def test_vtt_has_its_header_and_dot_milliseconds() -> None:
 def test_no_segments_give_valid_empty_files() -> None:
     assert render_srt([]) == ""
     assert render_vtt([]) == "WEBVTT\n\n"
+
+
+def test_vtt_escapes_markup_characters_and_srt_keeps_them() -> None:
+    segment = Segment(0, 0.0, 2.0, "Q&A: x < y --> z")
+    assert "Q&amp;A: x &lt; y --&gt; z" in render_vtt([segment])
+    assert "Q&A: x < y --> z" in render_srt([segment])
+
+
+def test_long_captions_are_wrapped_into_short_lines_without_blank_lines() -> None:
+    words = "Sixteen words make a caption far too wide for one line on a small screen, so wrap it."
+    for rendered in (render_vtt([Segment(0, 0.0, 5.0, words)]), render_srt([Segment(0, 0.0, 5.0, words)])):
+        cue = rendered.rstrip("\n").split("\n\n")[-1].split("\n")
+        text_lines = cue[cue.index(next(line for line in cue if "-->" in line)) + 1:]
+        assert len(text_lines) == 3
+        assert all(0 < len(line) <= CAPTION_LINE_CHARS for line in text_lines)
+        assert " ".join(text_lines) == words

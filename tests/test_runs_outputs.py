@@ -82,6 +82,27 @@ def test_published_run_is_readable_as_a_dataset_with_fixed_schema(tmp_path) -> N
     assert "error_message" in table.column_names and "enclosure_url" in table.column_names
 
 
+def test_published_items_come_in_manifest_order_with_integer_chunk_counts(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from audiobatch.tasks.manifest import Item
+    from audiobatch.tasks.runs import item_row
+
+    ctx = SimpleNamespace(run_id="r1", model="m")  # item_row reads only these two
+    staging = RunStaging(tmp_path / "run")
+    for row, status, n_chunks in ((4, "ok", 2), (2, "failed", None), (3, "ok", 1)):  # finish order
+        item = Item(row=row, item_id=f"item{row}", kind="transcribe", source=f"{row}.wav")
+        staging.stage_item({"costs": [_cost_row(item.item_id, 1), _cost_row(item.item_id, 0)],
+                            "items": [item_row(ctx, item, status, n_chunks=n_chunks)]})
+    publish_run(OutputRoot(tmp_path / "out"), staging, "r1")
+    items = pd.read_parquet(tmp_path / "out" / "items")
+    assert list(items["item_id"]) == ["item2", "item3", "item4"]
+    assert pd.api.types.is_integer_dtype(items["n_chunks"]) and list(items["n_chunks"]) == [0, 1, 2]
+    costs = pd.read_parquet(tmp_path / "out" / "costs")
+    assert list(zip(costs["item_id"], costs["chunk_index"])) == [
+        ("item2", 0), ("item2", 1), ("item3", 0), ("item3", 1), ("item4", 0), ("item4", 1)]
+
+
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "/abs", "a/b", ".hidden", "..", "x\x00y"])
 def test_ids_cannot_escape_the_output_root(bad: str) -> None:
     with pytest.raises(InputError):
