@@ -22,6 +22,7 @@ from audiobatch.tasks.codecs import iter_decoded, to_int16
 from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.loudness import StreamingLoudness, loudness_gain_db
 from audiobatch.tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
+from audiobatch.tasks.vad import VAD_RATE, pause_mask
 
 __all__ = ["PREPARE_RATE", "DEFAULT_SEARCH_WINDOW_S", "Chunk", "PreparedAudio", "CutRules", "Span",
            "max_chunk_seconds", "plan_cuts", "prepare_chunks", "chunk_rules"]
@@ -29,6 +30,7 @@ __all__ = ["PREPARE_RATE", "DEFAULT_SEARCH_WINDOW_S", "Chunk", "PreparedAudio", 
 PREPARE_RATE = 16000
 DEFAULT_SEARCH_WINDOW_S = 8.0  # capped at half a chunk for small budgets
 DEFAULT_MARGIN_TOKENS = 10  # slack for providers that count a little more than seconds x rate
+VAD_CONTEXT_S = 2.0  # audio the detector hears before the search window
 _SLACK_SAMPLES = 1 << 15  # buffer room beyond one chunk for the decoder block that overfills it
 
 
@@ -40,7 +42,7 @@ class Chunk:
     path: Path  # 16 kHz mono 16-bit wav in work_dir
     start_sample: int = 0
     end_sample: int = 0
-    cut: str = "end"  # how the end was chosen: "pause", "quietest" or "end"
+    cut: str = "end"  # how the end was chosen: "pause", "vad", "quietest" or "end"
     gain_db: float = 0.0  # loudness gain applied to this chunk
     silent: bool = False  # nothing above the silence floor: the caller may skip the request
 
@@ -160,17 +162,30 @@ def _file_stem(label: str) -> str:
     return f"{slug}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
 
 
-def _next_span(buffer: _SampleBuffer, start: int, rules: CutRules) -> Span:
+def _window_pauses(frames: np.ndarray, n_frames: int, window_first: int,
+                   rules: CutRules) -> np.ndarray:
+    """Where the VAD hears no speech, per frame of the chunk; only the search window (plus a
+    little audio before it, for the detector's state) is listened to."""
+    first = max(0, window_first - round(VAD_CONTEXT_S * PREPARE_RATE) // rules.frame_samples)
+    mask = np.zeros(n_frames, dtype=bool)
+    heard = pause_mask(frames[first * rules.frame_samples:], rules.frame_samples)
+    mask[first:first + len(heard)] = heard
+    return mask
+
+
+def _next_span(buffer: _SampleBuffer, start: int, rules: CutRules, use_vad: bool) -> Span:
     """Cut the chunk starting at `start`; the buffer holds more than one chunk from there."""
-    _, limit = search_window(start, rules)
-    frames = buffer.samples(first_frame(start, rules) * rules.frame_samples,
-                            limit * rules.frame_samples)
-    end, how = choose_end(frame_levels_db(frames, rules.frame_samples), start, rules)
+    earliest, limit = search_window(start, rules)
+    f0 = first_frame(start, rules)
+    frames = buffer.samples(f0 * rules.frame_samples, limit * rules.frame_samples)
+    levels = frame_levels_db(frames, rules.frame_samples)
+    pauses = _window_pauses(frames, len(levels), earliest - f0, rules) if use_vad else None
+    end, how = choose_end(levels, start, rules, pauses)
     return Span(start, end, how)
 
 
 def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWriter,
-                meter: StreamingLoudness) -> int:
+                meter: StreamingLoudness, use_vad: bool) -> int:
     """Feed decoded blocks through the buffer, writing every chunk; returns the sample count."""
     buffer = _SampleBuffer(rules.max_chunk_samples + 2 * _SLACK_SAMPLES)
     start = 0
@@ -178,7 +193,7 @@ def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWri
         meter.add(block)
         buffer.append(block)
         while buffer.end - start > rules.max_chunk_samples:
-            span = _next_span(buffer, start, rules)
+            span = _next_span(buffer, start, rules, use_vad)
             writer.write(buffer.samples(span.start, span.end), span)
             start = span.end - rules.overlap_samples
             buffer.drop_before(start)
@@ -189,12 +204,14 @@ def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWri
 
 def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str,
                    target_lufs: float = -20.0, search_window_s: float = DEFAULT_SEARCH_WINDOW_S,
-                   overlap_s: float = 0.0, sample_rate: int = PREPARE_RATE) -> PreparedAudio:
+                   overlap_s: float = 0.0, sample_rate: int = PREPARE_RATE,
+                   vad: bool = True) -> PreparedAudio:
     """Decode `path`, cut it into chunks of at most `max_chunk_s` and write them to `work_dir`.
 
     Chunks tile the recording exactly (or overlap by `overlap_s`), end in pauses when a pause
     lies in the last `search_window_s` before the limit, and are loudness-normalised to
-    `target_lufs` with the peak kept below -1 dBFS. Raises `InputError` naming `label` for
+    `target_lufs` with the peak kept below -1 dBFS. With `vad` (16 kHz only), cuts prefer
+    pauses the voice detector hears (`tasks.vad`), also under music. Raises `InputError` naming `label` for
     unreadable or empty audio, `ConfigError` for impossible chunk settings.
     """
     rules = chunk_rules(max_chunk_s, sample_rate, search_window_s, overlap_s)
@@ -203,7 +220,8 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
     writer = _ChunkWriter(work_dir, label, sample_rate, target_lufs)
     meter = StreamingLoudness(sample_rate)
     try:
-        total = _cut_stream(iter_decoded(Path(path), sample_rate, label), rules, writer, meter)
+        total = _cut_stream(iter_decoded(Path(path), sample_rate, label), rules, writer, meter,
+                            use_vad=vad and sample_rate == VAD_RATE)
     except BaseException:
         writer.remove_files()  # a failed item leaves no half set of chunks behind
         raise

@@ -76,7 +76,8 @@ class Span:
 
     start: int
     end: int
-    cut: str  # "pause", "quietest" (no pause in the window) or "end" (end of the recording)
+    cut: str  # "pause", "vad" (a pause in speech under other sound), "quietest" (no pause in
+    # the window) or "end" (end of the recording)
 
 
 def seconds_to_samples_within(seconds: float, sample_rate: int) -> int:
@@ -128,15 +129,36 @@ def search_window(start: int, rules: CutRules) -> tuple[int, int]:
     return limit - rules.window_samples // rules.frame_samples, limit
 
 
-def choose_end(levels_db: np.ndarray, start: int, rules: CutRules) -> tuple[int, str]:
+def choose_end(levels_db: np.ndarray, start: int, rules: CutRules,
+               pauses: np.ndarray | None = None) -> tuple[int, str]:
     """End sample of the chunk starting at `start` that is longer than the budget.
 
     `levels_db` holds the levels of frames first_frame(start) .. limit-1, i.e. the chunk so far.
+    `pauses`, when given, marks the same frames where a voice detector hears no speech
+    (`tasks.vad.pause_mask`). Tried in turn: quiet by level and free of speech ("pause"),
+    free of speech under other sound, e.g. a music bed ("vad"), quiet by level alone
+    ("pause"), and failing all, the quietest boundary ("quietest").
     """
     f0 = first_frame(start, rules)
     earliest, limit = search_window(start, rules)
     lo, hi = earliest - f0, limit - 1 - f0  # candidate boundaries, relative to f0
     quiet = levels_db <= quiet_threshold_db(levels_db)
+    no_speech = pauses[:len(levels_db)] if pauses is not None else None
+    candidates = [(quiet, "pause")] if no_speech is None else [
+        (quiet & no_speech, "pause"), (no_speech, "vad"), (quiet, "pause")]
+    for mask, how in candidates:
+        inside = _middle_of_best_pause(mask, levels_db, lo, hi, rules)
+        if inside is not None:
+            return (f0 + inside) * rules.frame_samples, how
+    pair_levels = levels_db[lo - 1:hi] + levels_db[lo:hi + 1]  # frames on both sides of k
+    k = lo + int(np.argmin(pair_levels))
+    return (f0 + k) * rules.frame_samples, "quietest"
+
+
+def _middle_of_best_pause(quiet: np.ndarray, levels_db: np.ndarray, lo: int, hi: int,
+                          rules: CutRules) -> int | None:
+    """The boundary in [lo, hi] in the middle of the longest (then quietest, then latest)
+    run of `quiet` frames that reaches into the window, or None."""
     best: tuple[tuple[int, float, int], int] | None = None
     for a, b in quiet_runs(quiet, rules.min_pause_frames):
         # a boundary k is inside the pause when frames k-1 and k are both quiet
@@ -146,11 +168,7 @@ def choose_end(levels_db: np.ndarray, start: int, rules: CutRules) -> tuple[int,
         key = (b - a, -float(levels_db[a:b].mean()), a)  # longest, then quietest, then latest
         if best is None or key > best[0]:
             best = (key, min(max((a + b) // 2, inside_lo), inside_hi))
-    if best is not None:
-        return (f0 + best[1]) * rules.frame_samples, "pause"
-    pair_levels = levels_db[lo - 1:hi] + levels_db[lo:hi + 1]  # frames on both sides of k
-    k = lo + int(np.argmin(pair_levels))
-    return (f0 + k) * rules.frame_samples, "quietest"
+    return None if best is None else best[1]
 
 
 def plan_cuts(levels_db: np.ndarray, total_samples: int, rules: CutRules) -> list[Span]:
