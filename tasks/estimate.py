@@ -12,6 +12,7 @@ import math
 from audiobatch.tasks.cost import Usage
 from audiobatch.tasks.prompts import narration_system_prompt, transcribe_instruction
 from audiobatch.tasks.profiles import ModelProfile, estimate_text_tokens
+from audiobatch.tasks.text import spoken_words
 
 CHARS_PER_WORD = 5.7  # average English word plus its space and punctuation
 
@@ -29,7 +30,7 @@ def expected_transcribe_usage(duration_s: float, profile: ModelProfile, prompt: 
 
 def narration_seconds(text: str, profile: ModelProfile) -> float:
     """Expected length of `text` spoken at speed 1.0 by the profile's voice."""
-    return len(text.split()) / profile.words_per_minute * 60.0
+    return spoken_words(text) / profile.words_per_minute * 60.0
 
 
 def expected_narrate_usage(text: str, profile: ModelProfile, instructions: str | None = None) -> Usage:

@@ -37,7 +37,7 @@ BaseDir = Path | str  # a local folder, or a URL prefix ("s3://bucket/dir") for 
 # columns each kind understands; everything else is metadata
 _OPTION_COLUMNS = {
     TRANSCRIBE: ("language", "prompt", "model"),
-    NARRATE: ("voice", "format", "speed", "instructions", "title", "model"),
+    NARRATE: ("voice", "format", "speed", "instructions", "title", "model", "language"),
 }
 _SOURCE_COLUMNS = {TRANSCRIBE: ("audio",), NARRATE: ("text", "text_file")}
 _SCHEME_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")

@@ -21,7 +21,9 @@ from audiobatch.tasks.manifest import Item
 from audiobatch.tasks.outputs import media_relpath
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
 from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
-from audiobatch.tasks.text import count_words, max_words_per_request, speakable_text, split_for_narration
+from audiobatch.tasks.profiles import ModelProfile
+from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
+                                   text_language, writing_script)
 
 NARRATION_RATE = 24000  # what OpenAI and the embedded model return; chunks are decoded to it
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
@@ -94,12 +96,27 @@ def _render(item: Item, replies: list[ReplyRecord], settings: dict, target_lufs:
     return data, len(audio) / NARRATION_RATE, loudness
 
 
+def check_voice_speaks(item: Item, text: str, profile: ModelProfile) -> str:
+    """The text's language, or a clear InputError when the model's voice cannot speak it
+    (the embedded voice speaks only English; a remote model's profile lists no languages)."""
+    language = text_language(text, item.options.get("language"))
+    if profile.languages and language not in profile.languages:
+        script = {"CJK": "Han", "HIRAGANA": "kana"}.get(writing_script(text), writing_script(text).title())
+        raise InputError(
+            f"{item.item_id}: the text is {language} ({script} script), but the voice of "
+            f"{profile.model} speaks only {', '.join(profile.languages)}. Narrate it with a model "
+            "that speaks it (--base-url https://api.openai.com/v1 --model gpt-audio-1.5), or set "
+            "the row's `language` column if the language was guessed wrong.")
+    return language
+
+
 @item_task("narrate-item")
 async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
     settings = _settings(ctx, item)
     text = item_text(item)
     profile = ctx.profile
+    check_voice_speaks(item, text, profile)
     max_words = max_words_per_request(profile.max_output_audio_tokens,
                                       profile.output_audio_tokens_per_s, profile.words_per_minute)
     chunks = split_for_narration(text, max_words)

@@ -15,6 +15,10 @@ Decisions a reader should know:
 - List markers are dropped and each list item / heading / table row becomes a sentence.
 - Chunks are slices of the input, so joining them with spaces gives the input back, word for
   word. Boundaries are always at whitespace: no word is ever cut.
+- Scripts written without spaces (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) are
+  counted and cut per character: each character is a token, weighted by how long it takes to
+  say against an English word (`CHARACTER_WEIGHTS`), and `。！？` (and their NFKC forms) end
+  sentences, `，、；：` end clauses. A 6,400-character Chinese text is ~4,300 word-equivalents.
 """
 from __future__ import annotations
 
@@ -32,9 +36,42 @@ from audiobatch.tasks.spoken import spoken_forms
 # --- counting and budgets ---------------------------------------------------------------
 
 
+# Scripts written without spaces between words, and how long one character takes to say in
+# English words (the profiles' speaking rates are in words per minute). Mandarin is read at
+# ~240 characters a minute against ~160 English words (2/3 word per character); Japanese mixes
+# kanji and kana at ~350 a minute (0.45, so Chinese's 2/3 leaves it more room than it needs);
+# Thai, Lao, Khmer and Myanmar spell a syllable in ~3 characters (~0.2). Overestimating a
+# character only makes requests shorter than they could be; underestimating would overrun the
+# audio budget, so the heavier figure is taken where scripts share characters.
+_NO_SPACE_SCRIPTS = (
+    ("\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f", 2 / 3),  # Han
+    ("\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9d", 2 / 3),                         # kana
+    ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff", 0.2),  # Thai, Lao, Myanmar, Khmer
+)
+CHARACTER_WEIGHTS = tuple((re.compile(f"[{chars}]"), weight) for chars, weight in _NO_SPACE_SCRIPTS)
+_NO_SPACE = "".join(chars for chars, _ in _NO_SPACE_SCRIPTS)
+# Punctuation that belongs to the character before it (full-width forms survive NFKC only
+# for some; the ASCII forms NFKC makes of the others are in _SENTENCE_END / _PAUSE_END).
+_CJK_TRAILING = "。．｡、，；：！？」』）》〉】〕ー〜…・\"'”’)\\]!?.,;:"
+_TOKEN = re.compile(f"[{_NO_SPACE}][{_CJK_TRAILING}]*|[^\\s{_NO_SPACE}]+")
+
+
 def count_words(text: str) -> int:
-    """Words as the splitter counts them: whitespace-separated tokens."""
-    return len(text.split())
+    """Words as the splitter counts them: whitespace-separated tokens, and each character of a
+    script written without spaces."""
+    return len(_TOKEN.findall(text))
+
+
+def spoken_words(text: str) -> float:
+    """How long `text` takes to say, in English words: what the speaking rates are measured in."""
+    return sum(_token_weight(token) for token in _TOKEN.findall(text))
+
+
+def _token_weight(token: str) -> float:
+    for pattern, weight in CHARACTER_WEIGHTS:
+        if pattern.match(token):
+            return weight
+    return 1.0
 
 
 def max_words_per_request(max_output_audio_tokens: int, tokens_per_s: float,
@@ -118,9 +155,9 @@ def _normalise_whitespace(text: str) -> str:
 # --- Markdown ---------------------------------------------------------------------------
 
 _MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-_SENTENCE_END = ".!?…"
-_PAUSE_END = ",;:"
-_CLOSERS = "\"'”’»›)]}"
+_SENTENCE_END = ".!?…。．｡！？"
+_PAUSE_END = ",;:，、；："
+_CLOSERS = "\"'”’»›)]}」』）》】"
 _HTML_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.DOTALL | re.IGNORECASE)
 
 
@@ -207,16 +244,17 @@ _TITLES = frozenset("mr mrs ms dr prof st rev gen col capt lt sgt hon sen rep go
 _BEFORE_NUMBERS = frozenset("no nos p pp vol vols fig figs ch sec art eq ed".split())
 _INITIALS = re.compile(r"(?:[A-Z]\.)*[A-Z]")      # "J", "U.S", "J.R.R" (the last dot removed)
 _LIST_MARKER = re.compile(r"(?:[-*•+]|\d{1,3}[.)]|[a-zA-Z][.)])")
-_WORD_SPAN = re.compile(r"\S+")
+_WORD_SPAN = _TOKEN
 
 
 def split_for_narration(text: str, max_words: int) -> list[str]:
-    """Cut text into chunks of at most `max_words` words, at the strongest boundaries.
+    """Cut text into chunks of at most `max_words` spoken words, at the strongest boundaries.
 
     Paragraph breaks are used first, then sentence ends, then clause marks (, ; : dashes ...),
     and only a sentence with no usable mark is cut between words. Small pieces are packed
     together greedily; a chunk under 2/3 full takes whole sentences from the next paragraph.
-    Chunks are stripped slices of `text`: nothing is lost or repeated.
+    Chunks are stripped slices of `text`: nothing is lost or repeated. A character of a script
+    written without spaces counts as the fraction of a word it takes to say (`spoken_words`).
     """
     if max_words < 1:
         raise ConfigError(f"max_words must be at least 1 (got {max_words}); raise the "
@@ -225,7 +263,7 @@ def split_for_narration(text: str, max_words: int) -> list[str]:
     if not spans:
         return []
     breaks = _break_strengths(text, spans)
-    packer = _Packer(max_words)
+    packer = _Packer(max_words, [_token_weight(text[a:b]) for a, b in spans])
     packer.add_range(0, len(spans), PARAGRAPH, breaks)
     return [text[spans[a][0]:spans[b - 1][1]] for a, b in packer.finish()]
 
@@ -264,6 +302,8 @@ def _gap_strength(word: str, next_word: str) -> int:
     core = word.rstrip(_CLOSERS)  # a sentence may end inside quotes or brackets: "Stop."
     if not core:
         return WORD
+    if core.endswith(("。", "．", "｡", "！", "？")):
+        return SENTENCE  # ideographic full stops end a sentence whatever follows
     if core.endswith(("...", "…", "!", "?")):
         return SENTENCE if _starts_sentence(next_word) else CLAUSE
     if core.endswith("."):
@@ -296,19 +336,27 @@ _MIN_FILL = 2 / 3
 
 
 class _Packer:
-    """Greedy packing of word ranges into chunks; the last chunk stays open for more words."""
+    """Greedy packing of word ranges into chunks; the last chunk stays open for more words.
 
-    def __init__(self, max_words: int) -> None:
+    Sizes are spoken words (a token's weight; 1 for a word, less for a character)."""
+
+    def __init__(self, max_words: int, weights: list[float]) -> None:
         self.max_words = max_words
         self.closed: list[tuple[int, int]] = []
         self.open: tuple[int, int] | None = None
+        self.prefix = [0.0]
+        for weight in weights:
+            self.prefix.append(self.prefix[-1] + weight)
+
+    def size(self, start: int, end: int) -> float:
+        return self.prefix[end] - self.prefix[start] - 1e-9  # no rounding error tips a fit over
 
     def add_range(self, start: int, end: int, level: int, breaks: list[int]) -> None:
         """Add words[start:end], cut at gaps of strength >= level (weaker levels if needed)."""
         for a, b in _pieces(start, end, level, breaks):
-            if self.open and b - self.open[0] <= self.max_words:
+            if self.open and self.size(self.open[0], b) <= self.max_words:
                 self.open = (self.open[0], b)
-            elif b - a > self.max_words or (level == PARAGRAPH and self._underfilled()):
+            elif self.size(a, b) > self.max_words or (level == PARAGRAPH and self._underfilled()):
                 self.add_range(a, b, level - 1, breaks)  # a word piece is 1 word: always fits
             else:
                 if self.open:
@@ -316,7 +364,7 @@ class _Packer:
                 self.open = (a, b)
 
     def _underfilled(self) -> bool:
-        return self.open is not None and self.open[1] - self.open[0] < _MIN_FILL * self.max_words
+        return self.open is not None and self.size(*self.open) < _MIN_FILL * self.max_words
 
     def finish(self) -> list[tuple[int, int]]:
         return self.closed + ([self.open] if self.open else [])
@@ -330,3 +378,35 @@ def _pieces(start: int, end: int, level: int, breaks: list[int]) -> list[tuple[i
             piece_start = i + 1
     pieces.append((piece_start, end))
     return pieces
+
+
+# --- languages --------------------------------------------------------------------------
+
+# The language a script points to when the manifest names none (Latin: see `text_language`).
+_SCRIPT_LANGUAGES = {"CJK": "zh", "HIRAGANA": "ja", "KATAKANA": "ja", "HANGUL": "ko",
+                     "CYRILLIC": "ru", "GREEK": "el", "ARABIC": "ar", "HEBREW": "he",
+                     "DEVANAGARI": "hi", "THAI": "th", "LAO": "lo", "KHMER": "km",
+                     "MYANMAR": "my", "GEORGIAN": "ka", "ARMENIAN": "hy", "BENGALI": "bn",
+                     "TAMIL": "ta"}
+
+
+def writing_script(text: str) -> str:
+    """The script most of the text's letters are written in ("LATIN", "CJK", "CYRILLIC"...),
+    as Unicode names it; Japanese (kana among Han) is "HIRAGANA"/"KATAKANA"."""
+    counts: dict[str, int] = {}
+    for char in text:
+        if char.isalpha():
+            script = unicodedata.name(char, "UNKNOWN ?").split()[0]
+            counts[script] = counts.get(script, 0) + 1
+    if not counts:
+        return "LATIN"
+    kana = counts.get("HIRAGANA", 0) + counts.get("KATAKANA", 0)
+    if kana and kana * 10 >= sum(counts.values()):  # kana among kanji: Japanese
+        return "HIRAGANA"
+    return max(counts, key=counts.__getitem__)
+
+
+def text_language(text: str, given: str | None = None) -> str:
+    """The text's language: the one the manifest gives, else what its script says (Latin
+    script is taken as English: name other languages in the manifest's `language` column)."""
+    return given or _SCRIPT_LANGUAGES.get(writing_script(text), "en")
