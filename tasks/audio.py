@@ -12,13 +12,13 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from audiobatch.tasks.codecs import iter_decoded, to_int16
+from audiobatch.tasks.codecs import DecodeReport, iter_decoded, to_int16
 from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.loudness import StreamingLoudness, loudness_gain_db
 from audiobatch.tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
@@ -58,6 +58,7 @@ class PreparedAudio:
     chunks: list[Chunk]
     source_loudness_lufs: float | None  # BS.1770 integrated; None when silent or too short
     silent: bool  # every chunk is silent: the recording has no signal above the floor
+    decoding: DecodeReport = field(default_factory=DecodeReport)  # damage stepped over
 
 
 def max_chunk_seconds(max_audio_tokens: int, tokens_per_s: float,
@@ -219,8 +220,9 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
     work_dir.mkdir(parents=True, exist_ok=True)
     writer = _ChunkWriter(work_dir, label, sample_rate, target_lufs)
     meter = StreamingLoudness(sample_rate)
+    report = DecodeReport()
     try:
-        total = _cut_stream(iter_decoded(Path(path), sample_rate, label), rules, writer, meter,
+        total = _cut_stream(iter_decoded(Path(path), sample_rate, label, report), rules, writer, meter,
                             use_vad=vad and sample_rate == VAD_RATE)
     except BaseException:
         writer.remove_files()  # a failed item leaves no half set of chunks behind
@@ -230,4 +232,4 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
                          "Check that the recording is not empty and re-export it.")
     return PreparedAudio(duration_s=total / sample_rate, sample_rate=sample_rate,
                          chunks=writer.chunks, source_loudness_lufs=meter.integrated_lufs(),
-                         silent=all(chunk.silent for chunk in writer.chunks))
+                         silent=all(chunk.silent for chunk in writer.chunks), decoding=report)

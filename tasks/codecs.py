@@ -9,7 +9,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -62,22 +62,141 @@ def probe(source: Source, label: str = "audio") -> AudioInfo:
         return AudioInfo(duration, int(ctx.sample_rate or 0), int(ctx.channels or 0), ctx.name)
 
 
-def iter_decoded(source: Source, sample_rate: int, label: str = "audio") -> Iterator[np.ndarray]:
-    """Decode any FFmpeg-readable audio to float32 mono blocks at `sample_rate`, streaming."""
+@dataclass
+class DecodeReport:
+    """What a decode had to step over: filled in as `iter_decoded` goes (read it at the end)."""
+
+    packets: int = 0
+    packet_bytes: int = 0
+    skipped_packets: int = 0  # packets the decoder refused (corrupt data), left out
+    skipped_bytes: int = 0
+    skipped_s: float = 0.0  # their duration, as the container states it
+    repaired_samples: int = 0  # NaN or infinite output samples, set to 0
+    restarts: int = 0  # the stream changed rate or layout mid-way (concatenated segments)
+
+    @property
+    def unreadable_share(self) -> float:
+        return self.skipped_bytes / self.packet_bytes if self.packet_bytes else 0.0
+
+
+MAX_UNREADABLE_SHARE = 0.25  # more than this of the audio data refused: fail the file
+
+
+def iter_decoded(source: Source, sample_rate: int, label: str = "audio",
+                 report: DecodeReport | None = None) -> Iterator[np.ndarray]:
+    """Decode any FFmpeg-readable audio to float32 mono blocks at `sample_rate`, streaming.
+
+    Like the ffmpeg tool, it decodes through damage: a packet the decoder refuses is left out
+    (counted in `report`), junk between frames is skipped by FFmpeg's demuxer, a stream that
+    changes rate or layout mid-way (podcast segments with their own tags, joined) gets a new
+    resampler, and non-finite samples become silence. It fails (InputError naming `label`)
+    only when more than MAX_UNREADABLE_SHARE of the audio data could not be decoded.
+    """
+    report = report if report is not None else DecodeReport()
     container = _open(source, label)
     with container:
         stream = _audio_stream(container, label)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        resampler = _Resampler(sample_rate)
+        for packet in _packets(container, stream, label):
+            report.packets += 1
+            report.packet_bytes += packet.size
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                _skip(packet, report)
+                continue
+            for frame in frames:
+                for block in resampler.resample(frame, report):
+                    yield _repaired(block, report)
+        for block in resampler.flush():
+            yield _repaired(block, report)
+    if report.unreadable_share > MAX_UNREADABLE_SHARE:
+        raise InputError(f"{label}: {report.unreadable_share:.0%} of the audio data could not be "
+                         f"decoded ({report.skipped_packets} of {report.packets} packets). The file "
+                         "is too damaged to transcribe; re-download or re-export it.")
+
+
+def _packets(container: av.container.InputContainer, stream: Any, label: str) -> Iterator[Any]:
+    """The stream's packets; a demuxer that gives up part-way ends the stream (what was read
+    is kept), except at the very start, where nothing is readable."""
+    demuxer = container.demux(stream)
+    read_any = False
+    while True:
         try:
-            for frame in container.decode(stream):
-                frame.pts = None  # let the resampler ignore gaps in broken timestamps
-                for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
-            for out in resampler.resample(None):
-                yield out.to_ndarray().reshape(-1)
+            packet = next(demuxer)
+        except StopIteration:
+            return
         except av.error.FFmpegError as exc:
-            raise InputError(f"{label}: decoding failed part-way ({exc}). The file may be "
-                             "truncated or corrupt; re-export or re-download it.") from exc
+            if not read_any:
+                raise InputError(f"{label}: decoding failed at the start ({exc}). The file may be "
+                                 "corrupt or not audio; re-export or re-download it.") from exc
+            return
+        read_any = True
+        if packet.size:  # the demuxer's empty flush packet carries no data
+            yield packet
+
+
+def _skip(packet: Any, report: DecodeReport) -> None:
+    report.skipped_packets += 1
+    report.skipped_bytes += packet.size
+    if packet.duration and packet.time_base:
+        report.skipped_s += float(packet.duration * packet.time_base)
+
+
+class _Resampler:
+    """An av.AudioResampler to float mono at one rate, rebuilt when the input's rate, layout or
+    sample format changes (PyAV refuses frames that do not match its first one)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._resampler: av.AudioResampler | None = None
+        self._setup: tuple[str, str, int] | None = None
+
+    def resample(self, frame: av.AudioFrame, report: DecodeReport) -> list[np.ndarray]:
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        blocks = []
+        if setup != self._setup:
+            if self._resampler is not None:
+                blocks += self.flush()
+                report.restarts += 1
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
+            self._setup = setup
+        frame = _finite(frame, report)
+        frame.pts = None  # let the resampler ignore gaps in broken timestamps
+        return blocks + [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+
+    def flush(self) -> list[np.ndarray]:
+        if self._resampler is None:
+            return []
+        return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(None)]
+
+
+_FLOAT_FORMATS = {"flt", "fltp", "dbl", "dblp"}
+
+
+def _finite(frame: av.AudioFrame, report: DecodeReport) -> av.AudioFrame:
+    """A float frame with NaN/inf samples set to 0 before resampling, which would smear each
+    one over the filter's length."""
+    if frame.format.name not in _FLOAT_FORMATS:
+        return frame
+    samples = frame.to_ndarray()
+    bad = ~np.isfinite(samples)
+    if not bad.any():
+        return frame
+    report.repaired_samples += int(bad.sum())
+    fixed = av.AudioFrame.from_ndarray(np.where(bad, 0, samples).astype(samples.dtype),
+                                       format=frame.format.name, layout=frame.layout.name)
+    fixed.sample_rate = frame.sample_rate
+    return fixed
+
+
+def _repaired(block: np.ndarray, report: DecodeReport) -> np.ndarray:
+    """NaN or infinite samples (float files) become 0: one would poison every level and gain."""
+    bad = ~np.isfinite(block)
+    if bad.any():
+        report.repaired_samples += int(bad.sum())
+        block = np.where(bad, np.float32(0.0), block)
+    return block
 
 
 def decode(source: Source, sample_rate: int, label: str = "audio") -> np.ndarray:

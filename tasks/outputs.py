@@ -42,7 +42,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _STR), ("item_id", _STR), ("kind", _STR), ("source", _STR), ("status", _STR),
         ("error_type", _STR), ("error_message", _STR), ("row", _I32), ("model", _STR),
         ("duration_s", _F64), ("n_chunks", _I32), ("requests", _I32), ("cost_usd", _F64),
-        ("started_at", _TS), ("finished_at", _TS), ("metadata", _STR), *_EPISODE]),
+        ("started_at", _TS), ("finished_at", _TS), ("metadata", _STR), *_EPISODE,
+        ("skipped_audio_s", _F64), ("skipped_bytes", pa.int64()), ("repaired_samples", pa.int64())]),
     "transcripts": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("source", _STR), ("duration_s", _F64), ("text", _STR),
         ("language", _STR), ("model", _STR), ("n_chunks", _I32), ("origin", _STR),

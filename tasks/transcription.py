@@ -106,5 +106,8 @@ def _ok_outcome(ctx: RunContext, item: Item, recorder: ItemRecorder, started_at:
                     for i, s in enumerate(segments)]
     status = item_row(ctx, item, "ok", started_at=started_at, duration_s=prepared.duration_s,
                       n_chunks=len(prepared.chunks), costs=recorder.costs)
+    status.update(skipped_audio_s=prepared.decoding.skipped_s,  # damage decoded through
+                  skipped_bytes=prepared.decoding.skipped_bytes,
+                  repaired_samples=prepared.decoding.repaired_samples)
     return ItemOutcome(status="ok", duration_s=prepared.duration_s,
                        rows={"transcripts": [transcript], "segments": segment_rows, "items": [status]})
