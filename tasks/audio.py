@@ -5,15 +5,21 @@ to mono at 16 kHz, keeps at most about one chunk of samples, and whenever the bu
 more than the per-request budget it picks the cut (`tasks.pauses`: in a pause when there is
 one), loudness-normalises the chunk and writes it as a 16-bit wav in the work directory. A
 3-hour recording is never held in memory; the function returns metadata only.
+
+`stream_chunks` runs the same in a thread and hands each chunk to the event loop as soon as
+it is written, through a bounded queue (`tasks.streaming`): requests start while the rest of
+the file is still decoding, and decoding waits while `depth` chunks are left untaken.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -22,10 +28,11 @@ from audiobatch.tasks.codecs import DecodeReport, iter_decoded, to_int16
 from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.loudness import StreamingLoudness, loudness_gain_db
 from audiobatch.tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
+from audiobatch.tasks.streaming import Handoff, produced_in_thread
 from audiobatch.tasks.vad import VAD_RATE, pause_mask
 
 __all__ = ["PREPARE_RATE", "DEFAULT_SEARCH_WINDOW_S", "Chunk", "PreparedAudio", "CutRules", "Span",
-           "max_chunk_seconds", "plan_cuts", "prepare_chunks", "chunk_rules"]
+           "max_chunk_seconds", "plan_cuts", "prepare_chunks", "stream_chunks", "chunk_rules"]
 
 PREPARE_RATE = 16000
 DEFAULT_SEARCH_WINDOW_S = 8.0  # capped at half a chunk for small budgets
@@ -127,11 +134,13 @@ class _ChunkWriter:
 
     _PIECE = 1 << 16  # samples converted to 16-bit at a time: no full-chunk temporaries
 
-    def __init__(self, work_dir: Path, label: str, sample_rate: int, target_lufs: float) -> None:
+    def __init__(self, work_dir: Path, label: str, sample_rate: int, target_lufs: float,
+                 on_chunk: Callable[[Chunk], None] | None = None) -> None:
         self.work_dir = work_dir
         self.stem = _file_stem(label)
         self.sample_rate = sample_rate
         self.target_lufs = target_lufs
+        self.on_chunk = on_chunk
         self.chunks: list[Chunk] = []
 
     def write(self, samples: np.ndarray, span: Span) -> None:
@@ -146,9 +155,12 @@ class _ChunkWriter:
                 out.write(to_int16(samples[start:start + self._PIECE] * gain))
         partial.replace(path)  # a crash never leaves a truncated chunk under the final name
         rate = self.sample_rate
-        self.chunks.append(Chunk(index=index, start_s=span.start / rate, end_s=span.end / rate,
-                                 path=path, start_sample=span.start, end_sample=span.end,
-                                 cut=span.cut, gain_db=gain_db, silent=silent))
+        chunk = Chunk(index=index, start_s=span.start / rate, end_s=span.end / rate, path=path,
+                      start_sample=span.start, end_sample=span.end, cut=span.cut,
+                      gain_db=gain_db, silent=silent)
+        self.chunks.append(chunk)
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)  # may block: the consumer takes chunks at its own pace
 
     def remove_files(self) -> None:
         for chunk in self.chunks:
@@ -206,19 +218,20 @@ def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWri
 def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str,
                    target_lufs: float = -20.0, search_window_s: float = DEFAULT_SEARCH_WINDOW_S,
                    overlap_s: float = 0.0, sample_rate: int = PREPARE_RATE,
-                   vad: bool = True) -> PreparedAudio:
+                   vad: bool = True, on_chunk: Callable[[Chunk], None] | None = None) -> PreparedAudio:
     """Decode `path`, cut it into chunks of at most `max_chunk_s` and write them to `work_dir`.
 
     Chunks tile the recording exactly (or overlap by `overlap_s`), end in pauses when a pause
     lies in the last `search_window_s` before the limit, and are loudness-normalised to
     `target_lufs` with the peak kept below -1 dBFS. With `vad` (16 kHz only), cuts prefer
-    pauses the voice detector hears (`tasks.vad`), also under music. Raises `InputError` naming `label` for
+    pauses the voice detector hears (`tasks.vad`), also under music. `on_chunk` is called with
+    each chunk as soon as its file is complete. Raises `InputError` naming `label` for
     unreadable or empty audio, `ConfigError` for impossible chunk settings.
     """
     rules = chunk_rules(max_chunk_s, sample_rate, search_window_s, overlap_s)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    writer = _ChunkWriter(work_dir, label, sample_rate, target_lufs)
+    writer = _ChunkWriter(work_dir, label, sample_rate, target_lufs, on_chunk)
     meter = StreamingLoudness(sample_rate)
     report = DecodeReport()
     try:
@@ -233,3 +246,24 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
     return PreparedAudio(duration_s=total / sample_rate, sample_rate=sample_rate,
                          chunks=writer.chunks, source_loudness_lufs=meter.integrated_lufs(),
                          silent=all(chunk.silent for chunk in writer.chunks), decoding=report)
+
+
+@asynccontextmanager
+async def stream_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str,
+                        depth: int = 1, **settings: Any) -> AsyncIterator[Handoff[Chunk, PreparedAudio]]:
+    """`prepare_chunks` in a thread, its chunks handed over one by one as they are written.
+
+        async with stream_chunks(path, work, max_chunk_s=409, label="ep-1") as chunks:
+            while (chunk := await chunks.next_item()) is not None:
+                ...                       # request it; decoding goes on meanwhile
+        prepared = chunks.result          # the whole file's PreparedAudio
+
+    At most `depth` chunks wait untaken; leaving the block early stops the decoder at its
+    next chunk (the error that made you leave is the one raised).
+    """
+    def produce(put: Callable[[Chunk], None]) -> PreparedAudio:
+        return prepare_chunks(path, work_dir, max_chunk_s=max_chunk_s, label=label,
+                              on_chunk=put, **settings)
+
+    async with produced_in_thread(produce, depth) as handoff:
+        yield handoff

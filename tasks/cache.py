@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from audiobatch.tasks.cost import Usage
@@ -27,9 +28,18 @@ class ReplyRecord:
     request_id: str | None
 
 
-def cache_key(payload: bytes, *, model: str, provider: str, params: dict[str, Any]) -> str:
+def payload_digest(payload: bytes | Path) -> bytes:
+    """SHA-256 of the request's payload: bytes, or a file's bytes read in blocks (a long
+    chunk's audio is hashed without being held in memory)."""
+    if isinstance(payload, Path):
+        with open(payload, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").digest()
+    return hashlib.sha256(payload).digest()
+
+
+def cache_key(payload: bytes | Path, *, model: str, provider: str, params: dict[str, Any]) -> str:
     digest = hashlib.sha256()
-    digest.update(hashlib.sha256(payload).digest())
+    digest.update(payload_digest(payload))
     header = json.dumps({"model": model, "provider": provider, "params": params},
                         sort_keys=True, ensure_ascii=False, default=str)
     digest.update(header.encode("utf-8"))

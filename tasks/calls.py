@@ -8,6 +8,7 @@ attempt that was sent lands in `costs`, failed ones included, at the moment it f
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from audiobatch.tasks.cache import ReplyRecord, cache_key
@@ -74,10 +75,13 @@ def record_costs(ctx: RunContext, recorder: ItemRecorder, rows: list[dict[str, A
     ctx.staging.stage_rows("costs", rows)
 
 
-async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: int, payload: bytes,
-                     params: dict[str, Any], expected: Usage,
+async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: int,
+                     payload: bytes | Path, params: dict[str, Any], expected: Usage,
                      send: Callable[[], Awaitable[Any]]) -> ReplyRecord:
-    """Answer one chunk's request from the cache, or send it within the budget and record it."""
+    """Answer one chunk's request from the cache, or send it within the budget and record it.
+
+    `payload` is what the answer depends on (a chunk's audio file, or its text), for the cache
+    key; `send` builds the request itself only when the limiter lets it go."""
     model = params.get("model") or ctx.model
     key = cache_key(payload, model=model, provider=ctx.provider, params=params)
     hit = ctx.cache.get(key)

@@ -20,6 +20,7 @@ import base64
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,26 +134,37 @@ class ModelClient:
 
     # --- the two jobs -------------------------------------------------------------------
 
-    async def transcribe(self, audio: bytes, audio_format: str, *, prompt: str | None = None,
-                         language: str | None = None, model: str | None = None,
-                         expected_tokens: int | None = None) -> ModelReply:
-        """The verbatim transcript of `audio` (wav or mp3 bytes) as `reply.text`."""
-        if not audio:
-            raise InputError("no audio to transcribe (0 bytes). Check the chunk or file.")
+    async def transcribe(self, audio: bytes | Callable[[], bytes], audio_format: str, *,
+                         prompt: str | None = None, language: str | None = None,
+                         model: str | None = None, expected_tokens: int | None = None) -> ModelReply:
+        """The verbatim transcript of `audio` (wav or mp3 bytes) as `reply.text`.
+
+        `audio` may be a function returning the bytes (e.g. reading a chunk file): it is then
+        called only once a limiter slot is held, for each attempt, so a chunk waiting its
+        turn costs no memory."""
         model = model or self.settings.model
         profile = get_profile(model)
         instruction = transcribe_instruction(prompt, language)
-        body = {
-            "model": model, "modalities": ["text"], "temperature": 0,
-            "max_completion_tokens": profile.max_output_text_tokens,
-            "messages": [{"role": "user", "content": [
-                {"type": "text", "text": instruction},
-                {"type": "input_audio", "input_audio": {
-                    "data": base64.b64encode(audio).decode("ascii"), "format": audio_format}},
-            ]}],
-        }
+        read = audio if callable(audio) else (lambda: audio)
+        if not callable(audio):
+            _require_audio(audio)
+            if expected_tokens is None:
+                expected_tokens = _transcribe_tokens(audio, audio_format, prompt, language, profile)
+
+        def body() -> dict:
+            data = _require_audio(read())
+            return {
+                "model": model, "modalities": ["text"], "temperature": 0,
+                "max_completion_tokens": profile.max_output_text_tokens,
+                "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": instruction},
+                    {"type": "input_audio", "input_audio": {
+                        "data": base64.b64encode(data).decode("ascii"), "format": audio_format}},
+                ]}],
+            }
+
         if expected_tokens is None:
-            expected_tokens = _transcribe_tokens(audio, audio_format, prompt, language, profile)
+            expected_tokens = _transcribe_tokens(read(), audio_format, prompt, language, profile)
         return await self.complete(body, expected_tokens=expected_tokens, want_audio=False)
 
     async def narrate(self, text: str, *, voice: str, audio_format: str,
@@ -176,8 +188,11 @@ class ModelClient:
 
     # --- the shared core ----------------------------------------------------------------
 
-    async def complete(self, body: dict, *, expected_tokens: int, want_audio: bool) -> ModelReply:
-        """POST one chat completion with retries; raises ModelError with `.attempts` on failure."""
+    async def complete(self, body: dict | Callable[[], dict], *, expected_tokens: int,
+                       want_audio: bool) -> ModelReply:
+        """POST one chat completion with retries; raises ModelError with `.attempts` on failure.
+
+        A callable `body` is built inside the limiter slot, once per attempt."""
         attempts: list[Attempt] = []
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts), wait=self._wait,
@@ -207,23 +222,30 @@ class ModelClient:
                                       "check that the base URL points at an OpenAI-compatible API.")
         return models
 
-    async def _attempt(self, body: dict, expected_tokens: int, want_audio: bool,
-                       attempts: list[Attempt]) -> ModelReply:
+    async def _attempt(self, body: dict | Callable[[], dict], expected_tokens: int,
+                       want_audio: bool, attempts: list[Attempt]) -> ModelReply:
         number = len(attempts) + 1
         async with self.limiter.slot(expected_tokens):
+            request = body() if callable(body) else body  # a payload exists only while it may go
+            model = request["model"]
+            audio_format = (request.get("audio") or {}).get("format")
             started = time.monotonic()
             try:
-                response = await self._send("POST", "chat/completions", body)
-                reply = parse_reply(response, f"{self.base_url}/chat/completions",
-                                    model=body["model"], want_audio=want_audio,
-                                    audio_format=(body.get("audio") or {}).get("format"))
+                response = await self._send("POST", "chat/completions", request)
+                reply = parse_reply(response, f"{self.base_url}/chat/completions", model=model,
+                                    want_audio=want_audio, audio_format=audio_format)
+                status = response.status_code
             except ModelError as exc:
                 attempts.append(Attempt(number, exc.status, exc.request_id,
                                         time.monotonic() - started, Usage(), exc.kind, str(exc)))
                 if isinstance(exc, TransientModelError) and exc.retry_after_s is not None:
                     self.limiter.pause(min(exc.retry_after_s, self.settings.backoff_max_s))
                 raise
-        attempts.append(Attempt(number, response.status_code, reply.request_id,
+            finally:
+                # A traceback keeps this frame alive while tenacity waits to retry: drop the
+                # payload now, or a failing long chunk would hold its megabytes meanwhile.
+                request = response = None
+        attempts.append(Attempt(number, status, reply.request_id,
                                 time.monotonic() - started, reply.usage, None, None))
         reply.attempts = attempts
         return reply
@@ -279,6 +301,12 @@ class ModelClient:
         if self.settings.api_key:
             headers["Authorization"] = f"Bearer {self.settings.api_key}"
         return headers
+
+
+def _require_audio(audio: bytes) -> bytes:
+    if not audio:
+        raise InputError("no audio to transcribe (0 bytes). Check the chunk or file.")
+    return audio
 
 
 def _transcribe_tokens(audio: bytes, audio_format: str, prompt: str | None,

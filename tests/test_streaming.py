@@ -1,0 +1,113 @@
+"""Streaming long files: chunks flow from the decoder to the requests through a bounded queue.
+
+What a user notices: the first request leaves while the file is still decoding; the decoder
+never runs more than a couple of chunks ahead of the requests (memory and disk stay bounded
+whatever the file's length); a chunk's audio is read only when its request may go; a failing
+request stops the decoder. Real decoding of real speech; a real HTTP model stub on 127.0.0.1
+(tests.helpers.faultserver) where the test must see each request arrive.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from audiobatch.tasks.audio import stream_chunks
+from audiobatch.tasks.model import ClientSettings, ModelClient
+from tests.helpers.data import SPEECH
+from tests.helpers.e2e import run_transcribe, write_manifest
+from tests.helpers.faultserver import Behaviour, FaultServer, Received, error, ok
+
+LONG = SPEECH / "derived__LJ001-0009_to_0032_concat.wav"  # 171 s of read speech
+CHUNK_S = 15.0  # about 15 chunks of the 171 s recording (cut in pauses)
+
+
+def chunk_files(folder: Path) -> int:
+    return len(list(folder.rglob("*.wav")))
+
+
+async def test_the_decoder_stays_a_bounded_number_of_chunks_ahead(tmp_path: Path) -> None:
+    work = tmp_path / "chunks"
+    written_when_taken = []
+    async with stream_chunks(LONG, work, max_chunk_s=CHUNK_S, label="lj", depth=1) as chunks:
+        while (chunk := await chunks.next_item()) is not None:
+            await asyncio.sleep(0.05)  # a slow consumer: the decoder must wait for it
+            written_when_taken.append((chunk.index, chunk_files(work)))
+    prepared = chunks.result
+    n = len(prepared.chunks)
+    assert n >= 12 and prepared.duration_s == pytest.approx(171, abs=1)
+    assert [index for index, _ in written_when_taken] == list(range(n))
+    # taken + one waiting in the queue + one written and waiting for room
+    assert all(written <= index + 3 for index, written in written_when_taken), written_when_taken
+
+
+async def test_leaving_early_stops_the_decoder(tmp_path: Path) -> None:
+    work = tmp_path / "chunks"
+    with pytest.raises(RuntimeError, match="consumer failed"):
+        async with stream_chunks(LONG, work, max_chunk_s=CHUNK_S, label="lj") as chunks:
+            await chunks.next_item()
+            raise RuntimeError("consumer failed")
+    # the decoder thread has ended: nothing is written any more, and it wrote few chunks
+    written = chunk_files(work)
+    await asyncio.sleep(0.3)
+    assert chunk_files(work) == written <= 3
+
+
+async def test_a_chunk_is_read_only_when_its_request_may_go() -> None:
+    with FaultServer([Behaviour("answer", delay_s=0.3, text="first"), ok("second")]) as server:
+        seen_when_read: list[int] = []
+
+        def reader(audio: bytes):
+            def read() -> bytes:
+                seen_when_read.append(len(server.requests))
+                return audio
+            return read
+
+        clip = (SPEECH / "pocketsphinx__goforward.wav").read_bytes()
+        settings = ClientSettings(base_url=server.base_url, api_key="sk-test", concurrency=1)
+        async with ModelClient(settings) as client:
+            replies = await asyncio.gather(
+                client.transcribe(reader(clip), "wav", expected_tokens=50),
+                client.transcribe(reader(clip), "wav", expected_tokens=50))
+    assert [r.text for r in replies] == ["first", "second"]
+    # the second chunk was read after the first request had gone (one slot), not up front
+    assert seen_when_read == [0, 1]
+
+
+def _counting(out: Path, counts: list[int], behaviour=None):
+    def script(request: Received) -> Behaviour:
+        counts.append(chunk_files(out / "_runs"))
+        return behaviour(request) if behaviour else ok(f"part {request.index}")
+    return script
+
+
+async def test_requests_leave_while_a_long_file_is_decoding(prefect_api, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    counts: list[int] = []
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "long", "audio": str(LONG)}])
+    with FaultServer(_counting(out, counts)) as server:
+        run = await run_transcribe(manifest, out, base_url=server.base_url, concurrency=2,
+                                   max_audio_tokens=160, use_cache=False)
+    transcript = run.item("long", "transcripts")
+    n = transcript["n_chunks"]
+    assert run.summary["ok"] == 1 and n >= 10 and len(counts) == n
+    assert transcript["text"].count("part") == n  # every chunk's answer, once
+    # the first request left while most of the file was still to decode, and the decoder never
+    # ran more than a few chunks ahead of the requests (2 in flight + 1 queued + 1 written)
+    assert counts[0] <= 4 < n, counts
+    assert all(count <= i + 4 for i, count in enumerate(counts)), counts
+
+
+async def test_a_failing_request_stops_the_rest_of_the_file(prefect_api, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    counts: list[int] = []
+    refuse_second = lambda request: error(400, "bad audio") if request.index == 1 else ok("fine")
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "long", "audio": str(LONG)}])
+    with FaultServer(_counting(out, counts, refuse_second)) as server:
+        run = await run_transcribe(manifest, out, base_url=server.base_url, concurrency=1,
+                                   max_audio_tokens=160, use_cache=False)
+    item = run.item("long")
+    assert item["status"] == "failed" and "bad audio" in item["error_message"]
+    assert len(counts) == 2  # no request after the refused one; the decoder stopped
+    assert chunk_files(out / "_runs") == 0  # and its chunk files are gone
