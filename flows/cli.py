@@ -89,12 +89,15 @@ def add_narration_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("narration")
     group.add_argument("--voice", default="alloy", help="voice (default alloy; per row: voice)")
     group.add_argument("--format", dest="audio_format", default="mp3",
-                       choices=["wav", "mp3", "flac", "opus"], help="audio format (default mp3)")
+                       choices=["wav", "mp3", "flac", "opus", "m4b"],
+                       help="audio format (default mp3; m4b: an audiobook with chapters)")
     group.add_argument("--speed", type=float, default=1.0, help="0.25-4.0, pitch preserved")
     group.add_argument("--instructions", help="style or tone for the narrator")
     group.add_argument("--target-lufs", type=float, default=-16.0, help="loudness (default -16)")
     group.add_argument("--max-audio-tokens", type=int,
                        help="per-request audio-out token budget (default from the profile: 4096)")
+    group.add_argument("--feed-url", help="public URL where <out>/media/ is served: write a "
+                       "podcast feed of the narrations (media/feed.xml), updated run by run")
 
 
 def _serve_parser(sub: Any) -> None:

@@ -6,8 +6,10 @@ from prefect import flow
 from audiobatch.flows.common import execute_run
 from audiobatch.tasks.manifest import NARRATE
 from audiobatch.tasks.narration import narrate_item
+from audiobatch.tasks.narration_feed import check_feed_url, publish_run_to_feed
 from audiobatch.tasks.options import NarrateOptions
-from audiobatch.tasks.runs import RunOptions
+from audiobatch.tasks.outputs import OutputRoot, RunStaging
+from audiobatch.tasks.runs import RunOptions, state_dir
 
 
 @flow(name="narrate-manifest", log_prints=True)
@@ -18,4 +20,13 @@ async def narrate_manifest(manifest: str, out: str = "outputs",
     Per-row columns (voice, format, speed, instructions, title, model) override the options.
     The API key for a remote endpoint comes from OPENAI_API_KEY, never from a parameter.
     """
-    return await execute_run(RunOptions.from_job(NARRATE, manifest, out, options), narrate_item)
+    run = RunOptions.from_job(NARRATE, manifest, out, options)
+    if run.feed_url:
+        check_feed_url(run.feed_url)  # before any work
+    summary = await execute_run(run, narrate_item)
+    if run.feed_url:
+        root = OutputRoot(out)
+        rows = RunStaging(state_dir(root) / summary["run_id"]).final_rows("narrations")
+        summary["feed"] = publish_run_to_feed(root, rows, run.feed_url)
+        print(f"podcast feed: {summary['feed']}")
+    return summary

@@ -29,9 +29,10 @@ from audiobatch.tasks.manifest_io import ManifestError, local_path, read_rows
 from audiobatch.tasks.sources import safe_url, scheme_of
 
 TRANSCRIBE, NARRATE = "transcribe", "narrate"
-NARRATION_FORMATS = tuple(f for f in ENCODABLE_FORMATS if f != "pcm16")  # files, not raw streams
+# files, not raw streams; m4b: an audiobook with chapters (tasks/audiobook.py)
+NARRATION_FORMATS = (*(f for f in ENCODABLE_FORMATS if f != "pcm16"), "m4b")
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
-TEXT_FILE_SUFFIXES = (".txt", ".md")
+TEXT_FILE_SUFFIXES = (".txt", ".md", ".epub")
 BaseDir = Path | str  # a local folder, or a URL prefix ("s3://bucket/dir") for remote manifests
 
 # columns each kind understands; everything else is metadata
@@ -174,8 +175,8 @@ def _narration_source(values: dict[str, str], resolve: Callable[[str], str],
         suffix = posixpath.splitext(text_file)[1].lower()
         options["markdown"] = suffix == ".md"
         if suffix not in TEXT_FILE_SUFFIXES:
-            problems.append(f"text_file '{text_file}' must be a .txt or .md file (plain text "
-                            "or Markdown)")
+            problems.append(f"text_file '{text_file}' must be a .txt, .md or .epub file (plain "
+                            "text, Markdown or an EPUB book)")
         elif not _file_exists(path):
             problems.append(f"text_file '{text_file}' not found (looked for {safe_url(path)}): "
                             "paths start from the manifest's folder")

@@ -1,17 +1,23 @@
 """The narration of one item, as one Prefect task: text -> chunks -> speech -> one audio file.
 
 Each chunk is asked for as lossless wav (the final format is encoded once, after joining,
-loudness and speed), through the run's shared client, limiter, cache and budget.
+loudness and speed), through the run's shared client, limiter, cache and budget. A chunk's
+audio goes to the run's work folder as soon as it arrives, so only the requests in flight are
+held in memory; an audiobook (`m4b`) is then rendered chapter by chapter into one file
+(tasks/audiobook.py), other formats as one piece.
 """
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from audiobatch.tasks import codecs
+from audiobatch.tasks.audiobook import AudiobookWriter
+from audiobatch.tasks.books import Book, Chapter, read_book
 from audiobatch.tasks.cache import ReplyRecord
 from audiobatch.tasks.calls import call_model
 from audiobatch.tasks.errors import InputError
@@ -19,39 +25,61 @@ from audiobatch.tasks.estimate import expected_narrate_usage
 from audiobatch.tasks.loudness import measure_lufs
 from audiobatch.tasks.manifest import Item
 from audiobatch.tasks.outputs import media_relpath
+from audiobatch.tasks.profiles import ModelProfile
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
 from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
-from audiobatch.tasks.profiles import ModelProfile
 from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
                                    text_language, writing_script)
 
 NARRATION_RATE = 24000  # what OpenAI and the embedded model return; chunks are decoded to it
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
-_EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus"}
+AUDIOBOOK = "m4b"
+_EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", AUDIOBOOK: "m4b"}
+
+
+def _read_text_file(item: Item, path: Path) -> str:
+    if path.stat().st_size > MAX_TEXT_CHARS * 4:
+        raise InputError(f"{item.item_id}: {path.name} is {path.stat().st_size:,} bytes; the limit "
+                         f"is {MAX_TEXT_CHARS:,} characters per item. Split it into chapters.")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{item.item_id}: {path} is not UTF-8 text ({error}). Save it as "
+                         "UTF-8 and run again.") from error
+
+
+def _check_length(item: Item, text: str) -> None:
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"{item.item_id}: the text has {len(text):,} characters; the limit is "
+                         f"{MAX_TEXT_CHARS:,} per item. Split it into chapters (one row each).")
 
 
 def item_text(item: Item) -> str:
     """The item's text as it will be spoken (inline or from its file), or a clear InputError."""
-    if item.source == "inline":
-        raw = item.options.get("text", "")
+    return "\n\n".join(chapter.text for chapter in item_book(item, audiobook=False).chapters)
+
+
+def item_book(item: Item, *, audiobook: bool) -> Book:
+    """The item's chapters: a book's own when making an audiobook (or reading an EPUB),
+    else the whole text as one chapter, titled like the item."""
+    title = item.options.get("title") or item.item_id
+    source = Path(item.source) if item.source != "inline" else None
+    if source is not None and (audiobook or source.suffix.lower() == ".epub"):
+        if source.suffix.lower() != ".epub":
+            _check_length(item, _read_text_file(item, source))
+        book = read_book(source, item.item_id)
+        if not audiobook:  # one piece of audio: the chapters read one after the other
+            book.chapters = [Chapter(title, "\n\n".join(c.text for c in book.chapters))]
     else:
-        path = Path(item.source)
-        if path.stat().st_size > MAX_TEXT_CHARS * 4:
-            raise InputError(f"{item.item_id}: {path.name} is {path.stat().st_size:,} bytes; the limit "
-                             f"is {MAX_TEXT_CHARS:,} characters per item. Split it into chapters.")
-        try:
-            raw = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise InputError(f"{item.item_id}: {path} is not UTF-8 text ({error}). Save it as "
-                             "UTF-8 and run again.") from error
-    if len(raw) > MAX_TEXT_CHARS:
-        raise InputError(f"{item.item_id}: the text has {len(raw):,} characters; the limit is "
-                         f"{MAX_TEXT_CHARS:,} per item. Split it into chapters (one row each).")
-    text = speakable_text(raw, markdown=bool(item.options.get("markdown")))
-    if not text:
+        raw = item.options.get("text", "") if source is None else _read_text_file(item, source)
+        _check_length(item, raw)
+        book = Book(chapters=[Chapter(title, speakable_text(raw, markdown=bool(item.options.get("markdown"))))])
+    book.chapters = [chapter for chapter in book.chapters if chapter.text]
+    _check_length(item, "".join(chapter.text for chapter in book.chapters))
+    if not book.chapters:
         raise InputError(f"{item.item_id}: nothing to read aloud: the text is empty or only "
                          "emoji, symbols or control characters.")
-    return text
+    return book
 
 
 def _settings(ctx: RunContext, item: Item) -> dict:
@@ -66,6 +94,34 @@ def _settings(ctx: RunContext, item: Item) -> dict:
             "speed": speed, "model": item.options.get("model") or ctx.model,
             "instructions": item.options.get("instructions") or ctx.options.instructions,
             "title": item.options.get("title") or item.item_id}
+
+
+def check_voice_speaks(item: Item, text: str, profile: ModelProfile) -> str:
+    """The text's language, or a clear InputError when the model's voice cannot speak it
+    (the embedded voice speaks only English; a remote model's profile lists no languages)."""
+    language = text_language(text, item.options.get("language"))
+    if profile.languages and language not in profile.languages:
+        script = {"CJK": "Han", "HIRAGANA": "kana"}.get(writing_script(text), writing_script(text).title())
+        raise InputError(
+            f"{item.item_id}: the text is {language} ({script} script), but the voice of "
+            f"{profile.model} speaks only {', '.join(profile.languages)}. Narrate it with a model "
+            "that speaks it (--base-url https://api.openai.com/v1 --model gpt-audio-1.5), or set "
+            "the row's `language` column if the language was guessed wrong.")
+    return language
+
+
+@dataclass(frozen=True)
+class PlannedChunk:
+    index: int  # across the whole item (costs and checks are keyed by it)
+    chapter: int
+    text: str
+
+
+def plan_chunks(book: Book, max_words: int) -> list[PlannedChunk]:
+    """Chunks never span two chapters: a chapter mark falls between two requests."""
+    texts = [(number, text) for number, chapter in enumerate(book.chapters)
+             for text in split_for_narration(chapter.text, max_words)]
+    return [PlannedChunk(index, number, text) for index, (number, text) in enumerate(texts)]
 
 
 async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, text: str,
@@ -87,49 +143,90 @@ def _decode_part(item: Item, index: int, reply: ReplyRecord) -> np.ndarray:
     return codecs.decode(reply.audio, NARRATION_RATE, label=f"{item.item_id} chunk {index}")
 
 
-def _render(item: Item, replies: list[ReplyRecord], settings: dict, target_lufs: float) -> tuple[bytes, float, float]:
+@dataclass
+class NarratedChunk:
+    chunk: PlannedChunk
+    audio_path: Path  # float32 samples at NARRATION_RATE (.npy) in the run's work folder
+    model: str
+
+
+async def _chunk_audio(ctx: RunContext, recorder: ItemRecorder, chunk: PlannedChunk, settings: dict,
+                       folder: Path) -> NarratedChunk:
+    """One chunk narrated, its audio decoded and parked on disk (not held in memory)."""
+    reply = await _narrate_chunk(ctx, recorder, chunk.index, chunk.text, settings)
+    samples = await asyncio.to_thread(_decode_part, recorder.item, chunk.index, reply)
+    path = folder / f"{chunk.index:05d}.npy"
+    await asyncio.to_thread(np.save, path, samples)
+    return NarratedChunk(chunk, path, reply.model)
+
+
+def _load(parts: list[NarratedChunk]) -> list[np.ndarray]:
+    return [np.load(part.audio_path) for part in parts]
+
+
+def _render(parts: list[NarratedChunk], settings: dict, target_lufs: float) -> tuple[bytes, float, float]:
     """Join, normalise, stretch and encode: (file bytes, duration_s, loudness LUFS)."""
-    parts = [_decode_part(item, i, reply) for i, reply in enumerate(replies)]
-    audio = finish_narration(parts, NARRATION_RATE, speed=settings["speed"], target_lufs=target_lufs)
+    audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["speed"], target_lufs=target_lufs)
     loudness = measure_lufs(audio, NARRATION_RATE)
     data = codecs.encode(audio, NARRATION_RATE, settings["format"], title=settings["title"])
     return data, len(audio) / NARRATION_RATE, loudness
 
 
-def check_voice_speaks(item: Item, text: str, profile: ModelProfile) -> str:
-    """The text's language, or a clear InputError when the model's voice cannot speak it
-    (the embedded voice speaks only English; a remote model's profile lists no languages)."""
-    language = text_language(text, item.options.get("language"))
-    if profile.languages and language not in profile.languages:
-        script = {"CJK": "Han", "HIRAGANA": "kana"}.get(writing_script(text), writing_script(text).title())
-        raise InputError(
-            f"{item.item_id}: the text is {language} ({script} script), but the voice of "
-            f"{profile.model} speaks only {', '.join(profile.languages)}. Narrate it with a model "
-            "that speaks it (--base-url https://api.openai.com/v1 --model gpt-audio-1.5), or set "
-            "the row's `language` column if the language was guessed wrong.")
-    return language
+def _render_audiobook(parts: list[NarratedChunk], book: Book, settings: dict, target_lufs: float,
+                      item: Item, path: Path) -> tuple[float, float]:
+    """Each chapter stitched, levelled and stretched on its own, then appended to the m4b:
+    (duration_s, the chapters' mean loudness in LUFS). Memory: one chapter's audio."""
+    loudness: list[float] = []
+    with AudiobookWriter(path, NARRATION_RATE, title=settings["title"],
+                         author=item.metadata.get("author") or book.author,
+                         cover=book.cover, cover_type=book.cover_type) as writer:
+        for number, chapter in enumerate(book.chapters):
+            own = [part for part in parts if part.chunk.chapter == number]
+            audio = finish_narration(_load(own), NARRATION_RATE, speed=settings["speed"],
+                                     target_lufs=target_lufs)
+            loudness.append(measure_lufs(audio, NARRATION_RATE))
+            writer.add_chapter(chapter.title, audio)
+        duration_s = writer.samples_written / NARRATION_RATE
+    return duration_s, float(np.mean(loudness))
 
 
 @item_task("narrate-item")
 async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
     settings = _settings(ctx, item)
-    text = item_text(item)
+    audiobook = settings["format"] == AUDIOBOOK
+    book = item_book(item, audiobook=audiobook)
+    if audiobook and book.title and not item.options.get("title"):
+        settings["title"] = book.title
+    text = "\n\n".join(chapter.text for chapter in book.chapters)
     profile = ctx.profile
     check_voice_speaks(item, text, profile)
     max_words = max_words_per_request(profile.max_output_audio_tokens,
                                       profile.output_audio_tokens_per_s, profile.words_per_minute)
-    chunks = split_for_narration(text, max_words)
-    replies = await asyncio.gather(*(_narrate_chunk(ctx, recorder, i, chunk, settings)
-                                     for i, chunk in enumerate(chunks)))
-    data, duration_s, loudness = await asyncio.to_thread(
-        _render, item, list(replies), settings, ctx.options.target_lufs)
+    chunks = plan_chunks(book, max_words)
+    folder = ctx.work_dir / "narration" / item.item_id
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = list(await asyncio.gather(*(_chunk_audio(ctx, recorder, chunk, settings, folder)
+                                        for chunk in chunks)))
     relative = media_relpath("narrations", item.item_id, _EXTENSIONS[settings["format"]])
-    await asyncio.to_thread(ctx.out.write_bytes, relative, data)
+    if audiobook:
+        local = folder / f"book.{AUDIOBOOK}"
+        duration_s, loudness = await asyncio.to_thread(
+            _render_audiobook, parts, book, settings, ctx.options.target_lufs, item, local)
+        size = local.stat().st_size
+        await asyncio.to_thread(ctx.out.put_file, local, relative)
+    else:
+        data, duration_s, loudness = await asyncio.to_thread(_render, parts, settings, ctx.options.target_lufs)
+        size = len(data)
+        await asyncio.to_thread(ctx.out.write_bytes, relative, data)
+    text_relative = media_relpath("narrations", item.item_id, "txt")  # what is said, word for word
+    await asyncio.to_thread(ctx.out.write_bytes, text_relative, (text + "\n").encode("utf-8"))
     narration = {"run_id": ctx.run_id, "item_id": item.item_id, "audio_path": ctx.out.display(relative),
                  "format": settings["format"], "voice": settings["voice"], "speed": settings["speed"],
                  "duration_s": duration_s, "n_chunks": len(chunks), "title": settings["title"],
-                 "words": count_words(text), "model": replies[0].model, "loudness_lufs": loudness}
+                 "words": count_words(text), "model": parts[0].model, "loudness_lufs": loudness,
+                 "chapters": len(book.chapters), "audio_bytes": size,
+                 "txt_path": ctx.out.display(text_relative)}
     status = item_row(ctx, item, "ok", started_at=started_at, duration_s=duration_s,
                       n_chunks=len(chunks), costs=recorder.costs)
     return ItemOutcome(status="ok", duration_s=duration_s,

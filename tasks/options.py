@@ -63,11 +63,13 @@ class Transcription(_Group):
 
 class Narration(_Group):
     voice: str = Field("alloy", description="voice (per row: voice)")
-    audio_format: str = Field("mp3", description="wav, mp3, flac or opus")
+    audio_format: str = Field("mp3", description="wav, mp3, flac, opus or m4b (audiobook with chapters)")
     speed: float = Field(1.0, description="0.25-4.0, pitch preserved")
     instructions: str | None = Field(None, description="style or tone for the narrator")
     target_lufs: float = Field(-16.0, description="loudness of the finished file")
     max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-out budget")
+    feed_url: str | None = Field(None, description="public URL of <out>/media/: write a podcast "
+                                 "feed of the narrations there (media/feed.xml)")
 
 
 class JobOptions(_Group):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
@@ -54,7 +55,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "narrations": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("audio_path", _STR), ("format", _STR),
         ("voice", _STR), ("speed", _F64), ("duration_s", _F64), ("n_chunks", _I32),
-        ("title", _STR), ("words", _I32), ("model", _STR), ("loudness_lufs", _F64)]),
+        ("title", _STR), ("words", _I32), ("model", _STR), ("loudness_lufs", _F64),
+        ("chapters", _I32), ("audio_bytes", pa.int64()), ("txt_path", _STR)]),
     "costs": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
         ("model", _STR), ("provider", _STR), ("priced_as", _STR),
@@ -115,6 +117,22 @@ class OutputRoot:
         with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        return target
+
+    def put_file(self, local: Path, relative: str) -> str:
+        """Publish a finished local file (an audiobook of any size) without reading it into
+        memory; atomic like `write_bytes`."""
+        target = self.full(relative)
+        parent = target.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if not self.is_local:
+            self.fs.put_file(str(local), target)
+            return target
+        temp = f"{parent}/.{target.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
+        shutil.copyfile(local, temp)
+        with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, target)
         return target

@@ -68,6 +68,7 @@ class RunOptions:
     speed: float = 1.0
     instructions: str | None = None
     target_lufs: float = -16.0
+    feed_url: str | None = None
 
     @classmethod
     def from_job(cls, kind: str, manifest: str, out: str, options: JobOptions) -> RunOptions:

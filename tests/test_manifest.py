@@ -146,7 +146,7 @@ def test_narration_text_file_and_inline_text(tmp_path: Path) -> None:
     ("", "", "no text: fill in 'text' or 'text_file'"),
     ('"   \n  "', "", "no text: fill in 'text' or 'text_file'"),
     ("", "missing.md", "text_file 'missing.md' not found"),
-    ("", "notes.docx", "text_file 'notes.docx' must be a .txt or .md file"),
+    ("", "notes.docx", "text_file 'notes.docx' must be a .txt, .md or .epub file"),
 ])
 def test_narration_text_row_errors(tmp_path: Path, text: str, text_file: str, reason: str) -> None:
     (tmp_path / "notes.txt").write_text("Plain words.")
@@ -169,7 +169,7 @@ def test_bad_speed_names_the_range(tmp_path: Path, speed: str, reason: str) -> N
 
 def test_bad_format_and_several_problems_in_one_row(tmp_path: Path) -> None:
     [item] = read_manifest(write(tmp_path, "text,format,speed\nHi.,aac,9\n"), NARRATE)
-    assert item.error == ("row 2: format 'aac' is not supported: use one of wav, mp3, flac, opus; "
+    assert item.error == ("row 2: format 'aac' is not supported: use one of wav, mp3, flac, opus, m4b; "
                           "speed 9 is outside the range 0.25 to 4.0.")
 
 

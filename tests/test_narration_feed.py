@@ -1,0 +1,98 @@
+"""The podcast feed of narrations: RSS 2.0 + iTunes + Podcasting 2.0, updated run by run without
+duplicates, parsed by feedparser, and read back by `audiobatch podcast` over real HTTP."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from audiobatch.flows.podcast import transcribe_podcast
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.narration_feed import FEED_FILE, FeedEntry, entry_guid, update_feed
+from audiobatch.tasks.options import TranscribeOptions
+from audiobatch.tasks.outputs import OutputRoot
+from tests.helpers.e2e import run_narrate, write_manifest
+from tests.helpers.feeds import FeedServer
+
+URL = "https://cdn.example.org/show"
+
+
+def entry(item_id: str, size: int, title: str = "Title") -> FeedEntry:
+    return FeedEntry(item_id=item_id, title=title, audio=f"media/narrations/{item_id}.mp3",
+                     audio_bytes=size, audio_format="mp3", duration_s=61.4,
+                     transcripts=(f"media/narrations/{item_id}.txt",))
+
+
+def test_feed_entries_are_replaced_not_duplicated_and_keep_their_first_date(tmp_path: Path) -> None:
+    out = OutputRoot(tmp_path)
+    first = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    update_feed(out, URL, [entry("a", 100), entry("b", 200)], now=first)
+    update_feed(out, URL + "/", [entry("b", 250, "B again"), entry("c & d", 300)],
+                now=datetime(2026, 3, 2, tzinfo=timezone.utc))
+    parsed = feedparser.parse((tmp_path / FEED_FILE).read_bytes())
+    assert parsed.version == "rss20" and not parsed.bozo
+    by_id = {e.id: e for e in parsed.entries}
+    assert len(parsed.entries) == 3 and set(by_id) == {entry_guid(URL, i) for i in ("a", "b", "c & d")}
+    again = by_id[entry_guid(URL, "b")]
+    assert again.title == "B again" and again.published_parsed[:3] == (2026, 3, 1)
+    enclosure = again.enclosures[0]
+    assert (enclosure.href, enclosure.length, enclosure.type) == (f"{URL}/narrations/b.mp3", "250", "audio/mpeg")
+    assert again.itunes_duration == "61"
+    assert by_id[entry_guid(URL, "c & d")].enclosures[0].href == f"{URL}/narrations/c%20%26%20d.mp3"
+    assert parsed.entries[0].id == entry_guid(URL, "c & d")  # newest first
+    xml = (tmp_path / FEED_FILE).read_text()
+    assert xml.count("<podcast:transcript") == 3 and 'type="text/plain"' in xml
+    assert "<itunes:author>" in xml and "<podcast:guid>" in xml and 'rel="self"' in xml
+
+
+def test_a_tampered_feed_file_and_bad_urls_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / FEED_FILE).write_text('<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY a "aaaaaaaa">'
+                                      '<!ENTITY b "&a;&a;&a;&a;&a;&a;">]><rss version="2.0"><channel>'
+                                      "<title>&b;</title></channel></rss>")
+    with pytest.raises(ConfigError, match="not a feed audiobatch can update"):
+        update_feed(OutputRoot(tmp_path), URL, [entry("a", 1)])
+    for bad in ("file:///etc", "ftp://host/x", "https://user:pw@host/x", "https://host/x?token=1"):
+        with pytest.raises(ConfigError, match="--feed-url"):
+            update_feed(OutputRoot(tmp_path / "other"), bad, [entry("a", 1)])
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("prefect_api")
+async def test_narrations_become_a_feed_that_audiobatch_podcast_reads_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIOBATCH_ALLOW_PRIVATE_URLS", "1")  # the test server is on loopback
+    out = tmp_path / "out"
+    texts = {"morning": "Good morning. Here is the news.", "weather": "Rain is expected later today.",
+             "sport": "The home team won again."}
+    with FeedServer(out / "media") as server:
+        base = server.url("").rstrip("/")
+        first = write_manifest(tmp_path / "one.csv", [{"id": i, "text": texts[i], "title": i.title()}
+                                                      for i in ("morning", "weather")])
+        await run_narrate(first, out, feed_url=base)
+        second = write_manifest(tmp_path / "two.csv", [{"id": i, "text": texts[i], "title": i.title()}
+                                                       for i in ("weather", "sport")])
+        run = await run_narrate(second, out, feed_url=base, audio_format="m4b")
+        assert run.summary["feed"] == str(out / FEED_FILE)
+
+        parsed = feedparser.parse(server.url("feed.xml"))
+        assert sorted(e.title for e in parsed.entries) == ["Morning", "Sport", "Weather"]
+        narrations = run.dataset("narrations").set_index("item_id")
+        weather = next(e for e in parsed.entries if e.title == "Weather")
+        enclosure = weather.enclosures[0]
+        assert enclosure.type == "audio/mp4" and enclosure.href.endswith(".m4b")
+        assert int(enclosure.length) == narrations.loc["weather", "audio_bytes"] == \
+            len(server_bytes := (out / "media" / enclosure.href[len(base) + 1:]).read_bytes())
+        assert server_bytes[4:8] == b"ftyp"
+
+        summary = await transcribe_podcast(feed=str(out / FEED_FILE), out=str(tmp_path / "heard"),
+                                           options=TranscribeOptions.from_flat(progress=False))
+    assert summary["ok"] == summary["items"] == 3
+    from tests.helpers.e2e import read_dataset
+
+    transcripts = read_dataset(tmp_path / "heard", "transcripts")
+    assert set(transcripts["origin"]) == {"feed"}
+    assert sorted(transcripts["text"]) == sorted(texts.values())
+    assert sorted(transcripts["episode_title"]) == ["Morning", "Sport", "Weather"]
