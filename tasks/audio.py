@@ -6,6 +6,11 @@ more than the per-request budget it picks the cut (`tasks.pauses`: in a pause wh
 one), loudness-normalises the chunk and writes it as a 16-bit wav in the work directory. A
 3-hour recording is never held in memory; the function returns metadata only.
 
+With `economy` (`tasks.economy`), the decoded stream first has its long pauses shortened,
+the chunks are cut from what is left (more speech per request in the same token budget) and
+each is sped up before it is written; chunk times are then positions in the sent audio, and
+`PreparedAudio.timeline` maps them back to the recording.
+
 `stream_chunks` runs the same in a thread and hands each chunk to the event loop as soon as
 it is written, through a bounded queue (`tasks.streaming`): requests start while the rest of
 the file is still decoding, and decoding waits while `depth` chunks are left untaken.
@@ -25,9 +30,11 @@ import numpy as np
 import soundfile as sf
 
 from audiobatch.tasks.codecs import DecodeReport, iter_decoded, to_int16
+from audiobatch.tasks.economy import Economy, TimeMap, shorten_pauses
 from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.loudness import StreamingLoudness, loudness_gain_db
 from audiobatch.tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
+from audiobatch.tasks.stitch import time_stretch
 from audiobatch.tasks.streaming import Handoff, produced_in_thread
 from audiobatch.tasks.vad import VAD_RATE, pause_mask
 
@@ -44,7 +51,7 @@ _SLACK_SAMPLES = 1 << 15  # buffer room beyond one chunk for the decoder block t
 @dataclass(frozen=True)
 class Chunk:
     index: int
-    start_s: float  # true position in the source recording: first sample / rate
+    start_s: float  # position in the sent audio (= in the recording, unless economy)
     end_s: float
     path: Path  # 16 kHz mono 16-bit wav in work_dir
     start_sample: int = 0
@@ -52,10 +59,22 @@ class Chunk:
     cut: str = "end"  # how the end was chosen: "pause", "vad", "quietest" or "end"
     gain_db: float = 0.0  # loudness gain applied to this chunk
     silent: bool = False  # nothing above the silence floor: the caller may skip the request
+    # Where the chunk's audio lies in the original recording (None: at start_s/end_s; they
+    # differ only with economy, whose chunks leave out pause middles and may be sped up).
+    source_start_s: float | None = None
+    source_end_s: float | None = None
 
     @property
     def duration_s(self) -> float:
+        """Seconds of audio sent."""
         return self.end_s - self.start_s
+
+    @property
+    def recorded_s(self) -> float:
+        """Seconds of the original recording that the chunk stands for."""
+        if self.source_start_s is None or self.source_end_s is None:
+            return self.duration_s
+        return self.source_end_s - self.source_start_s
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,16 @@ class PreparedAudio:
     source_loudness_lufs: float | None  # BS.1770 integrated; None when silent or too short
     silent: bool  # every chunk is silent: the recording has no signal above the floor
     decoding: DecodeReport = field(default_factory=DecodeReport)  # damage stepped over
+    timeline: TimeMap | None = None  # economy: sent seconds -> the recording's seconds
+
+    @property
+    def sent_s(self) -> float:
+        """Seconds of audio in the chunks (what requests carry, silent chunks included)."""
+        return self.timeline.sent_s if self.timeline else self.duration_s
+
+    def to_original(self, sent_s: float) -> float:
+        """A time in the sent audio (chunk start + offset) as a time in the recording."""
+        return float(self.timeline.to_original(sent_s)) if self.timeline else sent_s
 
 
 def max_chunk_seconds(max_audio_tokens: int, tokens_per_s: float,
@@ -135,15 +164,29 @@ class _ChunkWriter:
     _PIECE = 1 << 16  # samples converted to 16-bit at a time: no full-chunk temporaries
 
     def __init__(self, work_dir: Path, label: str, sample_rate: int, target_lufs: float,
-                 on_chunk: Callable[[Chunk], None] | None = None) -> None:
+                 on_chunk: Callable[[Chunk], None] | None = None,
+                 timeline: TimeMap | None = None) -> None:
         self.work_dir = work_dir
         self.stem = _file_stem(label)
         self.sample_rate = sample_rate
         self.target_lufs = target_lufs
         self.on_chunk = on_chunk
+        self.timeline = timeline
         self.chunks: list[Chunk] = []
 
+    def _times(self, span: Span) -> dict[str, float]:
+        """The chunk's place in the sent audio and, with economy, in the recording."""
+        rate, timeline = self.sample_rate, self.timeline
+        if timeline is None:
+            return {"start_s": span.start / rate, "end_s": span.end / rate}
+        start_s, end_s = timeline.sent_seconds(span.start), timeline.sent_seconds(span.end)
+        return {"start_s": start_s, "end_s": end_s,
+                "source_start_s": float(timeline.to_original(start_s)),
+                "source_end_s": float(timeline.to_original(end_s))}
+
     def write(self, samples: np.ndarray, span: Span) -> None:
+        if self.timeline is not None and self.timeline.speed != 1.0:
+            samples = time_stretch(samples, self.sample_rate, self.timeline.speed)
         gain_db, silent = loudness_gain_db(samples, self.sample_rate, self.target_lufs)
         index = len(self.chunks)
         path = self.work_dir / f"{self.stem}.{index:05d}.wav"
@@ -154,10 +197,8 @@ class _ChunkWriter:
             for start in range(0, len(samples), self._PIECE):
                 out.write(to_int16(samples[start:start + self._PIECE] * gain))
         partial.replace(path)  # a crash never leaves a truncated chunk under the final name
-        rate = self.sample_rate
-        chunk = Chunk(index=index, start_s=span.start / rate, end_s=span.end / rate, path=path,
-                      start_sample=span.start, end_sample=span.end, cut=span.cut,
-                      gain_db=gain_db, silent=silent)
+        chunk = Chunk(index=index, path=path, start_sample=span.start, end_sample=span.end,
+                      cut=span.cut, gain_db=gain_db, silent=silent, **self._times(span))
         self.chunks.append(chunk)
         if self.on_chunk is not None:
             self.on_chunk(chunk)  # may block: the consumer takes chunks at its own pace
@@ -218,34 +259,45 @@ def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWri
 def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str,
                    target_lufs: float = -20.0, search_window_s: float = DEFAULT_SEARCH_WINDOW_S,
                    overlap_s: float = 0.0, sample_rate: int = PREPARE_RATE,
-                   vad: bool = True, on_chunk: Callable[[Chunk], None] | None = None) -> PreparedAudio:
+                   vad: bool = True, on_chunk: Callable[[Chunk], None] | None = None,
+                   economy: Economy | None = None) -> PreparedAudio:
     """Decode `path`, cut it into chunks of at most `max_chunk_s` and write them to `work_dir`.
 
     Chunks tile the recording exactly (or overlap by `overlap_s`), end in pauses when a pause
     lies in the last `search_window_s` before the limit, and are loudness-normalised to
     `target_lufs` with the peak kept below -1 dBFS. With `vad` (16 kHz only), cuts prefer
     pauses the voice detector hears (`tasks.vad`), also under music. `on_chunk` is called with
-    each chunk as soon as its file is complete. Raises `InputError` naming `label` for
+    each chunk as soon as its file is complete. With `economy` (16 kHz only), long pauses are
+    shortened and speech sped up first; `max_chunk_s` and `overlap_s` then count sent seconds.
+    Raises `InputError` naming `label` for
     unreadable or empty audio, `ConfigError` for impossible chunk settings.
     """
-    rules = chunk_rules(max_chunk_s, sample_rate, search_window_s, overlap_s)
+    if economy is not None and sample_rate != VAD_RATE:
+        raise ConfigError(f"economy listens at {VAD_RATE} Hz; prepare at that rate")
+    speed = economy.speed if economy else 1.0  # chunks are cut before they are sped up
+    rules = chunk_rules(max_chunk_s * speed, sample_rate, search_window_s, overlap_s * speed)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    writer = _ChunkWriter(work_dir, label, sample_rate, target_lufs, on_chunk)
+    timeline = TimeMap(sample_rate, speed) if economy else None
+    writer = _ChunkWriter(work_dir, label, sample_rate, target_lufs, on_chunk, timeline)
     meter = StreamingLoudness(sample_rate)
     report = DecodeReport()
+    blocks = iter_decoded(Path(path), sample_rate, label, report)
+    if economy is not None and timeline is not None:
+        blocks = shorten_pauses(blocks, economy, timeline)
     try:
-        total = _cut_stream(iter_decoded(Path(path), sample_rate, label, report), rules, writer, meter,
-                            use_vad=vad and sample_rate == VAD_RATE)
+        total = _cut_stream(blocks, rules, writer, meter, use_vad=vad and sample_rate == VAD_RATE)
     except BaseException:
         writer.remove_files()  # a failed item leaves no half set of chunks behind
         raise
     if total == 0:
         raise InputError(f"{label}: the file decodes to no audio at all (zero length). "
                          "Check that the recording is not empty and re-export it.")
-    return PreparedAudio(duration_s=total / sample_rate, sample_rate=sample_rate,
+    duration_s = timeline.original_s if timeline else total / sample_rate
+    return PreparedAudio(duration_s=duration_s, sample_rate=sample_rate,
                          chunks=writer.chunks, source_loudness_lufs=meter.integrated_lufs(),
-                         silent=all(chunk.silent for chunk in writer.chunks), decoding=report)
+                         silent=all(chunk.silent for chunk in writer.chunks), decoding=report,
+                         timeline=timeline)
 
 
 @asynccontextmanager
