@@ -5,7 +5,7 @@
     python3 dev.py test    # install, then run the test suite (what .ci/run calls)
     python3 dev.py bench   # install, then run the benchmarks
 
-Needs only Python 3.11 and pip. Everything is pinned in constraints.txt.
+Needs only Python 3.11+ and pip. Everything is pinned in constraints.txt.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def _install_fingerprint() -> str:
 
 def ensure_venv() -> None:
     """Create the venv and install the project with test extras, once per pin change."""
-    if sys.version_info[:2] != (3, 11):
-        sys.exit(f"audiobatch needs Python 3.11 (this is {sys.version.split()[0]}): run it with python3.11")
+    if sys.version_info < (3, 11):
+        sys.exit(f"audiobatch needs Python 3.11 or newer (this is {sys.version.split()[0]})")
     fingerprint = _install_fingerprint()
     if STAMP.exists() and STAMP.read_text() == fingerprint:
         return
@@ -41,7 +41,7 @@ def ensure_venv() -> None:
     print("installing audiobatch and its pinned dependencies (first time: a few minutes)", flush=True)
     subprocess.run(
         [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test,dask]"],
+         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test]"],
         check=True,
     )
     STAMP.write_text(fingerprint)

@@ -1,19 +1,83 @@
-"""The `audiobatch` command line. Each job subcommand runs the matching Prefect flow."""
+"""The `audiobatch` command line. Each job subcommand runs the matching Prefect flow.
+
+Everything a user can get wrong (flags, values, the manifest, prices) is checked before Prefect
+is imported or a server started: such mistakes exit 2 with one line naming the file, row or
+flag and the fix. Runs then use the configured Prefect API, or a local one that audiobatch
+keeps in the background (flows/prefect_server.py).
+"""
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
-import sys
-from typing import Any
 
-from audiobatch.tasks.errors import AudiobatchError, redact, register_secret
-from audiobatch.tasks.options import JobOptions, NarrateOptions, TranscribeOptions
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network calls home
+# No telemetry from a command-line run, whoever starts it (before anything imports Prefect).
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The temporary Prefect server takes ~15 s to start here; Prefect gives up after 20 s by default,
 # which a busy machine overruns ("Timed out while attempting to connect to ephemeral ...").
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import difflib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+from pydantic import ValidationError  # noqa: E402
+
+from audiobatch import __version__  # noqa: E402
+from audiobatch.tasks.errors import AudiobatchError, ConfigError, redact, register_secret  # noqa: E402
+from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE  # noqa: E402
+from audiobatch.tasks.options import JobOptions, NarrateOptions, TranscribeOptions  # noqa: E402
+
+
+class UsageError(ConfigError):
+    """A flag's value is not acceptable (exit 2, with the subcommand's usage)."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default unless its help already says it (or it has none)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default in (None, False, True, argparse.SUPPRESS, [])
+                or "default" in text.lower() or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with defaults in --help and a suggestion after a misspelled choice."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.set_defaults(cli_parser=self)  # the deepest parser used wins: errors show its usage
+
+    def error(self, message: str) -> Any:
+        if "invalid choice: '" in message:
+            typed = message.split("invalid choice: '", 1)[1].split("'", 1)[0]
+            choices = [c for action in self._actions for c in (action.choices or [])]
+            message += suggestion(typed, [str(c) for c in choices])
+        super().error(message)
+
+
+def suggestion(typed: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> None:
+    """Unknown arguments, answered by the subcommand's own usage and the nearest flag."""
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    hints = "".join(suggestion(extra.split("=", 1)[0], flags) for extra in extras
+                    if extra.startswith("-"))
+    parser.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +99,7 @@ def add_run_args(parser: argparse.ArgumentParser, *, manifest: bool = True) -> N
     if manifest:
         parser.add_argument("manifest", help="CSV or Parquet manifest (path or fsspec URL)")
     parser.add_argument("--out", default="outputs", help="output root (folder or fsspec URL)")
+    parser.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
     add_model_args(parser)
     group = parser.add_argument_group("throughput and reliability")
     group.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
@@ -103,9 +168,9 @@ def add_narration_args(parser: argparse.ArgumentParser) -> None:
 def _serve_parser(sub: Any) -> None:
     parser = sub.add_parser("serve", help="serve the embedded model over HTTP (OpenAI-compatible)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--api-key", help="require this bearer key (or AUDIOBATCH_SERVE_API_KEY)")
-    parser.add_argument("--max-body-mb", type=float, default=64.0, help="request size cap")
+    parser.add_argument("--max-body-mb", type=float, default=64.0, help="request size cap in MB")
     parser.set_defaults(handler=run_serve)
 
 
@@ -119,6 +184,7 @@ def _estimate_parser(sub: Any) -> None:
     parser.add_argument("--language", help="transcription language")
     parser.add_argument("--prompt", help="transcription prompt")
     parser.add_argument("--instructions", help="narration instructions")
+    parser.add_argument("--json", action="store_true", help="print the estimate as JSON on stdout")
     parser.set_defaults(handler=run_estimate)
 
 
@@ -129,19 +195,30 @@ def _demo_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audiobatch", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="audiobatch", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"audiobatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
     for add in (_transcribe_parser, _narrate_parser, _estimate_parser, _serve_parser, _demo_parser):
         add(sub)
-    from audiobatch.flows import cli_ops  # podcast, deploy, submit, inbox
+    from audiobatch.flows import cli_ops, cli_runs  # podcast, deploy, submit, inbox; runs, report
 
     cli_ops.add_parsers(sub)
+    cli_runs.add_parsers(sub)
     return parser
 
 
-CLI_ONLY = {"command", "api_key_env", "handler"}
+# Destinations that steer the command line itself, never a flow parameter or option.
+CLI_ONLY = {"command", "api_key_env", "handler", "cli_parser", "json"}
 # Flow parameters of their own; every other destination is an option (tasks/options.py).
 FLOW_PARAMETERS = {"manifest", "out", "feed", "limit", "since", "force", "inbox", "stale_claim_h"}
+# How an option is typed, where that is not --its-name-with-dashes.
+FLAG_NAMES = {"audio_format": "--format", "allow_schemes": "--allow-scheme", "use_cache": "--no-cache",
+              "resume": "--no-resume", "progress": "--no-progress"}
+
+
+def flag_of(name: str) -> str:
+    return FLAG_NAMES.get(name, f"--{name.replace('_', '-')}")
 
 
 def split_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -151,10 +228,20 @@ def split_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
     return top, {k: v for k, v in given.items() if k not in FLOW_PARAMETERS}
 
 
+def build_options(options_model: type[JobOptions], flat: dict[str, Any]) -> JobOptions:
+    """The flow's options model; a value it refuses is a usage error naming the flag."""
+    try:
+        return options_model.from_flat(**flat)
+    except ValidationError as error:
+        problems = [f"{flag_of(str(e['loc'][-1]))} {flat.get(str(e['loc'][-1]))!s}: "
+                    f"{e['msg'][0].lower()}{e['msg'][1:]}" for e in error.errors()]
+        raise UsageError("; ".join(problems)) from None
+
+
 def flow_kwargs(args: argparse.Namespace, options_model: type[JobOptions]) -> dict[str, Any]:
     """argparse destinations are named like the options; group them into the flow's model."""
     top, flat = split_args(args)
-    return {**top, "options": options_model.from_flat(**flat)}
+    return {**top, "options": build_options(options_model, flat)}
 
 
 def use_api_key(args: argparse.Namespace) -> None:
@@ -165,18 +252,86 @@ def use_api_key(args: argparse.Namespace) -> None:
         os.environ["OPENAI_API_KEY"] = key
 
 
-def run_transcribe(args: argparse.Namespace) -> int:
-    from audiobatch.flows.transcribe import transcribe_manifest
+# --- running a flow from the command line ----------------------------------------------------
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """The configured Prefect API, else the local background server (or, with
+    AUDIOBATCH_PREFECT_SERVER=temporary, one that lives and dies with this process)."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from audiobatch.flows import prefect_server
+
+    if get_current_settings().api.url:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        if os.environ.get("AUDIOBATCH_PREFECT_SERVER", "background") == "temporary":
+            server = stack.enter_context(prefect_server.temporary())
+        else:
+            server, started = prefect_server.ensure_background()
+            if started:
+                print(f"audiobatch: started a local Prefect server at {server.url.removesuffix('/api')} "
+                      "(kept for later runs; `audiobatch server stop` stops it)", file=sys.stderr)
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.url}))
+        yield
+
+
+def run_flow(args: argparse.Namespace, load: Callable[[], Any], kwargs: dict[str, Any]) -> int:
+    """Run a job's flow (after its checks passed), print its summary, return the exit code."""
+    flow = load()  # imports Prefect: only now that the job is known to be runnable
+    from audiobatch.flows.common import summary_of
+
+    async def call() -> dict:
+        return await summary_of(await flow(**kwargs, return_state=True))
+
+    with prefect_api():
+        summary = asyncio.run(call())
+    print_summary(args, summary)
+    return summary_exit(summary)
+
+
+def print_summary(args: argparse.Namespace, summary: dict) -> None:
+    from audiobatch.flows.common import as_summary
+
+    if getattr(args, "json", False):
+        print(json.dumps(summary, default=str, indent=2))
+    elif summary.get("run_id"):
+        print(f"\naudiobatch {summary['kind']} finished\n{as_summary(summary).text()}", flush=True)
+
+
+def prepare_manifest_job(args: argparse.Namespace, kind: str,
+                         options_model: type[JobOptions]) -> dict[str, Any]:
+    """Check a manifest job completely before Prefect starts; the flow's keyword arguments."""
+    from audiobatch.flows.runtime import preflight, warm_up
+    from audiobatch.tasks.runs import RunOptions
 
     use_api_key(args)
-    return summary_exit(asyncio.run(transcribe_manifest(**flow_kwargs(args, TranscribeOptions))))
+    kwargs = flow_kwargs(args, options_model)
+    run = RunOptions.from_job(kind, kwargs["manifest"], kwargs["out"], kwargs["options"])
+    preflight(run)
+    warm_up(run)
+    return kwargs
+
+
+def run_transcribe(args: argparse.Namespace) -> int:
+    kwargs = prepare_manifest_job(args, TRANSCRIBE, TranscribeOptions)
+
+    def load() -> Any:
+        from audiobatch.flows.transcribe import transcribe_manifest
+        return transcribe_manifest
+
+    return run_flow(args, load, kwargs)
 
 
 def run_narrate(args: argparse.Namespace) -> int:
-    from audiobatch.flows.narrate import narrate_manifest
+    kwargs = prepare_manifest_job(args, NARRATE, NarrateOptions)
 
-    use_api_key(args)
-    return summary_exit(asyncio.run(narrate_manifest(**flow_kwargs(args, NarrateOptions))))
+    def load() -> Any:
+        from audiobatch.flows.narrate import narrate_manifest
+        return narrate_manifest
+
+    return run_flow(args, load, kwargs)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -196,7 +351,8 @@ def run_estimate(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from audiobatch.flows.demo import demo
 
-    return demo(args.out)
+    with prefect_api():
+        return demo(args.out)
 
 
 def summary_exit(summary: dict) -> int:
@@ -205,9 +361,19 @@ def summary_exit(summary: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
     try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            unrecognized(args.cli_parser, extras)
         return args.handler(args)
+    except SystemExit as exit_:  # argparse: --help, --version, usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    except UsageError as error:
+        try:
+            args.cli_parser.error(str(error))
+        except SystemExit:
+            return 2
     except AudiobatchError as error:
         print(f"audiobatch: error: {error}", file=sys.stderr)
         return 2
@@ -216,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # a last line of defence: never print a key
         print(f"audiobatch: unexpected error: {redact(str(error))}", file=sys.stderr)
-        raise SystemExit(3) from None
+        return 3
+    return 2
 
 
 if __name__ == "__main__":

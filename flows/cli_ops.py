@@ -16,8 +16,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from audiobatch.flows.cli import (add_narration_args, add_run_args, add_transcription_args, flow_kwargs,
-                                  split_args, summary_exit, use_api_key)
+from audiobatch.flows.cli import (add_narration_args, add_run_args, add_transcription_args, build_options,
+                                  flag_of, flow_kwargs, run_flow, split_args, use_api_key)
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.options import InboxOptions, TranscribeOptions
 
@@ -125,26 +125,37 @@ def typed_only(parser: argparse.ArgumentParser, keep: tuple[str, ...] = ()) -> N
 
 def option_flags(parser_args: argparse.Namespace) -> dict[str, str]:
     """Parameter name -> how the user typed it, for messages."""
-    special = {"audio_format": "--format", "allow_schemes": "--allow-scheme", "use_cache": "--no-cache",
-               "resume": "--no-resume", "progress": "--no-progress"}
-    return {name: special.get(name, f"--{name.replace('_', '-')}") for name in vars(parser_args)}
+    return {name: flag_of(name) for name in vars(parser_args)}
 
 
 # --- handlers --------------------------------------------------------------------------------
 
 def run_podcast(args: argparse.Namespace) -> int:
-    from audiobatch.flows.podcast import transcribe_podcast
+    from audiobatch.flows.podcast import parse_since
 
     use_api_key(args)
-    return summary_exit(asyncio.run(transcribe_podcast(**flow_kwargs(args, TranscribeOptions))))
+    kwargs = flow_kwargs(args, TranscribeOptions)
+    parse_since(args.since)  # usage errors before Prefect starts
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: give a number of episodes of at least 1")
+
+    def load() -> Any:
+        from audiobatch.flows.podcast import transcribe_podcast
+        return transcribe_podcast
+
+    return run_flow(args, load, kwargs)
 
 
 def run_inbox(args: argparse.Namespace) -> int:
-    from audiobatch.flows.inbox import process_inbox
+    from audiobatch.flows.cli import prefect_api
 
     use_api_key(args)
     top, flat = split_args(args)
-    result = asyncio.run(process_inbox(**top, options=InboxOptions.from_flat(**_inbox_options(flat))))
+    options = build_options(InboxOptions, _inbox_options(flat))
+    from audiobatch.flows.inbox import process_inbox
+
+    with prefect_api():
+        result = asyncio.run(process_inbox(**top, options=options))
     return 0 if all(r["status"] == "done" for r in result["processed"]) else 1
 
 

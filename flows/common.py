@@ -1,12 +1,17 @@
 """What every manifest flow does around its per-item task: read, resume, run, publish, report."""
 from __future__ import annotations
 
+import inspect
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict
 
 import fsspec
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
 
+from audiobatch.flows.logs import route_logs
 from audiobatch.flows.runtime import finish_run, open_run
 from audiobatch.tasks.manifest import Item, read_manifest
 from audiobatch.tasks.outputs import failed_item_ids, publish_run
@@ -14,6 +19,7 @@ from audiobatch.tasks.progress import RunProgress, RunSummary, publish_artifact,
 from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions, run_items
 
 log = logging.getLogger("audiobatch")
+LOGGED_FAILURES = 100  # item failures logged one line each per run; more are counted
 
 
 def read_manifest_bytes(manifest: str) -> bytes:
@@ -37,6 +43,7 @@ async def execute_run(options: RunOptions, process: ItemFunction, *,
     Items from elsewhere (podcast feeds) come ready in `items`, with `source_bytes` naming
     the job for resuming (the same bytes again resume an unfinished run)."""
     wall_start = time.monotonic()
+    route_logs()
     if items is None:
         source_bytes = read_manifest_bytes(options.manifest)
         items = read_manifest(options.manifest, options.kind)
@@ -45,10 +52,20 @@ async def execute_run(options: RunOptions, process: ItemFunction, *,
         if resumed:
             log.info("resuming run %s: %d of %d items left", ctx.run_id, len(todo), len(items))
         with RunProgress(len(todo), options.kind, enabled=options.progress) as progress:
+            unlogged = 0
+
             def on_done(outcome: ItemOutcome) -> None:
+                nonlocal unlogged
                 progress.item_done(outcome.duration_s)
+                if outcome.status != "ok" and not outcome.logged:
+                    unlogged += 1  # a 100,000-row manifest of bad rows logs a sample, then a count
+                    if unlogged <= LOGGED_FAILURES:
+                        log.warning("%s", failure_line(outcome))
 
             await run_items(ctx, todo, process, on_done)
+            if unlogged > LOGGED_FAILURES:
+                log.warning("... and %d more failed or skipped items (listed in the items dataset)",
+                            unlogged - LOGGED_FAILURES)
         summary = await report(ctx, wall_start)
         finish_run(ctx, asdict(summary))
     return asdict(summary)
@@ -59,7 +76,51 @@ async def report(ctx: RunContext, wall_start: float) -> RunSummary:
     summary = summarize(ctx.run_id, ctx.options.kind, ctx.staging.final_rows("items"),
                         ctx.staging.final_rows("costs"), wall_s=time.monotonic() - wall_start,
                         model=ctx.model, priced_as=ctx.priced_as, outputs=outputs,
-                        stop_reason=ctx.stop_reason)
-    print(f"\naudiobatch {ctx.options.kind} finished\n{summary.text()}", flush=True)
+                        stop_reason=ctx.stop_reason, out=ctx.out.url)
+    log.info("%s", summary.outcome)
     await publish_artifact(summary)
     return summary
+
+
+def failure_line(outcome: ItemOutcome) -> str:
+    row = outcome.rows["items"][0]
+    return f"{row['status']} {row['item_id']} (row {row['row']}): {row['error_message']}"
+
+
+class ItemsNotOk(Exception):
+    """The data of a Failed flow state: some items failed or were skipped (exit code 1).
+    Outputs were written all the same; `summary` is the run's summary."""
+
+    def __init__(self, summary: dict) -> None:
+        super().__init__(summary_outcome(summary))
+        self.summary = summary
+
+
+def as_summary(summary: dict) -> RunSummary:
+    """A flow's summary dict (podcast runs add a `feed` entry) as a RunSummary again."""
+    return RunSummary(**{name: summary[name] for name in RunSummary.__dataclass_fields__
+                         if name in summary})
+
+
+def summary_outcome(summary: dict) -> str:
+    return as_summary(summary).outcome
+
+
+def run_state(summary: dict) -> State:
+    """Completed when every item is ok, else Failed; the message says which (as the exit code)."""
+    if summary["ok"] == summary["items"]:
+        return Completed(message=summary_outcome(summary), data=summary)
+    return Failed(message=summary_outcome(summary), data=ItemsNotOk(summary))
+
+
+async def summary_of(state: State | Awaitable[State]) -> dict:
+    """The summary of a finished manifest flow run, whether it Completed or Failed on items
+    (`await summary_of(transcribe_manifest(..., return_state=True))`); other failures raise."""
+    if inspect.isawaitable(state):
+        state = await state
+    result = await state.aresult(raise_on_failure=False)
+    if isinstance(result, ItemsNotOk):
+        return result.summary
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -6,30 +6,35 @@ No key, no network: narration of `manifests/articles.csv` and transcription of
 from __future__ import annotations
 
 import asyncio
+from importlib.resources import files
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.dataset as ds
 from prefect import flow
 
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "manifests"
+# The repository's manifests/ folder, installed as the package data `audiobatch.examples`.
+EXAMPLES = Path(str(files("audiobatch.examples")))
 
 
 @flow(name="audiobatch-demo")
 async def demo_flow(out: str) -> dict:
-    narration = await narrate_manifest(str(EXAMPLES / "articles.csv"), out=out)
-    transcription = await transcribe_manifest(str(EXAMPLES / "episodes.csv"), out=out)
+    narration = await summary_of(await narrate_manifest(str(EXAMPLES / "articles.csv"), out=out,
+                                                        return_state=True))
+    transcription = await summary_of(await transcribe_manifest(str(EXAMPLES / "episodes.csv"),
+                                                               out=out, return_state=True))
     return {"narrate": narration, "transcribe": transcription}
 
 
 def _preview(out: Path) -> str:
-    transcripts = pd.read_parquet(out / "transcripts").sort_values("run_id")
-    latest = transcripts.drop_duplicates("item_id", keep="last")
-    lines = [f"  {row.item_id:<18} {row.duration_s:6.1f} s  {row.text[:70]}..."
-             for row in latest.itertuples()]
-    return "\n".join(lines)
+    rows = ds.dataset(out / "transcripts", partitioning="hive").to_table(
+        columns=["run_id", "item_id", "duration_s", "text"]).to_pylist()
+    latest = {row["item_id"]: row for row in sorted(rows, key=lambda row: row["run_id"])}
+    return "\n".join(f"  {row['item_id']:<18} {row['duration_s']:6.1f} s  {row['text'][:70]}..."
+                     for row in latest.values())
 
 
 def demo(out: str) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 
 from prefect import flow
 
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 from audiobatch.tasks.errors import AudiobatchError, redact
@@ -176,7 +177,8 @@ async def _run_manifest(box: Inbox, name: str, out: str, options: InboxOptions) 
     try:
         kind = manifest_kind(name, box.location(name))
         job = transcribe_manifest if kind == TRANSCRIBE else narrate_manifest
-        summary = await job(manifest=box.location(name), out=out, options=options.for_kind(kind))
+        summary = await summary_of(await job(manifest=box.location(name), out=out,
+                                             options=options.for_kind(kind), return_state=True))
     except AudiobatchError as error:
         return Report(name, "failed", error=str(error))
     except Exception as error:  # noqa: BLE001 - one bad manifest must not stop the inbox

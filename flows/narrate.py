@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.client.schemas.objects import State
 
-from audiobatch.flows.common import execute_run
+from audiobatch.flows.common import execute_run, run_state
 from audiobatch.tasks.manifest import NARRATE
 from audiobatch.tasks.narration import narrate_item
 from audiobatch.tasks.narration_feed import check_feed_url, publish_run_to_feed
@@ -14,11 +15,13 @@ from audiobatch.tasks.runs import RunOptions, state_dir
 
 @flow(name="narrate-manifest", log_prints=True)
 async def narrate_manifest(manifest: str, out: str = "outputs",
-                           options: NarrateOptions = NarrateOptions()) -> dict:
+                           options: NarrateOptions = NarrateOptions()) -> State:
     """Narrate every row of `manifest` into audio files under `out`.
 
     Per-row columns (voice, format, speed, instructions, title, model) override the options.
     The API key for a remote endpoint comes from OPENAI_API_KEY, never from a parameter.
+    The run ends Completed when every item is ok, else Failed (outputs are written either
+    way): call it with `return_state=True` and read the summary with `common.summary_of`.
     """
     run = RunOptions.from_job(NARRATE, manifest, out, options)
     if run.feed_url:
@@ -29,4 +32,4 @@ async def narrate_manifest(manifest: str, out: str = "outputs",
         rows = RunStaging(state_dir(root) / summary["run_id"]).final_rows("narrations")
         summary["feed"] = publish_run_to_feed(root, rows, run.feed_url)
         print(f"podcast feed: {summary['feed']}")
-    return summary
+    return run_state(summary)

@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow
 
-from audiobatch.flows.common import execute_run
+from audiobatch.flows.common import execute_run, run_state
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.feed_state import FeedState, load_state, save_state
 from audiobatch.tasks.feed_transcripts import record_feed_transcript
@@ -33,7 +33,7 @@ from audiobatch.tasks.transcription import transcribe_item
 @flow(name="transcribe-podcast", log_prints=True)
 async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None = None,
                              since: str | None = None, force: bool = False,
-                             options: TranscribeOptions = TranscribeOptions()) -> dict:
+                             options: TranscribeOptions = TranscribeOptions()) -> Any:
     """Transcribe the episodes of `feed` (RSS/Atom URL or file) not done yet under `out`.
 
     `limit`: at most this many episodes this run (newest first); `since`: only episodes
@@ -59,7 +59,7 @@ async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None 
                                 source_bytes=_job_bytes(loaded, items, force))
     _remember(root, state, episodes, items, summary["run_id"])
     summary["feed"] = _feed_report(loaded, state, len(episodes))
-    return summary
+    return run_state(summary)
 
 
 def local_feed_path(feed: str) -> str:

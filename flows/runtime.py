@@ -116,6 +116,35 @@ async def open_run(options: RunOptions, manifest_bytes: bytes) -> AsyncIterator[
         yield ctx, resumed
 
 
+def preflight(options: RunOptions) -> None:
+    """Everything about a manifest job that can be checked before Prefect starts: the manifest
+    (missing, unreadable, wrong header: ManifestError), the model's profile and prices, and
+    the run to re-run. Bad rows are not an error here: they become failed items in the run."""
+    from audiobatch.tasks.manifest import read_manifest
+    from audiobatch.tasks.outputs import failed_item_ids
+
+    read_manifest(options.manifest, options.kind)
+    settings = client_settings(options)
+    resolve_profile(options, settings.model)
+    resolve_pricing(options, settings.model, settings.provider)
+    if options.rerun_failed:
+        failed_item_ids(OutputRoot(options.out), options.rerun_failed, options.kind)
+
+
+def warm_up(options: RunOptions) -> None:
+    """Load the embedded engine the job needs in a background thread, while Prefect starts
+    (about a second of a one-clip run's start-up)."""
+    if client_settings(options).base_url is not None:
+        return
+    import threading
+
+    from audiobatch.localmodel.engines import shared_engines
+
+    engines = shared_engines()
+    load = engines.whisper if options.kind == "transcribe" else engines.piper
+    threading.Thread(target=load, name="audiobatch-warm-up", daemon=True).start()
+
+
 def finish_run(ctx: RunContext, summary: dict) -> None:
     """Mark the run finished (no later run resumes it), keep its summary, drop its work files."""
     job_file = state_dir(ctx.out) / ctx.run_id / "job.json"

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.client.schemas.objects import State
 
-from audiobatch.flows.common import execute_run
+from audiobatch.flows.common import execute_run, run_state
 from audiobatch.tasks.manifest import TRANSCRIBE
 from audiobatch.tasks.options import TranscribeOptions
 from audiobatch.tasks.runs import RunOptions
@@ -12,10 +13,12 @@ from audiobatch.tasks.transcription import transcribe_item
 
 @flow(name="transcribe-manifest", log_prints=True)
 async def transcribe_manifest(manifest: str, out: str = "outputs",
-                              options: TranscribeOptions = TranscribeOptions()) -> dict:
+                              options: TranscribeOptions = TranscribeOptions()) -> State:
     """Transcribe every row of `manifest` (CSV or Parquet; local path or fsspec URL) into `out`.
 
     With no model or base URL the embedded model runs in-process. The API key for a remote
     endpoint comes from OPENAI_API_KEY in the environment, never from a parameter.
+    The run ends Completed when every item is ok, else Failed (outputs are written either
+    way): call it with `return_state=True` and read the summary with `common.summary_of`.
     """
-    return await execute_run(RunOptions.from_job(TRANSCRIBE, manifest, out, options), transcribe_item)
+    return run_state(await execute_run(RunOptions.from_job(TRANSCRIBE, manifest, out, options), transcribe_item))

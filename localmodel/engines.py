@@ -18,14 +18,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from math import gcd
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from audiobatch.localmodel.pronounce import clearer_phonemes
+from audiobatch.tasks.codecs import resample
 from audiobatch.tasks.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
@@ -207,12 +206,10 @@ def peak_normalised(samples: np.ndarray) -> np.ndarray:
 
 
 def to_output_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Resample (polyphase, exact ratio: 22,050 -> 24,000 Hz is 160/147)."""
+    """Piper's 22,050 Hz to the 24,000 Hz of every output format (FFmpeg's resampler)."""
     if sample_rate == OUTPUT_SAMPLE_RATE or samples.size == 0:
         return samples.astype(np.float32)
-    common = gcd(OUTPUT_SAMPLE_RATE, sample_rate)
-    resampled = resample_poly(samples, OUTPUT_SAMPLE_RATE // common, sample_rate // common)
-    return np.clip(resampled, -1.0, 1.0).astype(np.float32)
+    return np.clip(resample(samples, sample_rate, OUTPUT_SAMPLE_RATE), -1.0, 1.0)
 
 
 def _cpu_threads() -> int:

@@ -5,16 +5,23 @@ side, so it is the same numbers a user finds in the Parquet files.
 """
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+LISTED_PROBLEMS = 20  # failed/skipped items named in the summary; the rest are counted
+
 
 class RunProgress:
-    """Items done and audio minutes done, with an ETA; silent when stderr is not a terminal."""
+    """Items done and audio minutes done, with an ETA; silent when stderr is not a terminal.
+
+    The bar lives on stderr, where Prefect's log lines go too: while it is shown, console log
+    handlers write through it (above the bar), so a log line and the bar never share a line."""
 
     def __init__(self, total_items: int, label: str, *, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -25,18 +32,33 @@ class RunProgress:
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("items · {task.fields[minutes]:.1f} audio min"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                transient=False,
+                console=Console(stderr=True), transient=False,
             )
             self._task = self._bar.add_task(label, total=total_items, minutes=0.0)
+        self._rerouted: list[tuple[logging.StreamHandler, Any]] = []
 
     def __enter__(self) -> RunProgress:
         if self._bar:
-            self._bar.start()
+            self._bar.start()  # from here on sys.stderr prints above the bar
+            self._reroute_console_logs()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._bar:
+            for handler, stream in self._rerouted:
+                handler.setStream(stream)
             self._bar.stop()
+
+    def _reroute_console_logs(self) -> None:
+        """Console log handlers hold the real stderr/stdout; point them at the bar's proxy."""
+        loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                          if isinstance(logger, logging.Logger))]
+        terminals = (sys.__stderr__, sys.__stdout__)
+        if sys.stderr in terminals:  # no terminal, so no proxy: nothing shares a line
+            return
+        handlers = {handler for logger in loggers for handler in logger.handlers
+                    if isinstance(handler, logging.StreamHandler) and handler.stream in terminals}
+        self._rerouted = [(handler, handler.setStream(sys.stderr)) for handler in handlers]
 
     def item_done(self, audio_s: float | None = None) -> None:
         self.audio_minutes += (audio_s or 0.0) / 60.0
@@ -64,6 +86,17 @@ class RunSummary:
     priced_as: str
     outputs: dict[str, str] = field(default_factory=dict)
     stop_reason: str | None = None
+    out: str = ""
+    # The first LISTED_PROBLEMS failed/skipped items (item_id, row, status, error_type, reason).
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """One line for logs and the Prefect state: what happened, and what the exit code says."""
+        counts = f"{self.items} items: {self.ok} ok, {self.failed} failed, {self.skipped} skipped"
+        if self.ok == self.items:
+            return f"{self.kind} run {self.run_id} completed: {counts}"
+        return f"{self.kind} run {self.run_id} finished with problems (exit code 1): {counts}"
 
     @property
     def x_real_time(self) -> float:
@@ -88,13 +121,29 @@ class RunSummary:
 
     def text(self) -> str:
         width = max(len(r["what"]) for r in self.rows())
-        return "\n".join(f"  {r['what']:<{width}}  {r['value']}" for r in self.rows())
+        lines = [f"  {r['what']:<{width}}  {r['value']}" for r in self.rows()]
+        return "\n".join(lines + self.problem_lines())
+
+    def problem_lines(self) -> list[str]:
+        """The failed and skipped items, the first LISTED_PROBLEMS by name, then a count."""
+        not_ok = self.failed + self.skipped
+        if not not_ok:
+            return []
+        lines = [f"failed or skipped ({not_ok}):"]
+        lines += [f"  {p['status']:<7} {p['item_id']} (row {p['row']}): {p['error_message']}"
+                  for p in self.problems]
+        if not_ok > len(self.problems):
+            lines.append(f"  ... and {not_ok - len(self.problems)} more")
+        where = f"audiobatch runs {self.out} {self.run_id}" if self.out else "the items dataset"
+        lines.append(f"full list: {where}" + (f" (or {self.outputs['items']})" if "items" in self.outputs else ""))
+        return lines
 
 
 def summarize(run_id: str, kind: str, items: list[dict[str, Any]], costs: list[dict[str, Any]],
               *, wall_s: float, model: str, priced_as: str, outputs: dict[str, str],
-              stop_reason: str | None = None) -> RunSummary:
+              stop_reason: str | None = None, out: str = "") -> RunSummary:
     statuses = [row["status"] for row in items]
+    not_ok = sorted((row for row in items if row["status"] != "ok"), key=lambda r: r.get("row") or 0)
     paid = [row for row in costs if not row.get("cached")]  # cache hits cost nothing
     priced = [row["cost_usd"] for row in paid]
     unknown_price = any(c is None for c in priced)
@@ -108,6 +157,9 @@ def summarize(run_id: str, kind: str, items: list[dict[str, Any]], costs: list[d
         tokens_out=sum(row["completion_text_tokens"] + row["completion_audio_tokens"] for row in paid),
         cost_usd=None if unknown_price else sum(priced),
         wall_s=wall_s, model=model, priced_as=priced_as, outputs=outputs, stop_reason=stop_reason,
+        out=out, problems=[{key: row.get(key) for key in ("item_id", "row", "status", "error_type",
+                                                           "error_message")}
+                           for row in not_ok[:LISTED_PROBLEMS]],
     )
 
 

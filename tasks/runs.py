@@ -119,6 +119,7 @@ class ItemOutcome:
     duration_s: float | None = None
     error_type: str | None = None
     error_message: str | None = None
+    logged: bool = False  # its task run already logged the failure (one line per failure)
 
 
 class ItemRecorder:
@@ -241,6 +242,7 @@ async def run_one(ctx: RunContext, item: Item, process: ItemFunction) -> ItemOut
     """One item start to end; never raises (except cancellation): failures become outcomes."""
     started_at = datetime.now(timezone.utc)
     recorder = ItemRecorder(item)
+    state = None
     try:
         async with asyncio.timeout(ctx.options.item_deadline_s):
             state = await process(ctx, item, recorder, return_state=True)
@@ -252,14 +254,16 @@ async def run_one(ctx: RunContext, item: Item, process: ItemFunction) -> ItemOut
         error = ItemDeadlineExceeded(
             f"{item.item_id}: gave up after the per-item deadline of "
             f"{ctx.options.item_deadline_s:g} s; raise --item-deadline-s or check the endpoint")
-        return failed_outcome(ctx, item, error, recorder, started_at)
+        outcome = failed_outcome(ctx, item, error, recorder, started_at)
     except RunFatalError as error:
         # Not this item's fault (bad key, no quota, budget, dead endpoint): it is skipped like
         # the rest, and the run reports the reason once.
         ctx.stop_reason = ctx.stop_reason or str(error)
-        return failed_outcome(ctx, item, error, recorder, started_at, status="skipped")
+        outcome = failed_outcome(ctx, item, error, recorder, started_at, status="skipped")
     except Exception as error:  # noqa: BLE001 - any item's failure must not stop the run
-        return failed_outcome(ctx, item, error, recorder, started_at)
+        outcome = failed_outcome(ctx, item, error, recorder, started_at)
+    outcome.logged = state is not None and state.is_failed()  # Prefect logged its Failed state
+    return outcome
 
 
 def _stage_all(ctx: RunContext, outcomes: list[ItemOutcome],

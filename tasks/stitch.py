@@ -17,7 +17,6 @@ from fractions import Fraction
 import av
 import av.filter
 import numpy as np
-from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 from audiobatch.tasks.codecs import to_int16
 from audiobatch.tasks.errors import InputError
@@ -157,9 +156,32 @@ def _limit_peaks(samples: np.ndarray, sample_rate: int, ceiling: float) -> np.nd
         return samples.astype(np.float32)
     window = max(1, int(sample_rate * _LIMITER_WINDOW_S)) | 1  # odd: centred on the sample
     needed = np.minimum(1.0, ceiling / np.maximum(np.abs(samples), 1e-12)).astype(np.float32)
-    gain = uniform_filter1d(minimum_filter1d(needed, window, mode="nearest"), window,
-                            mode="nearest")
+    gain = running_mean(running_min(needed, window), window)
     return np.clip(samples * gain, -ceiling, ceiling)  # the clip only absorbs rounding
+
+
+def _edge_padded(values: np.ndarray, window: int) -> np.ndarray:
+    """`values` with window//2 copies of each end value on both sides (centred windows)."""
+    half = window // 2
+    return np.concatenate([np.full(half, values[0]), values, np.full(half, values[-1])])
+
+
+def running_min(values: np.ndarray, window: int) -> np.ndarray:
+    """Minimum over a centred window of odd length, in O(n) (van Herk / Gil-Werman: minima
+    running forward and backward within window-sized blocks, combined at each position)."""
+    padded = _edge_padded(values, window)
+    n_blocks = -(-len(padded) // window)
+    blocks = np.concatenate([padded, np.full(n_blocks * window - len(padded), np.inf,
+                                             dtype=padded.dtype)]).reshape(n_blocks, window)
+    forward = np.minimum.accumulate(blocks, axis=1).reshape(-1)
+    backward = np.minimum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1)
+    return np.minimum(backward[:len(values)], forward[window - 1:window - 1 + len(values)])
+
+
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean over a centred window of odd length (cumulative sums in float64)."""
+    sums = np.concatenate([[0.0], np.cumsum(_edge_padded(values, window), dtype=np.float64)])
+    return ((sums[window:] - sums[:-window]) / window).astype(values.dtype)
 
 
 # --- speed ------------------------------------------------------------------------------

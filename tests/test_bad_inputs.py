@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.cli import main as cli_main
 from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
 from audiobatch.flows.narrate import narrate_manifest
@@ -88,8 +89,8 @@ def test_transcription_corpus_every_row_gets_a_clear_status(tmp_path, site) -> N
             ["../../etc/passwd", str(SPEECH / "pocketsphinx__goforward.wav")]]
     manifest = tmp_path / "nasty.csv"
     _write_nasty_csv(manifest, rows)
-    summary = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-        options=TranscribeOptions.from_flat(max_download_mb=0.5, progress=False)))
+    summary = asyncio.run(summary_of(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+        options=TranscribeOptions.from_flat(max_download_mb=0.5, progress=False), return_state=True)))
     items = pd.read_parquet(tmp_path / "out" / "items").set_index("row")
     assert len(items) == len(rows) - 1 == summary["items"]  # every row, exactly one status
     by_id = items.set_index("item_id")
@@ -122,8 +123,8 @@ def test_narration_corpus(tmp_path) -> None:
             ["control-file", "", str(tmp_path / "controls.txt")]]
     manifest = tmp_path / "texts.csv"
     _write_nasty_csv(manifest, rows)
-    asyncio.run(narrate_manifest(str(manifest), out=str(tmp_path / "out"),
-        options=NarrateOptions.from_flat(audio_format="wav", progress=False)))
+    asyncio.run(summary_of(narrate_manifest(str(manifest), out=str(tmp_path / "out"),
+        options=NarrateOptions.from_flat(audio_format="wav", progress=False), return_state=True)))
     items = pd.read_parquet(tmp_path / "out" / "items").set_index("item_id")
     assert items["status"].to_dict() == {"empty": "failed", "blank": "failed", "megabyte": "failed",
                                          "only-emoji": "failed", "emoji-and-controls": "ok",
@@ -142,8 +143,8 @@ def test_manifest_level_problems_stop_before_anything_runs(tmp_path, capsys) -> 
 
     empty = tmp_path / "empty.csv"
     empty.write_text("audio\n")
-    summary = asyncio.run(transcribe_manifest(str(empty), out=str(tmp_path / "out2"),
-        options=TranscribeOptions.from_flat(progress=False)))
+    summary = asyncio.run(summary_of(transcribe_manifest(str(empty), out=str(tmp_path / "out2"),
+        options=TranscribeOptions.from_flat(progress=False), return_state=True)))
     assert summary["items"] == 0
 
 
@@ -151,8 +152,8 @@ def test_hundred_thousand_rows_each_get_a_status(tmp_path) -> None:
     manifest = tmp_path / "huge.csv"
     lines = ["id,audio"] + [f"dup,{tmp_path / 'missing.wav'}"] * 100_000
     manifest.write_text("\n".join(lines) + "\n")
-    summary = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-        options=TranscribeOptions.from_flat(progress=False)))
+    summary = asyncio.run(summary_of(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+        options=TranscribeOptions.from_flat(progress=False), return_state=True)))
     items = pd.read_parquet(tmp_path / "out" / "items")
     assert len(items) == summary["items"] == summary["failed"] == 100_000
     assert items["item_id"].is_unique

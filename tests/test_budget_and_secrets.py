@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from prefect import get_client
 
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.estimate import forecast
 from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
 from audiobatch.flows.narrate import narrate_manifest
@@ -75,8 +76,8 @@ def test_max_cost_stops_before_crossing_the_limit(tmp_path) -> None:
     options = RunOptions(kind="narrate", manifest=str(manifest), price_as="gpt-audio-1.5")
     per_item = _forecast_totals(options)[1] / 6
     limit = per_item * 3.5
-    summary = asyncio.run(narrate_manifest(str(manifest), out=str(tmp_path / "out"),
-        options=NarrateOptions.from_flat(price_as="gpt-audio-1.5", max_cost_usd=limit, concurrency=1, progress=False)))
+    summary = asyncio.run(summary_of(narrate_manifest(str(manifest), out=str(tmp_path / "out"),
+        options=NarrateOptions.from_flat(price_as="gpt-audio-1.5", max_cost_usd=limit, concurrency=1, progress=False), return_state=True)))
     items = pd.read_parquet(tmp_path / "out" / "items").sort_values("row")
     assert items["status"].tolist()[:2] == ["ok", "ok"] and items["status"].iloc[-1] == "skipped"
     assert summary["cost_usd"] <= limit and "--max-cost-usd" in summary["stop_reason"]
@@ -88,12 +89,12 @@ def test_rerun_failed_redoes_only_the_failed_items(tmp_path) -> None:
     late = tmp_path / "late.wav"
     manifest = _csv(tmp_path / "m.csv", ["id", "audio"],
                     [["early", str(SPEECH / "pocketsphinx__goforward.wav")], ["late", str(late)]])
-    first = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-        options=TranscribeOptions.from_flat(progress=False)))
+    first = asyncio.run(summary_of(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+        options=TranscribeOptions.from_flat(progress=False), return_state=True)))
     assert (first["ok"], first["failed"]) == (1, 1)
     late.write_bytes((SPEECH / "pocketsphinx__cards_001.wav").read_bytes())  # the user fixes it
-    second = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-        options=TranscribeOptions.from_flat(rerun_failed="last", progress=False)))
+    second = asyncio.run(summary_of(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+        options=TranscribeOptions.from_flat(rerun_failed="last", progress=False), return_state=True)))
     assert (second["items"], second["ok"]) == (1, 1)
     items = pd.read_parquet(tmp_path / "out" / "items")
     assert items.loc[items["run_id"] == second["run_id"], "item_id"].tolist() == ["late"]
@@ -103,12 +104,12 @@ def test_api_key_never_reaches_outputs_logs_or_prefect(tmp_path, monkeypatch, ca
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     manifest = _csv(tmp_path / "m.csv", ["audio"], [[str(SPEECH / "pocketsphinx__goforward.wav")]])
     with running_server(api_key=FAKE_KEY) as base_url:  # the server requires the key: it was sent
-        good = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-            options=TranscribeOptions.from_flat(base_url=base_url, model="audiobatch-local", progress=False)))
+        good = asyncio.run(summary_of(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+            options=TranscribeOptions.from_flat(base_url=base_url, model="audiobatch-local", progress=False), return_state=True)))
     echo = error(401, f"Incorrect API key provided: {FAKE_KEY}. Find yours at ...", code="invalid_api_key")
     with FaultServer(lambda request: echo) as server:  # a server that echoes the key back
-        bad = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out2"),
-            options=TranscribeOptions.from_flat(base_url=server.base_url, progress=False)))
+        bad = asyncio.run(summary_of(transcribe_manifest(str(manifest), out=str(tmp_path / "out2"),
+            options=TranscribeOptions.from_flat(base_url=server.base_url, progress=False), return_state=True)))
         assert server.requests[0].headers["authorization"] == f"Bearer {FAKE_KEY}"
     assert good["ok"] == 1 and bad["skipped"] == 1 and "401" in bad["stop_reason"]
     assert FAKE_KEY not in bad["stop_reason"]
@@ -140,8 +141,8 @@ def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capf
         manifest = _csv(tmp_path / "m.csv", ["id", "audio"],
                         [["private", f"{clip_url}?auth={token}"],
                          ["expired", f"{site.url('gone.wav')}?X-Amz-Signature={signature}"]])
-        summary = asyncio.run(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
-            options=TranscribeOptions.from_flat(progress=False)))
+        summary = asyncio.run(summary_of(transcribe_manifest(str(manifest), out=str(tmp_path / "out"),
+            options=TranscribeOptions.from_flat(progress=False), return_state=True)))
         assert f"/{SHORT_CLIPS[0]}?auth={token}" in site.requests  # fetched with its token
     assert (summary["ok"], summary["failed"]) == (1, 1)
     items = pd.read_parquet(tmp_path / "out" / "items").set_index("item_id")

@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from audiobatch.flows.cli import build_parser, main
+from audiobatch.flows.cli import CLI_ONLY, build_parser, main
 from audiobatch.flows.cli_ops import NOT_FOR_INBOX, SCHEDULE_DESTS
 from audiobatch.flows.deploy import FLOWS, ensure_work_pool, load_flow
 from audiobatch.tasks.options import flat_names
@@ -190,7 +190,7 @@ def test_every_command_line_option_is_a_parameter_of_its_flow():
     deploy_kinds = commands["deploy"]._subparsers._group_actions[0].choices
     cases = [(commands["podcast"], "podcast"), (commands["inbox"], "inbox"),
              *((parser, kind) for kind, parser in deploy_kinds.items())]
-    cli_only = {"help", "api_key_env", *SCHEDULE_DESTS, *NOT_FOR_INBOX}
+    cli_only = {"help", *CLI_ONLY, *SCHEDULE_DESTS, *NOT_FOR_INBOX}
     for parser, kind in cases:
         accepted = set(inspect.signature(load_flow(kind).fn).parameters) | flat_names(FLOWS[kind].options)
         options = {action.dest for action in parser._actions} - cli_only

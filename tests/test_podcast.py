@@ -11,6 +11,7 @@ import pytest
 
 from audiobatch.flows.cli import main
 from audiobatch.tasks.options import TranscribeOptions
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.podcast import transcribe_podcast
 from audiobatch.tasks.feed_state import state_path
 from tests.helpers.data import SPEECH
@@ -31,8 +32,9 @@ def site(tmp_path: Path):
 async def podcast(url: str, out: Path, *, limit: int | None = None, since: str | None = None,
                   force: bool = False, **options) -> dict:
     options.setdefault("progress", False)
-    return await transcribe_podcast(feed=url, out=str(out), limit=limit, since=since, force=force,
-                                    options=TranscribeOptions.from_flat(**options))
+    return await summary_of(transcribe_podcast(feed=url, out=str(out), limit=limit, since=since,
+                                               force=force, options=TranscribeOptions.from_flat(**options),
+                                               return_state=True))
 
 
 def by_guid(frame, guid: str) -> dict:

@@ -76,21 +76,23 @@ def all_files_text(folder: Path) -> str:
 
 async def run_transcribe(manifest: Path, out: Path, **options: Any) -> RunResult:
     """Run the `transcribe-manifest` flow for real; progress bar off unless asked."""
+    from audiobatch.flows.common import summary_of
     from audiobatch.flows.transcribe import transcribe_manifest
 
     options.setdefault("progress", False)
-    summary = await transcribe_manifest(manifest=str(manifest), out=str(out),
-        options=TranscribeOptions.from_flat(**options))
+    summary = await summary_of(await transcribe_manifest(manifest=str(manifest), out=str(out),
+        options=TranscribeOptions.from_flat(**options), return_state=True))
     return RunResult(summary, out)
 
 
 async def run_narrate(manifest: Path, out: Path, **options: Any) -> RunResult:
     """Run the `narrate-manifest` flow for real; progress bar off unless asked."""
+    from audiobatch.flows.common import summary_of
     from audiobatch.flows.narrate import narrate_manifest
 
     options.setdefault("progress", False)
-    summary = await narrate_manifest(manifest=str(manifest), out=str(out),
-        options=NarrateOptions.from_flat(**options))
+    summary = await summary_of(await narrate_manifest(manifest=str(manifest), out=str(out),
+        options=NarrateOptions.from_flat(**options), return_state=True))
     return RunResult(summary, out)
 
 

@@ -1,0 +1,222 @@
+"""The local Prefect API server that command-line runs use when no server is configured.
+
+Prefect's own answer to "no PREFECT_API_URL" is a temporary server per process (about 10-15 s
+to start here, and left running if the process is killed). audiobatch instead keeps one local
+server in the background: the first run starts it, later runs reuse it at once, and it stops
+when asked (`audiobatch server stop`) or after AUDIOBATCH_SERVER_IDLE_MIN minutes without a
+request (default 30). `AUDIOBATCH_PREFECT_SERVER=temporary` gives each run a server of its own
+that exits with the run, even when the run is killed (it watches its parent process).
+
+    python -m audiobatch.flows.prefect_server --port P [--idle-min N | --parent PID]
+
+Where it is recorded: `<state dir>/prefect-server.json` (pid, url); its log beside it. The state
+dir is AUDIOBATCH_STATE_DIR, else ~/.cache/audiobatch. Trusted side: only the operator's own
+processes start, find and stop it; it binds 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+STARTUP_TIMEOUT_S = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120))
+DEFAULT_IDLE_MIN = 30.0
+STOP_GRACE_S = 3.0  # uvicorn's graceful shutdown can wait on Prefect's services for longer
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("AUDIOBATCH_STATE_DIR", Path.home() / ".cache" / "audiobatch"))
+
+
+def _record() -> Path:
+    return state_dir() / "prefect-server.json"
+
+
+@dataclass(frozen=True)
+class Server:
+    pid: int
+    url: str  # the API URL, ending in /api
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawn(extra: list[str], log_path: Path, *, detach: bool) -> Server:
+    port = _free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "audiobatch.flows.prefect_server", "--port", str(port), *extra],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach,
+            env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
+    return Server(process.pid, f"http://127.0.0.1:{port}/api")
+
+
+def _wait_healthy(server: Server, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.healthy():
+            return
+        if not _alive(server.pid):
+            break
+        time.sleep(0.1)
+    stop_pid(server.pid)
+    raise RuntimeError(f"the local Prefect server did not start (log: {log_path}); set "
+                       "PREFECT_API_URL to a running server, or raise "
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our own exited child
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    return True
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One starter at a time: two runs started together share one server."""
+    state_dir().mkdir(parents=True, exist_ok=True)
+    with open(state_dir() / "prefect-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def running() -> Server | None:
+    """The background server, if one is recorded and answering."""
+    try:
+        server = Server(**json.loads(_record().read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return server if _alive(server.pid) and server.healthy() else None
+
+
+def ensure_background() -> tuple[Server, bool]:
+    """(the background server, whether it was started now)."""
+    with _locked():
+        server = running()
+        if server:
+            return server, False
+        idle = os.environ.get("AUDIOBATCH_SERVER_IDLE_MIN", str(DEFAULT_IDLE_MIN))
+        log_path = state_dir() / "prefect-server.log"
+        server = _spawn(["--idle-min", idle], log_path, detach=True)
+        _wait_healthy(server, log_path)
+        _record().write_text(json.dumps({"pid": server.pid, "url": server.url}))
+        return server, True
+
+
+@contextlib.contextmanager
+def temporary() -> Iterator[Server]:
+    """A server for this process only; it exits with this process, however that ends."""
+    log_path = state_dir() / f"prefect-server-{os.getpid()}.log"
+    server = _spawn(["--parent", str(os.getpid())], log_path, detach=False)
+    try:
+        _wait_healthy(server, log_path)
+        yield server
+    finally:
+        stop_pid(server.pid)
+        log_path.unlink(missing_ok=True)
+
+
+def stop_background() -> Server | None:
+    """Stop the background server (if any); return what was stopped."""
+    with _locked():
+        server = running()
+        _record().unlink(missing_ok=True)
+        if server:
+            stop_pid(server.pid)
+        return server
+
+
+def stop_pid(pid: int) -> None:
+    """SIGTERM, then SIGKILL after STOP_GRACE_S (SQLite keeps the database consistent)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S + 1.0
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- the server process itself -------------------------------------------------------------
+
+class _LastSeen:
+    """ASGI middleware: remembers when the last request came (for the idle stop)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.at = time.monotonic()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        self.at = time.monotonic()
+        await self.app(scope, receive, send)
+
+
+def _watch(server: Any, should_stop: Any) -> None:
+    """Ask uvicorn to stop when `should_stop()` says so; exit hard if it lingers."""
+    while not should_stop():
+        time.sleep(0.5)
+    server.should_exit = True
+    time.sleep(STOP_GRACE_S)
+    os._exit(0)
+
+
+def serve(port: int, idle_min: float | None, parent: int | None) -> None:
+    import uvicorn
+    from prefect.server.api.server import create_app
+
+    app = _LastSeen(create_app())
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                            lifespan="on", timeout_graceful_shutdown=int(STOP_GRACE_S))
+    server = uvicorn.Server(config)
+    if parent is not None:  # temporary: gone with the run (reparented = the parent died)
+        def should_stop() -> bool:
+            return os.getppid() != parent
+    else:
+        def should_stop() -> bool:
+            return idle_min is not None and time.monotonic() - app.at > idle_min * 60
+    threading.Thread(target=_watch, args=(server, should_stop), daemon=True).start()
+    server.run()
+    os._exit(0)  # Prefect's services may keep threads alive after uvicorn returns
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m audiobatch.flows.prefect_server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--idle-min", type=float, help="stop after this long without a request")
+    parser.add_argument("--parent", type=int, help="stop when this process ends")
+    args = parser.parse_args(argv)
+    serve(args.port, args.idle_min, args.parent)
+
+
+if __name__ == "__main__":
+    main()
