@@ -112,8 +112,15 @@ def add_run_args(parser: argparse.ArgumentParser, *, manifest: bool = True) -> N
     group.add_argument("--item-deadline-s", type=float, help="give up on an item after this long")
     group.add_argument("--max-cost-usd", type=float, help="stop before spending more than this")
     group.add_argument("--max-download-mb", type=float, default=4096.0, help="URL size cap")
+    group.add_argument("--download-deadline-s", type=float, default=3600.0,
+                       help="give up on a download after this long (default 3600)")
+    group.add_argument("--min-download-kb-s", type=float, default=16.0,
+                       help="give up on a download slower than this over 30 s (default 16; 0: off)")
     group.add_argument("--allow-scheme", dest="allow_schemes", action="append", default=None,
                        metavar="SCHEME", help="enable an fsspec URL scheme (s3, gs, ...)")
+    group.add_argument("--allow-host", dest="allow_hosts", action="append", default=None,
+                       metavar="HOST[:PORT]", help="let URLs in manifests and feeds reach this "
+                       "non-public host (intranet); also AUDIOBATCH_ALLOW_HOSTS")
     group = parser.add_argument_group("re-runs")
     group.add_argument("--run-id", help="use (or resume) this run id")
     group.add_argument("--no-resume", dest="resume", action="store_false",
@@ -213,8 +220,8 @@ CLI_ONLY = {"command", "api_key_env", "handler", "cli_parser", "json"}
 # Flow parameters of their own; every other destination is an option (tasks/options.py).
 FLOW_PARAMETERS = {"manifest", "out", "feed", "limit", "since", "force", "inbox", "stale_claim_h"}
 # How an option is typed, where that is not --its-name-with-dashes.
-FLAG_NAMES = {"audio_format": "--format", "allow_schemes": "--allow-scheme", "use_cache": "--no-cache",
-              "resume": "--no-resume", "progress": "--no-progress"}
+FLAG_NAMES = {"audio_format": "--format", "allow_schemes": "--allow-scheme", "allow_hosts": "--allow-host",
+              "use_cache": "--no-cache", "resume": "--no-resume", "progress": "--no-progress"}
 
 
 def flag_of(name: str) -> str:

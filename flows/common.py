@@ -17,6 +17,7 @@ from audiobatch.tasks.manifest import Item, read_manifest
 from audiobatch.tasks.outputs import failed_item_ids, publish_run
 from audiobatch.tasks.progress import RunProgress, RunSummary, publish_artifact, summarize
 from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions, run_items
+from audiobatch.tasks.trust import Trust
 
 log = logging.getLogger("audiobatch")
 LOGGED_FAILURES = 100  # item failures logged one line each per run; more are counted
@@ -36,18 +37,19 @@ def items_to_run(ctx: RunContext, items: list[Item]) -> list[Item]:
     return [item for item in items if item.item_id not in done]
 
 
-async def execute_run(options: RunOptions, process: ItemFunction, *,
+async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, *,
                       items: list[Item] | None = None, source_bytes: bytes = b"") -> dict:
     """Run every manifest item through `process`; return the summary as a dict.
 
-    Items from elsewhere (podcast feeds) come ready in `items`, with `source_bytes` naming
-    the job for resuming (the same bytes again resume an unfinished run)."""
+    `trust` says what the items may reach (tasks/trust.py). Items from elsewhere (podcast
+    feeds) come ready in `items`, with `source_bytes` naming the job for resuming (the same
+    bytes again resume an unfinished run)."""
     wall_start = time.monotonic()
     route_logs()
     if items is None:
         source_bytes = read_manifest_bytes(options.manifest)
         items = read_manifest(options.manifest, options.kind)
-    async with open_run(options, source_bytes) as (ctx, resumed):
+    async with open_run(options, source_bytes, trust) as (ctx, resumed):
         todo = items_to_run(ctx, items)
         if resumed:
             log.info("resuming run %s: %d of %d items left", ctx.run_id, len(todo), len(items))

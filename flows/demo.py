@@ -42,8 +42,8 @@ def demo(out: str) -> int:
     root = Path(out).resolve()
     print(f"""
 Demo finished. Everything is under {root}:
-  narrated audio      {root / 'media' / 'narrations'}
-  transcripts         {root / 'media' / 'transcripts'}  (.txt, .srt, .vtt)
+  narrated audio      {root / 'media' / 'narrations'}/<run id>/
+  transcripts         {root / 'media' / 'transcripts'}/<run id>/  (.txt, .srt, .vtt)
   Parquet datasets    {root}/{{items,transcripts,segments,narrations,costs}}
 Read them with pandas:  pandas.read_parquet("{root / 'costs'}")
 

@@ -11,6 +11,7 @@ from audiobatch.tasks.narration_feed import check_feed_url, publish_run_to_feed
 from audiobatch.tasks.options import NarrateOptions
 from audiobatch.tasks.outputs import OutputRoot, RunStaging
 from audiobatch.tasks.runs import RunOptions, state_dir
+from audiobatch.tasks.trust import OPERATOR
 
 
 @flow(name="narrate-manifest", log_prints=True)
@@ -26,7 +27,7 @@ async def narrate_manifest(manifest: str, out: str = "outputs",
     run = RunOptions.from_job(NARRATE, manifest, out, options)
     if run.feed_url:
         check_feed_url(run.feed_url)  # before any work
-    summary = await execute_run(run, narrate_item)
+    summary = await execute_run(run, narrate_item, OPERATOR)
     if run.feed_url:
         root = OutputRoot(out)
         rows = RunStaging(state_dir(root) / summary["run_id"]).final_rows("narrations")

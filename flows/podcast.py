@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date
 from typing import Any
 
@@ -26,8 +26,10 @@ from audiobatch.tasks.options import TranscribeOptions
 from audiobatch.tasks.outputs import OutputRoot, RunStaging
 from audiobatch.tasks.progress import summarize
 from audiobatch.tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, state_dir
+from audiobatch.flows.runtime import fetch_policy
 from audiobatch.tasks.sources import FetchPolicy, safe_url
 from audiobatch.tasks.transcription import transcribe_item
+from audiobatch.tasks.trust import FEED_ITEMS, OPERATOR
 
 
 @flow(name="transcribe-podcast", log_prints=True)
@@ -55,7 +57,7 @@ async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None 
     if not episodes:
         return _nothing_new(loaded, state)
     items = [_item(loaded, state, episode, row, run) for row, episode in enumerate(episodes, 1)]
-    summary = await execute_run(run, episode_processor(force), items=items,
+    summary = await execute_run(run, episode_processor(force), FEED_ITEMS, items=items,
                                 source_bytes=_job_bytes(loaded, items, force))
     _remember(root, state, episodes, items, summary["run_id"])
     summary["feed"] = _feed_report(loaded, state, len(episodes))
@@ -80,8 +82,9 @@ def parse_since(since: str | None) -> date | None:
 
 
 def feed_fetch_policy(options: RunOptions) -> FetchPolicy:
-    return FetchPolicy(timeout_s=min(options.timeout_s, 300.0),
-                       allowed_schemes=frozenset({"file", "http", "https", *options.allow_schemes}))
+    """The feed itself is what the operator named: fetched wherever it is (local file, intranet);
+    what the feed names is fetched with the items' policy (public addresses, no local files)."""
+    return replace(fetch_policy(options, OPERATOR), addresses=None)
 
 
 def episode_processor(force: bool) -> ItemFunction:

@@ -21,7 +21,9 @@ from audiobatch.tasks.model import ClientSettings, ModelClient
 from audiobatch.tasks.outputs import OutputRoot, RunStaging
 from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
 from audiobatch.tasks.runs import RunContext, RunOptions, choose_run_id, state_dir, write_job_file
+from audiobatch.tasks.netguard import AddressPolicy
 from audiobatch.tasks.sources import FetchPolicy
+from audiobatch.tasks.trust import Trust
 
 log = logging.getLogger("audiobatch")
 # The embedded engines run one request at a time (2 cores). More requests in flight only queue
@@ -87,8 +89,20 @@ def resolve_pricing(options: RunOptions, model: str, provider: str) -> tuple[Pri
     return prices, f"{provider}/{model}"
 
 
+def fetch_policy(options: RunOptions, trust: Trust) -> FetchPolicy:
+    """How this run's sources are fetched: the user's limits, the operator's opt-ins, and the
+    local files the run's trust allows."""
+    return FetchPolicy(max_bytes=int(options.max_download_mb * 1024 * 1024),
+                       timeout_s=min(options.timeout_s, 300.0),
+                       allowed_schemes=frozenset({"file", "http", "https", *options.allow_schemes}),
+                       addresses=AddressPolicy.from_settings(options.allow_hosts),
+                       local_roots=trust.local_roots, deadline_s=options.download_deadline_s,
+                       min_rate_bytes_s=options.min_download_kb_s * 1024)
+
+
 @asynccontextmanager
-async def open_run(options: RunOptions, manifest_bytes: bytes) -> AsyncIterator[tuple[RunContext, bool]]:
+async def open_run(options: RunOptions, manifest_bytes: bytes,
+                   trust: Trust) -> AsyncIterator[tuple[RunContext, bool]]:
     """Build the run context (resuming an unfinished run of the same job) and close it after."""
     settings = client_settings(options)
     out = OutputRoot(options.out)
@@ -100,15 +114,13 @@ async def open_run(options: RunOptions, manifest_bytes: bytes) -> AsyncIterator[
     profile = resolve_profile(options, settings.model)
     prices, priced_as = resolve_pricing(options, settings.model, settings.provider)
     spent = sum(r["cost_usd"] or 0.0 for r in staging.read("costs"))
-    allowed = frozenset({"file", "http", "https", *options.allow_schemes})
     async with build_client(settings) as client:  # its limiter: the settings' concurrency and rates
         ctx = RunContext(
             options=options, run_id=run_id, out=out, staging=staging, work_dir=folder / "work",
             client=client, model=settings.model, provider=settings.provider, profile=profile,
             prices=prices, priced_as=priced_as, cache=ResultCache(out, enabled=options.use_cache),
             budget=Budget(options.max_cost_usd, spent_usd=spent),
-            fetch_policy=FetchPolicy(max_bytes=int(options.max_download_mb * 1024 * 1024),
-                                     timeout_s=min(options.timeout_s, 300.0), allowed_schemes=allowed),
+            fetch_policy=fetch_policy(options, trust),
             paid_chunks={(r["item_id"], r["chunk_index"]) for r in staging.read("costs")
                          if not r.get("cached") and r.get("http_status") == 200},
         )

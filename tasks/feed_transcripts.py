@@ -102,7 +102,7 @@ def _write_media(ctx: RunContext, item: Item, text: str, segments: list[Segment]
         files.update(srt=render_srt(segments), vtt=render_vtt(segments))
     paths = {}
     for extension, content in files.items():
-        relative = media_relpath("transcripts", item.item_id, extension)
+        relative = media_relpath("transcripts", ctx.run_id, item.item_id, extension)
         ctx.out.write_bytes(relative, content.encode("utf-8"))
         paths[f"{extension}_path"] = ctx.out.display(relative)
     return paths

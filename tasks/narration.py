@@ -23,10 +23,11 @@ from audiobatch.tasks.calls import call_model
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.estimate import expected_narrate_usage
 from audiobatch.tasks.loudness import measure_lufs
-from audiobatch.tasks.manifest import Item
+from audiobatch.tasks.manifest import TEXT_FILE_SUFFIXES, Item
 from audiobatch.tasks.outputs import media_relpath
 from audiobatch.tasks.profiles import ModelProfile
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
+from audiobatch.tasks.sources import FetchPolicy, local_file
 from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
 from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
                                    text_language, writing_script)
@@ -54,16 +55,18 @@ def _check_length(item: Item, text: str) -> None:
                          f"{MAX_TEXT_CHARS:,} per item. Split it into chapters (one row each).")
 
 
-def item_text(item: Item) -> str:
+def item_text(item: Item, policy: FetchPolicy = FetchPolicy()) -> str:
     """The item's text as it will be spoken (inline or from its file), or a clear InputError."""
-    return "\n\n".join(chapter.text for chapter in item_book(item, audiobook=False).chapters)
+    return "\n\n".join(chapter.text for chapter in item_book(item, policy, audiobook=False).chapters)
 
 
-def item_book(item: Item, *, audiobook: bool) -> Book:
+def item_book(item: Item, policy: FetchPolicy, *, audiobook: bool) -> Book:
     """The item's chapters: a book's own when making an audiobook (or reading an EPUB),
-    else the whole text as one chapter, titled like the item."""
+    else the whole text as one chapter, titled like the item. A text file is read only where
+    `policy` allows (inside the data roots for manifests from others)."""
     title = item.options.get("title") or item.item_id
-    source = Path(item.source) if item.source != "inline" else None
+    source = (local_file(item.source, policy, item.item_id, suffixes=TEXT_FILE_SUFFIXES).path
+              if item.source != "inline" else None)
     if source is not None and (audiobook or source.suffix.lower() == ".epub"):
         if source.suffix.lower() != ".epub":
             _check_length(item, _read_text_file(item, source))
@@ -195,7 +198,7 @@ async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> I
     started_at = datetime.now(timezone.utc)
     settings = _settings(ctx, item)
     audiobook = settings["format"] == AUDIOBOOK
-    book = item_book(item, audiobook=audiobook)
+    book = item_book(item, ctx.fetch_policy, audiobook=audiobook)
     if audiobook and book.title and not item.options.get("title"):
         settings["title"] = book.title
     text = "\n\n".join(chapter.text for chapter in book.chapters)
@@ -208,7 +211,7 @@ async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> I
     folder.mkdir(parents=True, exist_ok=True)
     parts = list(await asyncio.gather(*(_chunk_audio(ctx, recorder, chunk, settings, folder)
                                         for chunk in chunks)))
-    relative = media_relpath("narrations", item.item_id, _EXTENSIONS[settings["format"]])
+    relative = media_relpath("narrations", ctx.run_id, item.item_id, _EXTENSIONS[settings["format"]])
     if audiobook:
         local = folder / f"book.{AUDIOBOOK}"
         duration_s, loudness = await asyncio.to_thread(
@@ -219,7 +222,7 @@ async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> I
         data, duration_s, loudness = await asyncio.to_thread(_render, parts, settings, ctx.options.target_lufs)
         size = len(data)
         await asyncio.to_thread(ctx.out.write_bytes, relative, data)
-    text_relative = media_relpath("narrations", item.item_id, "txt")  # what is said, word for word
+    text_relative = media_relpath("narrations", ctx.run_id, item.item_id, "txt")  # what is said
     await asyncio.to_thread(ctx.out.write_bytes, text_relative, (text + "\n").encode("utf-8"))
     narration = {"run_id": ctx.run_id, "item_id": item.item_id, "audio_path": ctx.out.display(relative),
                  "format": settings["format"], "voice": settings["voice"], "speed": settings["speed"],

@@ -40,8 +40,13 @@ class Throughput(_Group):
     item_deadline_s: float | None = Field(None, gt=0, description="give up on an item after this")
     max_cost_usd: float | None = Field(None, ge=0, description="stop before spending more")
     max_download_mb: float = Field(4096.0, gt=0, description="size cap per downloaded source")
+    download_deadline_s: float = Field(3600.0, gt=0, description="time limit per download")
+    min_download_kb_s: float = Field(16.0, ge=0, description="slowest acceptable download "
+                                     "rate, KB/s over 30 s (0: no minimum)")
     allow_schemes: list[str] = Field(default_factory=list,
                                      description="fsspec URL schemes to enable (s3, gs, ...)")
+    allow_hosts: list[str] = Field(default_factory=list, description="HOST[:PORT] that URLs in "
+                                   "manifests and feeds may reach although not public (intranet)")
 
 
 class Reruns(_Group):

@@ -4,8 +4,8 @@ Layout (the output root may be a local folder or an fsspec URL such as s3://buck
 
     <root>/items/run_date=YYYY-MM-DD/<run_id>.parquet          one file per run and dataset
     <root>/transcripts/... segments/... narrations/... costs/...
-    <root>/media/transcripts/<item_id>.txt|.srt|.vtt           latest result per item id
-    <root>/media/narrations/<item_id>.<format>
+    <root>/media/transcripts/<run_id>/<item_id>.txt|.srt|.vtt  per run: runs never overwrite
+    <root>/media/narrations/<run_id>/<item_id>.<format>          each other's files
     <root>/_cache/...                                          result cache (tasks/cache.py)
 
 Rows of a run are staged item by item in append-only JSON-lines files in a local run folder,
@@ -143,8 +143,10 @@ class OutputRoot:
         return self.write_bytes(relative, sink.getvalue().to_pybytes())
 
 
-def media_relpath(kind: str, item_id: str, extension: str) -> str:
-    return f"media/{kind}/{safe_name(item_id)}.{extension}"
+def media_relpath(kind: str, run_id: str, item_id: str, extension: str) -> str:
+    """Where a run's media file for an item goes: one folder per run, so two runs (two
+    submitters sharing an output root) with the same item id never overwrite each other."""
+    return f"media/{kind}/{safe_name(run_id)}/{safe_name(item_id)}.{extension}"
 
 
 class RunStaging:

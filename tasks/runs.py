@@ -55,7 +55,10 @@ class RunOptions:
     resume: bool = True
     rerun_failed: str | None = None
     allow_schemes: tuple[str, ...] = ()
+    allow_hosts: tuple[str, ...] = ()
     max_download_mb: float = 4096.0
+    download_deadline_s: float = 3600.0
+    min_download_kb_s: float = 16.0
     progress: bool | None = None
     # transcription
     language: str | None = None
@@ -75,6 +78,7 @@ class RunOptions:
         """The flat options the pipeline works with, from a flow's `options` parameter."""
         flat = options.flat()
         flat["allow_schemes"] = tuple(flat["allow_schemes"])
+        flat["allow_hosts"] = tuple(flat["allow_hosts"])
         return cls(kind=kind, manifest=manifest, out=out, **flat)
 
     def job_key(self, manifest_bytes: bytes) -> str:
@@ -82,7 +86,8 @@ class RunOptions:
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in {"concurrency", "requests_per_minute", "tokens_per_minute", "progress",
                                 "max_attempts", "max_backoff_s", "timeout_s", "item_deadline_s", "max_cost_usd",
-                                "resume", "use_cache", "manifest", "run_id"}}
+                                "resume", "use_cache", "manifest", "run_id", "allow_hosts",
+                                "download_deadline_s", "min_download_kb_s"}}
         digest = hashlib.sha256(manifest_bytes)
         digest.update(json.dumps(shaping, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:24]

@@ -5,6 +5,12 @@ retries for passing failures and resumable partial downloads (`<name>.part` + `R
 Other fsspec URLs (s3://, gs://, memory://...) are copied in blocks, only when the user has
 enabled their scheme. Every failure is an `InputError` naming the item and the source, with
 credentials stripped from the URL.
+
+Sources come from data that others write (README "Security model"), so by default:
+- http(s) downloads connect only to public addresses, checked on every connection and
+  redirect hop (`tasks.netguard`), within a total deadline and above a minimum rate;
+- local files are read only where the policy says: anywhere for the operator's own manifest
+  (`local_roots=None`), inside the data roots for manifests from others, never for a feed.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import posixpath
 import re
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ import fsspec
 import httpx
 
 from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.netguard import AddressPolicy, BlockedAddress, guarded_transport
 
 try:  # advisory file locks: one download per target, across tasks and processes (POSIX only)
     import fcntl
@@ -53,6 +61,15 @@ class FetchPolicy:
     max_redirects: int = 10
     attempts: int = 4  # tries for 5xx, 408, 429 and dropped or refused connections
     backoff_s: float = 1.0  # wait before the first retry; doubles each time
+    # Who may be connected to: public addresses plus the opt-ins (None: no check, for a URL
+    # the operator typed, such as the feed's own).
+    addresses: AddressPolicy | None = AddressPolicy()
+    # Local files: None = any (the operator's own manifest), () = none (URLs from a feed),
+    # else only inside these folders (manifests from the inbox, `submit`, the Prefect API).
+    local_roots: tuple[str, ...] | None = None
+    deadline_s: float = 3600.0  # for the whole download, retries included
+    min_rate_bytes_s: float = 16 * 1024  # averaged over each rate window; 0: no minimum
+    rate_window_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,7 @@ async def fetch(source: str, work_dir: Path, policy: FetchPolicy, *, label: str)
         raise InputError(f"{label}: URL scheme '{scheme}' is not enabled: pass --allow-scheme "
                          f"{scheme} to read {safe_url(source)}")
     if scheme == "file":
-        return _local_file(source, label)
+        return local_file(source, policy, label)
     try:
         target = work_dir / _download_name(source)
     except ValueError as exc:  # urlsplit: e.g. "Invalid IPv6 URL"
@@ -111,9 +128,16 @@ async def fetch(source: str, work_dir: Path, policy: FetchPolicy, *, label: str)
 
 # --- local files -------------------------------------------------------------------------
 
-def _local_file(source: str, label: str) -> FetchedFile:
+def local_file(source: str, policy: FetchPolicy, label: str,
+               suffixes: tuple[str, ...] = ()) -> FetchedFile:
+    """A readable, non-empty regular local file that `policy` lets this item read.
+
+    Outside the operator's own manifests, the file is judged by its real path (after
+    symlinks): inside a data root and, when `suffixes` are given, with one of them."""
     is_url = source.lower().startswith("file:")
     path = Path(url2pathname(urlsplit(source).path)) if is_url else Path(source).expanduser()
+    if policy.local_roots is not None:
+        path = _within_roots(path, policy.local_roots, label, suffixes)
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -128,10 +152,26 @@ def _local_file(source: str, label: str) -> FetchedFile:
         raise InputError(f"{label}: {path} is not a regular file (a pipe, socket or device): "
                          "give a path to an audio file.")
     if info.st_size == 0:
-        raise InputError(f"{label}: {path} is empty (0 bytes): re-export or re-copy the audio.")
+        raise InputError(f"{label}: {path} is empty (0 bytes): re-export or re-copy the file.")
     if not os.access(path, os.R_OK):
         raise InputError(f"{label}: no permission to read {path}: fix its permissions.")
     return FetchedFile(path, info.st_size, mimetypes.guess_type(path.name)[0], downloaded=False)
+
+
+def _within_roots(path: Path, roots: tuple[str, ...], label: str, suffixes: tuple[str, ...]) -> Path:
+    if not roots:
+        raise InputError(f"{label}: {path} is a local path; local files are never read from a "
+                         "feed (a feed must give http(s) URLs).")
+    real = Path(os.path.realpath(path))
+    if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+        raise InputError(f"{label}: {path} is outside the folders this run may read "
+                         f"({', '.join(roots)}). Manifests from the inbox, `submit` or the "
+                         "Prefect API may only name files inside those folders: move the file "
+                         "there, or ask the operator to add its folder to AUDIOBATCH_DATA_ROOTS.")
+    if suffixes and real.suffix.lower() not in suffixes:
+        raise InputError(f"{label}: {path} is not a {' or '.join(suffixes)} file (it leads to "
+                         f"'{real.name}'): give the text file itself.")
+    return real
 
 
 # --- the download area: names, locks, completed downloads --------------------------------
@@ -199,9 +239,26 @@ def _too_big(label: str, shown: str, size: int | None, policy: FetchPolicy) -> I
 # --- http(s) -----------------------------------------------------------------------------
 
 async def _download_http(url: str, target: Path, policy: FetchPolicy, label: str) -> FetchedFile:
+    shown = safe_url(url)
+    try:
+        async with asyncio.timeout(policy.deadline_s):
+            return await _download_with_retries(url, target, policy, label)
+    except TimeoutError:
+        raise InputError(f"{label}: downloading {shown} took longer than the download deadline of "
+                         f"{policy.deadline_s:g} s. Try again later (the partial download "
+                         "resumes), or raise --download-deadline-s.") from None
+    except BlockedAddress as blocked:
+        raise InputError(
+            f"{label}: {shown} was not fetched: it leads to {blocked}. Only public addresses are "
+            "fetched for URLs found in manifests and feeds; if this host is yours, allow it with "
+            f"--allow-host {blocked.host} (or AUDIOBATCH_ALLOW_HOSTS).") from None
+
+
+async def _download_with_retries(url: str, target: Path, policy: FetchPolicy, label: str) -> FetchedFile:
     shown, part = safe_url(url), _sidecar(target, ".part")
     timeout = httpx.Timeout(policy.timeout_s)
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True,
+    transport = guarded_transport(policy.addresses) if policy.addresses is not None else None
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, transport=transport,
                                  max_redirects=policy.max_redirects) as client:
         for attempt in range(1, policy.attempts + 1):
             try:
@@ -279,6 +336,7 @@ def _check_status(response: httpx.Response, offset: int, part: Path, label: str,
 async def _write_body(response: httpx.Response, part: Path, resuming: bool, offset: int,
                       policy: FetchPolicy, label: str, shown: str) -> None:
     written = offset
+    rate = _RateCheck(policy, label, shown)
     with open(part, "ab" if resuming else "wb") as out:
         async for block in response.aiter_bytes():  # as received: a drop loses nothing kept
             written += len(block)
@@ -287,6 +345,29 @@ async def _write_body(response: httpx.Response, part: Path, resuming: bool, offs
                 part.unlink(missing_ok=True)
                 raise _too_big(label, shown, None, policy)
             out.write(block)
+            rate.received(len(block))
+
+
+class _RateCheck:
+    """Fails a download whose server sends less than the minimum rate over a whole window
+    (a server dripping a byte now and then never trips a read timeout)."""
+
+    def __init__(self, policy: FetchPolicy, label: str, shown: str) -> None:
+        self.policy, self.label, self.shown = policy, label, shown
+        self.window_start, self.window_bytes = time.monotonic(), 0
+
+    def received(self, size: int) -> None:
+        self.window_bytes += size
+        elapsed = time.monotonic() - self.window_start
+        if self.policy.min_rate_bytes_s <= 0 or elapsed < self.policy.rate_window_s:
+            return
+        if self.window_bytes < self.policy.min_rate_bytes_s * elapsed:
+            raise InputError(
+                f"{self.label}: {self.shown} is sending too slowly: {self.window_bytes:,} bytes in "
+                f"the last {elapsed:.0f} s, below the minimum of "
+                f"{self.policy.min_rate_bytes_s / 1024:g} KB/s. Try again later (the partial "
+                "download resumes), or lower --min-download-kb-s.")
+        self.window_start, self.window_bytes = time.monotonic(), 0
 
 
 def _content_type_problem(value: str | None, allowed: frozenset[str]) -> str | None:

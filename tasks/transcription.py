@@ -99,7 +99,7 @@ def _write_media(ctx: RunContext, item: Item, text: str, segments: list[Segment]
     paths = {}
     for extension, content in (("txt", text + "\n"), ("srt", render_srt(segments)),
                                ("vtt", render_vtt(segments))):
-        relative = media_relpath("transcripts", item.item_id, extension)
+        relative = media_relpath("transcripts", ctx.run_id, item.item_id, extension)
         ctx.out.write_bytes(relative, content.encode("utf-8"))
         paths[f"{extension}_path"] = ctx.out.display(relative)
     return paths

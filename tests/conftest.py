@@ -10,6 +10,18 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+@pytest.fixture
+def allow_loopback_fetch(monkeypatch):
+    """URLs inside manifests and feeds may reach only public addresses. Tests that serve
+    enclosures, audio or transcripts on 127.0.0.1 opt in as an operator with an intranet would:
+    AUDIOBATCH_ALLOW_HOSTS (same as `--allow-host 127.0.0.1`). Prefect workers get it through
+    `process_worker(..., env=LOOPBACK_FETCH_ENV)` (tests/helpers/feeds.py)."""
+    from tests.helpers.feeds import LOOPBACK_FETCH_ENV
+
+    for name, value in LOOPBACK_FETCH_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """A real, temporary Prefect API server (SQLite) for tests that run flows."""

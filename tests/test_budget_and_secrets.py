@@ -131,7 +131,8 @@ async def prefect_records() -> str:
         [a.data for a in artifacts])
 
 
-def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capfd) -> None:
+def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capfd,
+                                                                  allow_loopback_fetch) -> None:
     """Presigned and private-feed URLs carry credentials in their query: the audio is fetched
     with them, but outputs, messages and Prefect see them masked."""
     token, signature = "PRIVATEFEEDTOKEN0123456789abcdef", "SIGNATUREdeadbeef0123456789abcdef"

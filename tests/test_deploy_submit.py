@@ -23,7 +23,7 @@ from audiobatch.flows.cli_ops import NOT_FOR_INBOX, SCHEDULE_DESTS
 from audiobatch.flows.deploy import FLOWS, ensure_work_pool, load_flow
 from audiobatch.tasks.options import flat_names
 from tests.helpers.e2e import corpus_wer, read_dataset, write_manifest
-from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, process_worker
+from tests.helpers.feeds import LOOPBACK_FETCH_ENV, SHORT_CLIPS, FeedServer, TestEpisode, process_worker
 from tests.helpers.localserver import references
 from tests.helpers.data import ROOT, SPEECH
 
@@ -36,7 +36,7 @@ RUN_TIMEOUT_S = 300
 def worker(prefect_api, tmp_path_factory):
     ensure_work_pool(POOL)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with process_worker(POOL, log):
+    with process_worker(POOL, log, env=LOOPBACK_FETCH_ENV):  # the feed's enclosures are on 127.0.0.1
         yield log
 
 

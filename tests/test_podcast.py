@@ -19,7 +19,7 @@ from tests.helpers.e2e import all_files_text, corpus_wer, read_dataset
 from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, rss
 from tests.helpers.localserver import references
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("allow_loopback_fetch")]  # enclosures on 127.0.0.1
 VTT = "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n<v Host>Shipped words,</v>\n\n00:00:01.500 --> 00:00:03.000\nnot paid for.\n"
 
 

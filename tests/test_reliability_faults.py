@@ -90,7 +90,8 @@ def test_thirty_percent_faults_give_the_same_outputs_as_a_clean_run(tmp_path) ->
     def outputs(root: Path) -> tuple:
         transcripts = pd.read_parquet(root / "transcripts").set_index("item_id")["text"].to_dict()
         segments = pd.read_parquet(root / "segments").sort_values(["item_id", "segment_index"])
-        narration = (root / "media" / "narrations" / "notes.wav").read_bytes()
+        [audio_path] = pd.read_parquet(root / "narrations")["audio_path"]  # media are per run
+        narration = Path(audio_path).read_bytes()
         return transcripts, segments[["item_id", "start_s", "text"]].values.tolist(), narration
 
     assert outputs(tmp_path / "faulty") == outputs(tmp_path / "clean")

@@ -106,7 +106,7 @@ def test_published_items_come_in_manifest_order_with_integer_chunk_counts(tmp_pa
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "/abs", "a/b", ".hidden", "..", "x\x00y"])
 def test_ids_cannot_escape_the_output_root(bad: str) -> None:
     with pytest.raises(InputError):
-        media_relpath("transcripts", bad, "txt")
+        media_relpath("transcripts", "run-1", bad, "txt")
     assert safe_name("episode 1 – Café") == "episode 1 – Café"
 
 

@@ -16,13 +16,16 @@ import fsspec
 import pytest
 
 from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.netguard import AddressPolicy
 from audiobatch.tasks.sources import FetchPolicy, fetch, safe_url, scheme_of
 from tests.helpers.data import SPEECH
 
 
 JFK = SPEECH / "openai-whisper__jfk.flac"  # 1.15 MB of real FLAC
 JFK_BYTES = JFK.read_bytes()
-FAST = FetchPolicy(attempts=3, backoff_s=0.01, timeout_s=5.0)
+# The scripted server is on 127.0.0.1: opted in as an operator would (--allow-host 127.0.0.1).
+LOOPBACK = AddressPolicy(allow_hosts=frozenset({"127.0.0.1"}))
+FAST = FetchPolicy(attempts=3, backoff_s=0.01, timeout_s=5.0, addresses=LOOPBACK)
 
 
 class Script(BaseHTTPRequestHandler):
@@ -280,21 +283,21 @@ async def test_passing_server_errors_recover(server: ScriptedServer, tmp_path: P
 
 
 async def test_announced_size_over_the_cap_is_refused_before_download(server: ScriptedServer, tmp_path: Path) -> None:
-    policy = FetchPolicy(max_bytes=1024 * 1024, attempts=1)
+    policy = FetchPolicy(max_bytes=1024 * 1024, attempts=1, addresses=LOOPBACK)
     with pytest.raises(InputError, match=r"larger than the download cap of 1,048,576 bytes \(10,485,760 bytes\)"):
         await fetch(server.url("/huge"), tmp_path, policy, label="ep")
     assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
 async def test_unannounced_body_over_the_cap_is_cut_off(server: ScriptedServer, tmp_path: Path) -> None:
-    policy = FetchPolicy(max_bytes=1024 * 1024, attempts=1)
+    policy = FetchPolicy(max_bytes=1024 * 1024, attempts=1, addresses=LOOPBACK)
     with pytest.raises(InputError, match=r"larger than the download cap of 1,048,576 bytes"):
         await fetch(server.url("/unannounced"), tmp_path, policy, label="ep")
     assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # partial file deleted
 
 
 async def test_content_length_lie_cannot_push_past_the_cap(server: ScriptedServer, tmp_path: Path) -> None:
-    policy = FetchPolicy(max_bytes=1024 * 1024, attempts=1)
+    policy = FetchPolicy(max_bytes=1024 * 1024, attempts=1, addresses=LOOPBACK)
     fetched = await fetch(server.url("/short-length"), tmp_path, policy, label="ep")
     assert fetched.size_bytes == 1000 and fetched.path.read_bytes() == b"\1" * 1000  # the rest never hit disk
 
@@ -306,7 +309,7 @@ async def test_empty_body_is_refused(server: ScriptedServer, tmp_path: Path) -> 
 
 async def test_dropped_connection_resumes_on_the_next_run(server: ScriptedServer, tmp_path: Path) -> None:
     path = unique("/drop-once")
-    one_try = FetchPolicy(attempts=1)
+    one_try = FetchPolicy(attempts=1, addresses=LOOPBACK)
     with pytest.raises(InputError, match="resumes next time"):
         await fetch(server.url(path), tmp_path, one_try, label="ep")
     [part] = tmp_path.glob("*.part")
@@ -339,7 +342,7 @@ async def test_server_without_ranges_restarts_from_zero(server: ScriptedServer, 
 
 
 async def test_timeouts_are_retried_then_reported(server: ScriptedServer, tmp_path: Path) -> None:
-    policy = FetchPolicy(timeout_s=0.2, attempts=2, backoff_s=0.01)
+    policy = FetchPolicy(timeout_s=0.2, attempts=2, backoff_s=0.01, addresses=LOOPBACK)
     path = unique("/slow")
     with pytest.raises(InputError, match=r"after 2 attempts \(last problem: ReadTimeout"):
         await fetch(server.url(path), tmp_path, policy, label="ep")

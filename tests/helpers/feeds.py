@@ -128,17 +128,23 @@ def rss(title: str, episodes: Sequence[TestEpisode], url_of: Callable[[str], str
 
 # --- a real Prefect worker ----------------------------------------------------------------
 
+# The worker's environment is the operator's: this opts in feeds served on 127.0.0.1.
+LOOPBACK_FETCH_ENV = {"AUDIOBATCH_ALLOW_HOSTS": "127.0.0.1,localhost"}
+
+
 @contextmanager
-def process_worker(pool: str, log_path: Path) -> Iterator[subprocess.Popen]:
+def process_worker(pool: str, log_path: Path,
+                   env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """`prefect worker start --pool POOL --type process` against the session's test API.
 
     The worker polls every second (the default is 10 s) and runs each flow run in a child
-    process, exactly as in production; flows import from the installed audiobatch package."""
+    process, exactly as in production; flows import from the installed audiobatch package.
+    `env` adds to the worker's environment (the operator's settings, e.g. LOOPBACK_FETCH_ENV)."""
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1"}
+           "DO_NOT_TRACK": "1", **(env or {})}
     prefect = Path(sys.executable).with_name("prefect")
     log = open(log_path, "w")
     worker = subprocess.Popen([str(prefect), "worker", "start", "--pool", pool, "--type", "process",
