@@ -17,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 import pandas as pd
 import pytest
 
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.podcast import transcribe_podcast
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.netguard import AddressPolicy, refusal
@@ -213,8 +214,9 @@ async def test_a_hostile_feed_reads_no_local_file_and_no_internal_service(prefec
     local_audio.write_bytes(CLIP)
     site.feed = _feed(site, internal, local_audio)
     out = tmp_path / "out"
-    summary = await transcribe_podcast(feed=site.url("/feed.xml"), out=str(out), options=TranscribeOptions.from_flat(
-        allow_hosts=[f"127.0.0.1:{site.port}"], progress=False))
+    summary = await summary_of(transcribe_podcast(
+        feed=site.url("/feed.xml"), out=str(out), return_state=True,
+        options=TranscribeOptions.from_flat(allow_hosts=[f"127.0.0.1:{site.port}"], progress=False)))
     assert (summary["items"], summary["failed"]) == (5, 5)
     items = pd.read_parquet(out / "items").set_index("episode_guid")["error_message"]
     assert "local files are never read from a feed" in items["file-url"]
