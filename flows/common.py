@@ -15,7 +15,10 @@ from audiobatch.flows.logs import route_logs
 from audiobatch.flows.runtime import finish_run, open_run
 from audiobatch.tasks.manifest import Item, read_manifest
 from audiobatch.tasks.outputs import failed_item_ids, publish_run
-from audiobatch.tasks.progress import RunProgress, RunSummary, publish_artifact, summarize
+from audiobatch.tasks.history import record_from_rows
+from audiobatch.tasks.progress import (RunProgress, RunSummary, publish_artifact, publish_report_artifact,
+                                      summarize)
+from audiobatch.tasks.report import render_markdown
 from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions, run_items
 from audiobatch.tasks.trust import Trust
 
@@ -75,12 +78,15 @@ async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, 
 
 async def report(ctx: RunContext, wall_start: float) -> RunSummary:
     outputs = publish_run(ctx.out, ctx.staging, ctx.run_id)
-    summary = summarize(ctx.run_id, ctx.options.kind, ctx.staging.final_rows("items"),
-                        ctx.staging.final_rows("costs"), wall_s=time.monotonic() - wall_start,
+    items, costs = ctx.staging.final_rows("items"), ctx.staging.final_rows("costs")
+    summary = summarize(ctx.run_id, ctx.options.kind, items, costs, wall_s=time.monotonic() - wall_start,
                         model=ctx.model, priced_as=ctx.priced_as, outputs=outputs,
                         stop_reason=ctx.stop_reason, out=ctx.out.url)
     log.info("%s", summary.outcome)
     await publish_artifact(summary)
+    if items:
+        await publish_report_artifact(ctx.options.kind, ctx.run_id,
+                                      render_markdown(record_from_rows(ctx.run_id, items, costs)))
     return summary
 
 

@@ -2,19 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict
 
 from audiobatch.flows.runtime import client_settings, resolve_pricing, resolve_profile
 from audiobatch.tasks.forecast import ItemForecast, forecast_items, forecast_table, render_forecast, render_problems
 from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE, read_manifest
-from audiobatch.tasks.manifest_io import read_rows
+from audiobatch.tasks.manifest_io import ManifestError, read_rows
 from audiobatch.tasks.runs import RunOptions
 
 
 def detect_kind(manifest: str) -> str:
     """transcribe when the header has an `audio` column, narrate when it has text/text_file."""
-    header = {cell.strip().lower().replace("-", "_").replace(" ", "_")
-              for cell in next(iter(read_rows(manifest)), (0, []))[1]}
-    return TRANSCRIBE if "audio" in header else NARRATE
+    cells = next(iter(read_rows(manifest)), (0, []))[1]
+    header = {cell.strip().lower().replace("-", "_").replace(" ", "_") for cell in cells}
+    if "audio" in header:
+        return TRANSCRIBE
+    if header & {"text", "text_file"}:
+        return NARRATE
+    found = ", ".join(repr(c.strip()) for c in cells if c.strip()) or "none"
+    raise ManifestError(f"manifest {manifest}, line 1: no 'audio' column (to transcribe) and no "
+                        f"'text' or 'text_file' column (to narrate) (found: {found}). Rename the "
+                        "column that holds the inputs, or pass --kind.")
 
 
 def forecast(options: RunOptions) -> tuple[list[ItemForecast], str]:
@@ -33,6 +42,9 @@ def forecast(options: RunOptions) -> tuple[list[ItemForecast], str]:
 def estimate(options: RunOptions) -> str:
     forecasts, priced_as = forecast(options)
     report = render_forecast(forecast_table(forecasts), options.kind, priced_as)
+    later = render_problems(forecasts, countable_later=True)
+    if later:
+        report += f"\nnot counted (they will run; their size is known only then):\n{later}"
     problems = render_problems(forecasts)
     if problems:
         report += f"\nnot counted (fix these rows, or they will fail):\n{problems}"
@@ -45,6 +57,14 @@ def run_estimate(args: argparse.Namespace) -> int:
                          base_url=args.base_url, provider=args.provider, profiles=args.profiles,
                          price_as=args.price_as, max_audio_tokens=args.max_audio_tokens,
                          language=args.language, prompt=args.prompt, instructions=args.instructions)
+    if args.json:
+        forecasts, priced_as = forecast(options)
+        models = [{**row, "usage": asdict(row["usage"])} for row in forecast_table(forecasts)]
+        not_counted = [{"item_id": f.item_id, "problem": f.problem, "will_run": f.countable_later}
+                       for f in forecasts if f.problem]
+        print(json.dumps({"manifest": args.manifest, "kind": kind, "prices": priced_as,
+                          "models": models, "not_counted": not_counted}, indent=2))
+        return 0
     print(f"estimate for {args.manifest} ({kind}):")
     print(estimate(options))
     return 0

@@ -7,6 +7,7 @@ that the run's budget check uses (tasks/estimate.py).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcrib
 from audiobatch.tasks.manifest import TRANSCRIBE, Item
 from audiobatch.tasks.narration import item_text
 from audiobatch.tasks.profiles import ModelProfile, Prices
-from audiobatch.tasks.sources import scheme_of
+from audiobatch.tasks.sources import safe_url, scheme_of
 from audiobatch.tasks.text import max_words_per_request, split_for_narration
 
 
@@ -31,14 +32,23 @@ class ItemForecast:
     cost_usd: float | None = 0.0
     seconds: float = 0.0  # audio in (transcription) or expected audio out (narration)
     problem: str | None = None
+    countable_later: bool = False  # not a problem: a URL whose duration is known once fetched
+
+
+class NotCountable(AudiobatchError):
+    """Fine to run, but its size is unknown before the run (a URL: known once downloaded)."""
 
 
 def _audio_seconds(item: Item) -> float:
     if scheme_of(item.source) != "file":
-        raise AudiobatchError(f"{item.item_id}: duration unknown until downloaded ({item.source})")
-    duration = codecs.probe(item.source.removeprefix("file://"), item.item_id).duration_s
+        raise NotCountable(f"duration known only once downloaded ({safe_url(item.source)})")
+    path = item.source.removeprefix("file://")
+    if not os.path.isfile(path):
+        raise AudiobatchError(f"file not found: {path}. Check the path (relative paths in a "
+                              "manifest start from the manifest's folder).")
+    duration = codecs.probe(path, "the file").duration_s
     if duration is None:
-        raise AudiobatchError(f"{item.item_id}: the file does not state its duration")
+        raise NotCountable("the file does not state its duration")
     return duration
 
 
@@ -86,7 +96,8 @@ def forecast_items(items: list[Item], kind: str, *, default_model: str,
                     item, profile_for(model),
                     instructions=item.options.get("instructions") or instructions)
         except AudiobatchError as error:
-            forecasts.append(ItemForecast(item.item_id, model, problem=str(error)))
+            forecasts.append(ItemForecast(item.item_id, model, problem=_without_id(str(error), item),
+                                          countable_later=isinstance(error, NotCountable)))
             continue
         forecast.cost_usd = cost_usd(forecast.usage, prices_for(model))
         forecasts.append(forecast)
@@ -96,18 +107,16 @@ def forecast_items(items: list[Item], kind: str, *, default_model: str,
 def forecast_table(forecasts: list[ItemForecast]) -> list[dict]:
     """Totals per model: items, requests, hours, tokens (audio/text, in/out), dollars."""
     table: dict[str, dict] = {}
-    for f in forecasts:
-        row = table.setdefault(f.model, {"model": f.model, "items": 0, "unpriceable": 0,
+    for f in (f for f in forecasts if f.problem is None):  # what is counted, and only that
+        row = table.setdefault(f.model, {"model": f.model, "items": 0,
                                          "requests": 0, "hours": 0.0, "usage": Usage(),
                                          "cost_usd": 0.0})
         row["items"] += 1
-        row["unpriceable"] += f.problem is not None
         row["requests"] += f.requests
         row["hours"] += f.seconds / 3600
         row["usage"] = row["usage"] + f.usage
-        if f.problem is None:  # one unpriced model makes the total unknown, not smaller
-            known = row["cost_usd"] is not None and f.cost_usd is not None
-            row["cost_usd"] = row["cost_usd"] + f.cost_usd if known else None
+        known = row["cost_usd"] is not None and f.cost_usd is not None  # one unpriced model
+        row["cost_usd"] = row["cost_usd"] + f.cost_usd if known else None  # makes it unknown
     return list(table.values())
 
 
@@ -125,5 +134,12 @@ def render_forecast(table: list[dict], kind: str, priced_as: str) -> str:
     return "\n".join(lines)
 
 
-def render_problems(forecasts: list[ItemForecast]) -> str:
-    return "\n".join(f"  {f.item_id}: {f.problem}" for f in forecasts if f.problem)
+def _without_id(message: str, item: Item) -> str:
+    """The item's id is printed once, in front: drop it from the start of a message."""
+    return message.removeprefix(f"{item.item_id}: ")
+
+
+def render_problems(forecasts: list[ItemForecast], *, countable_later: bool = False) -> str:
+    """Rows that will fail (default), or rows that will run but cannot be sized in advance."""
+    return "\n".join(f"  {f.item_id}: {f.problem}" for f in forecasts
+                     if f.problem and f.countable_later == countable_later)

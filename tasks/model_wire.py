@@ -113,8 +113,10 @@ def _classify(status: int, code: str | None, model: str) -> tuple[type[ModelErro
     if status in (408, 409) or status >= 500:
         return TransientModelError, "The server had a passing problem; retried."
     if status == 404 and code == "model_not_found":
-        return PermanentModelError, (f"Check --model ({model!r}); gpt-4o-audio-preview is shut "
-                                     "down on OpenAI, use gpt-audio-1.5.")
+        retired = (" gpt-4o-audio-preview is shut down on OpenAI's own API (gpt-audio-1.5 replaces "
+                   "it there)." if model.startswith("gpt-4o-audio-preview") else "")
+        return PermanentModelError, (f"Check --model ({model!r}): the endpoint's GET /v1/models "
+                                     f"lists the models it serves.{retired}")
     if status == 404:
         return PermanentModelError, "Check --base-url: it should end in /v1 (e.g. https://api.openai.com/v1)."
     if status == 413:

@@ -175,3 +175,14 @@ async def publish_artifact(summary: RunSummary) -> None:
         table=summary.rows(),
         description=f"audiobatch {summary.kind} run {summary.run_id}",
     )
+
+
+async def publish_report_artifact(kind: str, run_id: str, markdown: str) -> None:
+    """The run's report (failures, errors by kind) as a Markdown artifact (no-op outside a run)."""
+    from prefect.artifacts import acreate_markdown_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    await acreate_markdown_artifact(key=f"{kind}-report", markdown=markdown,
+                                    description=f"audiobatch {kind} run {run_id}: report")

@@ -144,7 +144,7 @@ async def test_gives_up_after_max_attempts_with_every_attempt_recorded() -> None
     (error(403, "Project does not have access to model.", code="model_not_allowed"),
      RunFatalError, "permissions"),
     (error(404, "The model `gpt-4o-audio-preview` does not exist.", code="model_not_found"),
-     PermanentModelError, "use gpt-audio-1.5"),
+     PermanentModelError, "/v1/models"),
     (error(413, "Request too large."), PermanentModelError, "audio budget"),
     (error(422, "Unprocessable audio."), PermanentModelError, "Unprocessable"),
     (insufficient_quota(), RunFatalError, "no quota left"),
