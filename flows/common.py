@@ -77,8 +77,9 @@ async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, 
 
 
 async def report(ctx: RunContext, wall_start: float) -> RunSummary:
-    outputs = publish_run(ctx.out, ctx.staging, ctx.run_id)
-    items, costs = ctx.staging.final_rows("items"), ctx.staging.final_rows("costs")
+    staged = ctx.staging.snapshot()
+    outputs = publish_run(ctx.out, staged, ctx.run_id)
+    items, costs = staged.final_rows("items"), staged.final_rows("costs")
     summary = summarize(ctx.run_id, ctx.options.kind, items, costs, wall_s=time.monotonic() - wall_start,
                         model=ctx.model, priced_as=ctx.priced_as, outputs=outputs,
                         stop_reason=ctx.stop_reason, out=ctx.out.url)

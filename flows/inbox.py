@@ -38,8 +38,9 @@ from audiobatch.tasks.errors import AudiobatchError, redact
 from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE
 from audiobatch.tasks.options import InboxOptions
 from audiobatch.tasks.manifest_io import ManifestError, read_rows
-from audiobatch.tasks.outputs import OutputRoot, RunStaging
-from audiobatch.tasks.runs import state_dir
+from audiobatch.tasks.outputs import OutputRoot
+from audiobatch.tasks.runs import run_folder
+from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.sources import safe_url
 
 log = logging.getLogger("audiobatch")
@@ -168,7 +169,7 @@ def manifest_kind(name: str, location: str) -> str:
 
 
 def _not_ok_rows(out: str, run_id: str) -> list[dict[str, Any]]:
-    rows = RunStaging(state_dir(OutputRoot(out)) / run_id).final_rows("items")
+    rows = RunStaging(run_folder(OutputRoot(out), run_id)).final_rows("items")
     return [{key: row.get(key) for key in ("item_id", "row", "status", "error_type", "error_message")}
             for row in rows if row["status"] != "ok"]
 

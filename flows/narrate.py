@@ -9,8 +9,9 @@ from audiobatch.tasks.manifest import NARRATE
 from audiobatch.tasks.narration import narrate_item
 from audiobatch.tasks.narration_feed import check_feed_url, publish_run_to_feed
 from audiobatch.tasks.options import NarrateOptions
-from audiobatch.tasks.outputs import OutputRoot, RunStaging
-from audiobatch.tasks.runs import RunOptions, state_dir
+from audiobatch.tasks.outputs import OutputRoot
+from audiobatch.tasks.runs import RunOptions, run_folder
+from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.trust import OPERATOR
 
 
@@ -30,7 +31,7 @@ async def narrate_manifest(manifest: str, out: str = "outputs",
     summary = await execute_run(run, narrate_item, OPERATOR)
     if run.feed_url:
         root = OutputRoot(out)
-        rows = RunStaging(state_dir(root) / summary["run_id"]).final_rows("narrations")
+        rows = RunStaging(run_folder(root, summary["run_id"])).final_rows("narrations")
         summary["feed"] = publish_run_to_feed(root, rows, run.feed_url)
         print(f"podcast feed: {summary['feed']}")
     return run_state(summary)

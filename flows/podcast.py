@@ -23,9 +23,10 @@ from audiobatch.tasks.feed_transcripts import record_feed_transcript
 from audiobatch.tasks.feeds import Episode, Feed, episode_item, episode_item_id, load_feed, select_episodes
 from audiobatch.tasks.manifest import TRANSCRIBE, Item
 from audiobatch.tasks.options import TranscribeOptions
-from audiobatch.tasks.outputs import OutputRoot, RunStaging
+from audiobatch.tasks.outputs import OutputRoot
 from audiobatch.tasks.progress import summarize
-from audiobatch.tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, state_dir
+from audiobatch.tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, run_folder
+from audiobatch.tasks.staging import RunStaging
 from audiobatch.flows.runtime import fetch_policy
 from audiobatch.tasks.sources import FetchPolicy, safe_url
 from audiobatch.tasks.transcription import transcribe_item
@@ -111,7 +112,7 @@ def _job_bytes(feed: Feed, items: list[Item], force: bool) -> bytes:
 def _remember(root: OutputRoot, state: FeedState, episodes: list[Episode], items: list[Item],
               run_id: str) -> None:
     """Record each episode's outcome from the run's own status rows (ok = done for good)."""
-    rows = {row["item_id"]: row for row in RunStaging(state_dir(root) / run_id).final_rows("items")}
+    rows = {row["item_id"]: row for row in RunStaging(run_folder(root, run_id)).final_rows("items")}
     for episode, item in zip(episodes, items):
         row = rows.get(item.item_id)
         if row is not None:

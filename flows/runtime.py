@@ -5,7 +5,6 @@ to the embedded ASGI app through `httpx.ASGITransport` (same code path, no port,
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import AsyncIterator
@@ -18,9 +17,11 @@ from audiobatch.tasks.cache import ResultCache
 from audiobatch.tasks.calls import Budget
 from audiobatch.tasks.errors import ConfigError, register_secret
 from audiobatch.tasks.model import ClientSettings, ModelClient
-from audiobatch.tasks.outputs import OutputRoot, RunStaging
+from audiobatch.tasks.outputs import OutputRoot
 from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
-from audiobatch.tasks.runs import RunContext, RunOptions, choose_run_id, state_dir, write_job_file
+from audiobatch.tasks.runs import (RunContext, RunOptions, choose_run_id, new_job, read_job, run_folder, work_dir,
+                                   write_job_file)
+from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.netguard import AddressPolicy
 from audiobatch.tasks.sources import FetchPolicy
 from audiobatch.tasks.trust import Trust
@@ -108,20 +109,20 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
     out = OutputRoot(options.out)
     job_key = options.job_key(manifest_bytes)
     run_id, resumed = choose_run_id(options, out, job_key)
-    folder = state_dir(out) / run_id
-    write_job_file(folder, job_key, options)
-    staging = RunStaging(folder)
+    write_job_file(out, run_id, new_job(job_key, options))
+    staging = RunStaging(run_folder(out, run_id))
+    staged = staging.snapshot()
     profile = resolve_profile(options, settings.model)
     prices, priced_as = resolve_pricing(options, settings.model, settings.provider)
-    spent = sum(r["cost_usd"] or 0.0 for r in staging.read("costs"))
+    spent = sum(r["cost_usd"] or 0.0 for r in staged.read("costs"))
     async with build_client(settings) as client:  # its limiter: the settings' concurrency and rates
         ctx = RunContext(
-            options=options, run_id=run_id, out=out, staging=staging, work_dir=folder / "work",
+            options=options, run_id=run_id, out=out, staging=staging, work_dir=work_dir(out, run_id),
             client=client, model=settings.model, provider=settings.provider, profile=profile,
             prices=prices, priced_as=priced_as, cache=ResultCache(out, enabled=options.use_cache),
             budget=Budget(options.max_cost_usd, spent_usd=spent),
             fetch_policy=fetch_policy(options, trust),
-            paid_chunks={(r["item_id"], r["chunk_index"]) for r in staging.read("costs")
+            paid_chunks={(r["item_id"], r["chunk_index"]) for r in staged.read("costs")
                          if not r.get("cached") and r.get("http_status") == 200},
         )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
@@ -159,8 +160,6 @@ def warm_up(options: RunOptions) -> None:
 
 def finish_run(ctx: RunContext, summary: dict) -> None:
     """Mark the run finished (no later run resumes it), keep its summary, drop its work files."""
-    job_file = state_dir(ctx.out) / ctx.run_id / "job.json"
-    job = json.loads(job_file.read_text())
-    job.update(finished=True, summary=summary)
-    job_file.write_text(json.dumps(job, indent=2, default=str))
+    job = read_job(ctx.out, ctx.run_id) or {}
+    write_job_file(ctx.out, ctx.run_id, {**job, "finished": True, "summary": summary})
     shutil.rmtree(ctx.work_dir, ignore_errors=True)

@@ -72,7 +72,8 @@ def _attempt_rows(ctx: RunContext, recorder: ItemRecorder, chunk_index: int, mod
 
 def record_costs(ctx: RunContext, recorder: ItemRecorder, rows: list[dict[str, Any]]) -> None:
     recorder.costs.extend(rows)
-    ctx.staging.stage_rows("costs", rows)
+    # a paid request is a fact the moment it is answered: on disk (or in the store) at once
+    ctx.staging.stage_rows("costs", rows, durable=any(not r["cached"] for r in rows))
 
 
 async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: int,

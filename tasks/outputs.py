@@ -8,22 +8,20 @@ Layout (the output root may be a local folder or an fsspec URL such as s3://buck
     <root>/media/narrations/<run_id>/<item_id>.<format>          each other's files
     <root>/_cache/...                                          result cache (tasks/cache.py)
 
-Rows of a run are staged item by item in append-only JSON-lines files in a local run folder,
-and compacted into one Parquet file per dataset when the run ends. A crash leaves only staged
+Rows of a run are staged item by item under `<root>/_runs/<run_id>/` (tasks/staging.py) and
+compacted into one Parquet file per dataset when the run ends. A crash leaves only staged
 lines (a torn last line is ignored); re-running the same job resumes from them, so each item
 and chunk ends with exactly one row. Readers never see a partial file: local files are written
 to a dot-file and renamed; object stores publish whole objects.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -32,6 +30,9 @@ import pyarrow.parquet as pq
 
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.ids import id_problem
+
+if TYPE_CHECKING:
+    from audiobatch.tasks.staging import RunStaging, StagedRows
 
 _STR, _F64, _I32 = pa.string(), pa.float64(), pa.int32()
 _TS = pa.timestamp("us", tz="UTC")
@@ -149,83 +150,6 @@ def media_relpath(kind: str, run_id: str, item_id: str, extension: str) -> str:
     return f"media/{kind}/{safe_name(run_id)}/{safe_name(item_id)}.{extension}"
 
 
-class RunStaging:
-    """Append-only, crash-tolerant staging of one run's rows, item by item."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def _file(self, dataset: str) -> Path:
-        return self.folder / f"{dataset}.jsonl"
-
-    def stage_rows(self, dataset: str, rows: list[dict[str, Any]]) -> None:
-        """Append rows now (costs are staged as each request finishes: money spent is a fact)."""
-        if dataset not in SCHEMAS:
-            raise ValueError(f"unknown dataset {dataset!r}")
-        if rows:
-            _append_lines(self._file(dataset), rows)
-
-    def stage_item(self, rows_by_dataset: dict[str, list[dict[str, Any]]]) -> None:
-        """Append an item's rows; its `items` row goes last and marks the item as finished."""
-        for dataset, rows in sorted(rows_by_dataset.items(), key=lambda pair: pair[0] == "items"):
-            self.stage_rows(dataset, rows)
-
-    def read(self, dataset: str) -> list[dict[str, Any]]:
-        path = self._file(dataset)
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash: its item has no `items` row and is redone
-        return rows
-
-    def finished_items(self) -> dict[str, dict[str, Any]]:
-        """item_id -> its last staged `items` row."""
-        return {row["item_id"]: row for row in self.read("items")}
-
-    def final_rows(self, dataset: str) -> list[dict[str, Any]]:
-        """One row per key, the latest staged winning; rows of unfinished items are dropped,
-        except costs: a request paid before a crash stays on the bill."""
-        finished = set(self.finished_items())
-        latest: dict[tuple, dict[str, Any]] = {}
-        for row in self.read(dataset):
-            if dataset == "costs" or row.get("item_id") in finished:
-                latest[tuple(row.get(k) for k in ROW_KEYS[dataset])] = row
-        return list(latest.values())
-
-    def forget_items(self, item_ids: Iterable[str]) -> None:
-        """Drop staged rows of these items (used by --rerun-failed before redoing them)."""
-        drop = set(item_ids)
-        for dataset in SCHEMAS:
-            path = self._file(dataset)
-            if path.exists():
-                keep = [r for r in self.read(dataset) if r.get("item_id") not in drop]
-                path.write_text("".join(_line(r) for r in keep), encoding="utf-8")
-
-
-def _line(row: dict[str, Any]) -> str:
-    return json.dumps(row, default=_json_default, ensure_ascii=False) + "\n"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot stage {type(value).__name__}")
-
-
-def _append_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(_line(r) for r in rows))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def to_table(dataset: str, rows: list[dict[str, Any]]) -> pa.Table:
     schema = SCHEMAS[dataset]
     timestamps = [f.name for f in schema if pa.types.is_timestamp(f.type)]
@@ -244,14 +168,15 @@ def in_manifest_order(rows: list[dict[str, Any]], dataset: str,
                                        *(r.get(k) or 0 for k in keys)))
 
 
-def publish_run(out: OutputRoot, staging: RunStaging, run_id: str,
+def publish_run(out: OutputRoot, staging: RunStaging | StagedRows, run_id: str,
                 run_date: date | None = None) -> dict[str, str]:
     """Write each dataset's rows of the run as one Parquet file; return dataset -> path."""
     run_date = run_date or datetime.now(timezone.utc).date()
     written = {}
-    manifest_order = {row["item_id"]: row.get("row") or 0 for row in staging.final_rows("items")}
+    staged = staging.snapshot() if hasattr(staging, "snapshot") else staging
+    manifest_order = {row["item_id"]: row.get("row") or 0 for row in staged.final_rows("items")}
     for dataset in SCHEMAS:
-        rows = in_manifest_order(staging.final_rows(dataset), dataset, manifest_order)
+        rows = in_manifest_order(staged.final_rows(dataset), dataset, manifest_order)
         if not rows:
             continue
         relative = f"{dataset}/run_date={run_date.isoformat()}/{run_id}.parquet"

@@ -25,7 +25,8 @@ from audiobatch.tasks.cache import ResultCache
 from audiobatch.tasks.errors import AudiobatchError, InputError, ItemDeadlineExceeded, RunFatalError, redact
 from audiobatch.tasks.manifest import Item
 from audiobatch.tasks.options import JobOptions
-from audiobatch.tasks.outputs import OutputRoot, RunStaging, new_run_id
+from audiobatch.tasks.outputs import OutputRoot, new_run_id, safe_name
+from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.profiles import ModelProfile, Prices
 from audiobatch.tasks.sources import FetchPolicy, safe_url
 
@@ -137,31 +138,50 @@ class ItemRecorder:
 
 # --- run folders and resume ----------------------------------------------------------------
 
-def state_dir(out: OutputRoot) -> Path:
-    """Local folder for run staging and work files (remote roots keep state on this machine)."""
+def run_folder(out: OutputRoot, run_id: str) -> str:
+    """Where a run keeps what resuming needs (job file, staged rows): `<out>/_runs/<run_id>`,
+    a folder or a URL, so a run crashed on one machine resumes on any that reaches `out`.
+    A run id from a submitted run is data: it must not name a folder outside `_runs`."""
+    return out.display(f"_runs/{safe_name(run_id)}")
+
+
+def work_dir(out: OutputRoot, run_id: str) -> Path:
+    """Local folder for a run's downloads and chunks (object-store roots: on this machine)."""
     if out.is_local:
-        return Path(out.path) / "_runs"
+        return Path(out.path) / "_runs" / safe_name(run_id) / "work"
     tag = hashlib.sha256(out.url.encode()).hexdigest()[:16]
-    return Path(os.environ.get("AUDIOBATCH_STATE_DIR", Path.home() / ".cache" / "audiobatch")) / tag
+    base = Path(os.environ.get("AUDIOBATCH_STATE_DIR", Path.home() / ".cache" / "audiobatch"))
+    return base / tag / safe_name(run_id) / "work"
+
+
+def read_job(out: OutputRoot, run_id: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(out.read_bytes(f"_runs/{safe_name(run_id)}/job.json"))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def choose_run_id(options: RunOptions, out: OutputRoot, job_key: str) -> tuple[str, bool]:
     """(run_id, resumed): an unfinished run of the same job is resumed unless told otherwise."""
     if options.run_id:
-        return options.run_id, (state_dir(out) / options.run_id).exists()
+        return options.run_id, read_job(out, options.run_id) is not None
     if options.resume:
-        for job_file in sorted(state_dir(out).glob("*/job.json"), reverse=True):
-            job = json.loads(job_file.read_text())
+        found = out.fs.glob(out.full("_runs/*/job.json"))
+        for path, data in sorted(out.fs.cat(found).items(), reverse=True) if found else []:
+            job = json.loads(data)
             if job.get("job_key") == job_key and not job.get("finished"):
-                return job_file.parent.name, True
+                return path.rstrip("/").split("/")[-2], True
     return new_run_id(), False
 
 
-def write_job_file(folder: Path, job_key: str, options: RunOptions, finished: bool = False) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    job = {"job_key": job_key, "finished": finished, "kind": options.kind,
-           "manifest": safe_url(options.manifest), "updated": datetime.now(timezone.utc).isoformat()}
-    (folder / "job.json").write_text(json.dumps(job, indent=2))
+def write_job_file(out: OutputRoot, run_id: str, job: dict[str, Any]) -> None:
+    job = {**job, "updated": datetime.now(timezone.utc).isoformat()}
+    out.write_bytes(f"_runs/{safe_name(run_id)}/job.json", json.dumps(job, indent=2, default=str).encode())
+
+
+def new_job(job_key: str, options: RunOptions) -> dict[str, Any]:
+    return {"job_key": job_key, "finished": False, "kind": options.kind,
+            "manifest": safe_url(options.manifest)}
 
 
 # --- statuses ------------------------------------------------------------------------------
@@ -298,3 +318,4 @@ async def run_items(ctx: RunContext, items: list[Item], process: ItemFunction,
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(ctx.options.concurrency, len(queue))))))
     _stage_all(ctx, [_not_started(ctx, item) for item in queue], on_done)
+    ctx.staging.flush()

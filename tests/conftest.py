@@ -29,3 +29,12 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3-compatible server (moto) on 127.0.0.1; AWS_* variables point at it."""
+    from tests.helpers.s3 import s3_server
+
+    with s3_server() as server:
+        yield server

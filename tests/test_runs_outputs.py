@@ -12,7 +12,8 @@ from audiobatch.tasks.cache import ReplyRecord, ResultCache, cache_key
 from audiobatch.tasks.calls import Budget
 from audiobatch.tasks.cost import Usage, cost_usd
 from audiobatch.tasks.errors import BudgetExceeded, InputError
-from audiobatch.tasks.outputs import (OutputRoot, RunStaging, media_relpath, publish_run, read_dataset,
+from audiobatch.tasks.staging import RunStaging
+from audiobatch.tasks.outputs import (OutputRoot, media_relpath, publish_run, read_dataset,
                            safe_name, to_table)
 from audiobatch.tasks.profiles import get_prices
 
