@@ -4,6 +4,7 @@
     python3 dev.py demo    # install, then run the demo job on the embedded model
     python3 dev.py test    # install, then run the test suite (what .ci/run calls)
     python3 dev.py bench   # install, then run the benchmarks
+    python3 dev.py wheels  # check that the pins resolve to wheels on Python 3.12 and 3.13 too
 
 Needs only Python 3.11+ and pip. Everything is pinned in constraints.txt.
 """
@@ -55,15 +56,51 @@ def project_env() -> dict[str, str]:
     return env
 
 
+WHEEL_PYTHONS = ("3.12", "3.13")  # the running Python (3.11 here) is checked by installing
+
+
+def pinned_requirements() -> list[str]:
+    """The runtime and test requirements of pyproject.toml (comments dropped)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return [*project["dependencies"], *extras["test"], *extras["dask"]]
+
+
+def check_wheels() -> int:
+    """Resolve every pinned dependency for other Python versions, wheels only, nothing
+    installed (pip --dry-run): a missing wheel fails here, not on a user's machine."""
+    requirements = VENV / "wheel-check-requirements.txt"
+    requirements.write_text("\n".join(pinned_requirements()) + "\n")
+    checks = {version: subprocess.Popen(
+        [str(BIN / "python"), "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+         "--target", str(VENV / f"wheel-check-{version}"), "--python-version", version,
+         "--only-binary=:all:", "-c", str(ROOT / "constraints.txt"), "-r", str(requirements)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for version in WHEEL_PYTHONS}
+    failed = 0
+    for version, check in checks.items():
+        output = "\n".join(line for line in check.communicate()[0].splitlines()
+                           if not line.startswith("WARNING: Location"))
+        print(f"Python {version}: pinned dependencies "
+              f"{'resolve to wheels' if check.returncode == 0 else 'DO NOT resolve to wheels'}")
+        if check.returncode:
+            print(output)
+            failed = 1
+    return failed
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
-    if command not in {"demo", "test", "bench", "setup"}:
+    if command not in {"demo", "test", "bench", "setup", "wheels"}:
         print(__doc__)
         return 0 if command == "help" else 2
     ensure_venv()
     env = project_env()
     if command == "setup":
         return 0
+    if command == "wheels":
+        return check_wheels()
     if command == "demo":
         args = [str(BIN / "audiobatch"), "demo", *rest]
     elif command == "test":

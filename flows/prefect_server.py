@@ -4,7 +4,9 @@ Prefect's own answer to "no PREFECT_API_URL" is a temporary server per process (
 to start here, and left running if the process is killed). audiobatch instead keeps one local
 server in the background: the first run starts it, later runs reuse it at once, and it stops
 when asked (`audiobatch server stop`) or after AUDIOBATCH_SERVER_IDLE_MIN minutes without a
-request (default 30). `AUDIOBATCH_PREFECT_SERVER=temporary` gives each run a server of its own
+request (default 30). It runs Prefect's API with only the services runs need (as Prefect's
+own temporary server does: no scheduler, no UI); for the UI and deployments run a real server
+(`prefect server start`) and set PREFECT_API_URL. `AUDIOBATCH_PREFECT_SERVER=temporary` gives each run a server of its own
 that exits with the run, even when the run is killed (it watches its parent process).
 
     python -m audiobatch.flows.prefect_server --port P [--idle-min N | --parent PID]
@@ -181,31 +183,39 @@ class _LastSeen:
         await self.app(scope, receive, send)
 
 
-def _watch(server: Any, should_stop: Any) -> None:
-    """Ask uvicorn to stop when `should_stop()` says so; exit hard if it lingers."""
+def _watch(holder: dict[str, Any], should_stop: Any) -> None:
+    """Ask uvicorn to stop when `should_stop()` says so; exit hard if it lingers (or if the
+    server is still starting: Prefect's app takes seconds to import on a busy machine)."""
     while not should_stop():
         time.sleep(0.5)
-    server.should_exit = True
-    time.sleep(STOP_GRACE_S)
+    if "server" in holder:
+        holder["server"].should_exit = True
+        time.sleep(STOP_GRACE_S)
     os._exit(0)
 
 
 def serve(port: int, idle_min: float | None, parent: int | None) -> None:
-    import uvicorn
-    from prefect.server.api.server import create_app
-
-    app = _LastSeen(create_app())
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                            lifespan="on", timeout_graceful_shutdown=int(STOP_GRACE_S))
-    server = uvicorn.Server(config)
+    holder: dict[str, Any] = {}
+    started = time.monotonic()
     if parent is not None:  # temporary: gone with the run (reparented = the parent died)
         def should_stop() -> bool:
             return os.getppid() != parent
     else:
         def should_stop() -> bool:
-            return idle_min is not None and time.monotonic() - app.at > idle_min * 60
-    threading.Thread(target=_watch, args=(server, should_stop), daemon=True).start()
-    server.run()
+            last = holder["app"].at if "app" in holder else started
+            return idle_min is not None and time.monotonic() - last > idle_min * 60
+    threading.Thread(target=_watch, args=(holder, should_stop), daemon=True).start()
+
+    import uvicorn
+    from prefect.server.api.server import create_app
+
+    # ephemeral: only the services a run needs (no scheduler, no late-run or cancellation
+    # sweeps, no UI), which keep a full server busy even when nothing runs
+    holder["app"] = _LastSeen(create_app(ephemeral=True))
+    config = uvicorn.Config(holder["app"], host="127.0.0.1", port=port, log_level="error",
+                            lifespan="on", timeout_graceful_shutdown=int(STOP_GRACE_S))
+    holder["server"] = uvicorn.Server(config)
+    holder["server"].run()
     os._exit(0)  # Prefect's services may keep threads alive after uvicorn returns
 
 

@@ -1,0 +1,75 @@
+"""The local Prefect server of command-line runs: started once in the background and reused,
+stopped when asked; a temporary one dies with its run, even when the run is SIGKILLed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each starts a real Prefect server (10-20 s here)
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "AUDIOBATCH_STATE_DIR": str(tmp_path / "state"),
+           "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONPATH": str(ROOT), **extra}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audiobatch.flows.cli", *args], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_background_server_is_started_once_reused_and_stopped_when_asked(tmp_path) -> None:
+    started = _cli(tmp_path, "server", "start")
+    assert started.returncode == 0 and started.stdout.startswith("started: http://127.0.0.1:")
+    pid = int(started.stdout.split("pid ")[1].rstrip(")\n"))
+    again = _cli(tmp_path, "server", "start")
+    assert again.stdout.startswith("already running") and f"pid {pid}" in again.stdout
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"audio\n{ROOT / 'manifests' / 'audio' / 'dashwood.mp3'}\n")
+    run = _cli(tmp_path, "transcribe", str(manifest), "--out", str(tmp_path / "out"), "--no-progress")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "started a local Prefect server" not in run.stderr  # it used the running one
+    assert psutil.pid_exists(pid)
+    stopped = _cli(tmp_path, "server", "stop")
+    assert stopped.stdout.strip() == f"stopped (pid {pid})"
+    assert _gone(pid, within_s=10)
+    assert _cli(tmp_path, "server", "status").returncode == 1
+
+
+def test_a_killed_run_leaves_no_temporary_server_behind(tmp_path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"audio\n{ROOT / 'manifests' / 'audio' / 'printing-history.mp3'}\n")
+    run = subprocess.Popen([sys.executable, "-m", "audiobatch.flows.cli", "transcribe", str(manifest),
+                            "--out", str(tmp_path / "out"), "--no-progress"],
+                           env=_env(tmp_path, AUDIOBATCH_PREFECT_SERVER="temporary"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    servers: list[psutil.Process] = []
+    deadline = time.monotonic() + 180
+    while not servers and time.monotonic() < deadline and run.poll() is None:
+        servers = [child for child in psutil.Process(run.pid).children()
+                   if "audiobatch.flows.prefect_server" in " ".join(child.cmdline())]
+        time.sleep(0.2)
+    assert servers, "the run started no server of its own"
+    time.sleep(1.0)  # let it get going
+    os.kill(run.pid, signal.SIGKILL)  # only the run: its server must notice by itself
+    run.wait()
+    assert _gone(servers[0].pid, within_s=10)
