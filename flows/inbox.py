@@ -32,6 +32,7 @@ from typing import Any
 from prefect import flow
 
 from audiobatch.flows.common import summary_of
+from audiobatch.flows.guard import check_inbox, manifests_from_inbox
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 from audiobatch.tasks.errors import AudiobatchError, redact
@@ -194,7 +195,10 @@ async def process_inbox(inbox: str, out: str = "outputs", stale_claim_h: float =
     """Run every manifest waiting in `inbox`, then move each to done/ or failed/ with its summary.
 
     Options apply to every manifest (per-row columns still override them); `max_cost_usd` is
-    per manifest. The API key comes from OPENAI_API_KEY, never from a parameter."""
+    per manifest. The API key comes from OPENAI_API_KEY, never from a parameter. A dropped
+    manifest is someone else's: its rows read local files only inside the data roots
+    (AUDIOBATCH_DATA_ROOTS, else the inbox folder)."""
+    await check_inbox(options, inbox, out)
     box = Inbox(inbox, stale_claim_h)
     waiting = box.waiting()
     print(f"inbox {safe_url(box.root.url)}: {len(waiting)} manifest(s) waiting")
@@ -203,7 +207,8 @@ async def process_inbox(inbox: str, out: str = "outputs", stale_claim_h: float =
         if not box.claim(name):
             print(f"{name}: taken by another run")
             continue
-        report = await _run_manifest(box, name, out, options)
+        with manifests_from_inbox():
+            report = await _run_manifest(box, name, out, options)
         moved_to = box.finish(report)
         print(f"{name}: {report.status} -> {moved_to}" + (f" ({report.error})" if report.error else ""))
         reports.append(asdict(report))

@@ -5,6 +5,7 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 
 from audiobatch.flows.common import execute_run, run_state
+from audiobatch.flows.guard import manifest_trust
 from audiobatch.tasks.manifest import NARRATE
 from audiobatch.tasks.narration import narrate_item
 from audiobatch.tasks.narration_feed import check_feed_url, publish_run_to_feed
@@ -12,7 +13,6 @@ from audiobatch.tasks.options import NarrateOptions
 from audiobatch.tasks.outputs import OutputRoot
 from audiobatch.tasks.runs import RunOptions, run_folder
 from audiobatch.tasks.staging import RunStaging
-from audiobatch.tasks.trust import OPERATOR
 
 
 @flow(name="narrate-manifest", log_prints=True)
@@ -28,7 +28,7 @@ async def narrate_manifest(manifest: str, out: str = "outputs",
     run = RunOptions.from_job(NARRATE, manifest, out, options)
     if run.feed_url:
         check_feed_url(run.feed_url)  # before any work
-    summary = await execute_run(run, narrate_item, OPERATOR)
+    summary = await execute_run(run, narrate_item, await manifest_trust(run, options))
     if run.feed_url:
         root = OutputRoot(out)
         rows = RunStaging(run_folder(root, summary["run_id"])).final_rows("narrations")

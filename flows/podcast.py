@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 
 from audiobatch.flows.common import execute_run, run_state
+from audiobatch.flows.guard import feed_trust
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.feed_state import FeedState, load_state, save_state
 from audiobatch.tasks.feed_transcripts import record_feed_transcript
@@ -30,7 +31,7 @@ from audiobatch.tasks.staging import RunStaging
 from audiobatch.flows.runtime import fetch_policy
 from audiobatch.tasks.sources import FetchPolicy, safe_url
 from audiobatch.tasks.transcription import transcribe_item
-from audiobatch.tasks.trust import FEED_ITEMS, OPERATOR
+from audiobatch.tasks.trust import Trust
 
 
 @flow(name="transcribe-podcast", log_prints=True)
@@ -48,7 +49,8 @@ async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None 
     since_date = parse_since(since)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: give a number of episodes of at least 1")
-    loaded = await load_feed(feed, feed_fetch_policy(run))
+    items_trust, operator_feed = await feed_trust(options, feed, out)
+    loaded = await load_feed(feed, feed_fetch_policy(run, items_trust, operator_feed))
     root = OutputRoot(out)
     state = load_state(root, feed)
     state.feed_title = loaded.title
@@ -58,7 +60,7 @@ async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None 
     if not episodes:
         return _nothing_new(loaded, state)
     items = [_item(loaded, state, episode, row, run) for row, episode in enumerate(episodes, 1)]
-    summary = await execute_run(run, episode_processor(force), FEED_ITEMS, items=items,
+    summary = await execute_run(run, episode_processor(force), items_trust, items=items,
                                 source_bytes=_job_bytes(loaded, items, force))
     _remember(root, state, episodes, items, summary["run_id"])
     summary["feed"] = _feed_report(loaded, state, len(episodes))
@@ -82,10 +84,12 @@ def parse_since(since: str | None) -> date | None:
         raise ConfigError(f"--since {since!r} is not a date: write it as YYYY-MM-DD, e.g. 2026-01-01") from None
 
 
-def feed_fetch_policy(options: RunOptions) -> FetchPolicy:
-    """The feed itself is what the operator named: fetched wherever it is (local file, intranet);
-    what the feed names is fetched with the items' policy (public addresses, no local files)."""
-    return replace(fetch_policy(options, OPERATOR), addresses=None)
+def feed_fetch_policy(options: RunOptions, items_trust: Trust, operator_feed: bool) -> FetchPolicy:
+    """A feed the operator named is fetched wherever it is (a local file, an intranet host);
+    one given by a run started by others, and everything a feed names, with the items' policy
+    (public addresses, no local files)."""
+    policy = fetch_policy(options, items_trust)
+    return replace(policy, addresses=None, local_roots=None) if operator_feed else policy
 
 
 def episode_processor(force: bool) -> ItemFunction:

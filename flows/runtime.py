@@ -24,7 +24,7 @@ from audiobatch.tasks.runs import (RunContext, RunOptions, choose_run_id, new_jo
 from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.netguard import AddressPolicy
 from audiobatch.tasks.sources import FetchPolicy
-from audiobatch.tasks.trust import Trust
+from audiobatch.tasks.trust import Trust, allowed_base_urls, check_base_url
 
 log = logging.getLogger("audiobatch")
 # The embedded engines run one request at a time (2 cores). More requests in flight only queue
@@ -106,6 +106,7 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
                    trust: Trust) -> AsyncIterator[tuple[RunContext, bool]]:
     """Build the run context (resuming an unfinished run of the same job) and close it after."""
     settings = client_settings(options)
+    check_base_url(settings.base_url, trust.base_urls, operator_run=trust.operator_run)  # before any request
     out = OutputRoot(options.out)
     job_key = options.job_key(manifest_bytes)
     run_id, resumed = choose_run_id(options, out, job_key)
@@ -138,6 +139,7 @@ def preflight(options: RunOptions) -> None:
 
     read_manifest(options.manifest, options.kind)
     settings = client_settings(options)
+    check_base_url(settings.base_url, allowed_base_urls(operator_run=True), operator_run=True)
     resolve_profile(options, settings.model)
     resolve_pricing(options, settings.model, settings.provider)
     if options.rerun_failed:

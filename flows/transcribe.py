@@ -5,11 +5,11 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 
 from audiobatch.flows.common import execute_run, run_state
+from audiobatch.flows.guard import manifest_trust
 from audiobatch.tasks.manifest import TRANSCRIBE
 from audiobatch.tasks.options import TranscribeOptions
 from audiobatch.tasks.runs import RunOptions
 from audiobatch.tasks.transcription import transcribe_item
-from audiobatch.tasks.trust import OPERATOR
 
 
 @flow(name="transcribe-manifest", log_prints=True)
@@ -22,5 +22,5 @@ async def transcribe_manifest(manifest: str, out: str = "outputs",
     The run ends Completed when every item is ok, else Failed (outputs are written either
     way): call it with `return_state=True` and read the summary with `common.summary_of`.
     """
-    return run_state(await execute_run(RunOptions.from_job(TRANSCRIBE, manifest, out, options),
-                                       transcribe_item, OPERATOR))
+    run = RunOptions.from_job(TRANSCRIBE, manifest, out, options)
+    return run_state(await execute_run(run, transcribe_item, await manifest_trust(run, options)))

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from audiobatch.tasks.trust import RUN_ID_PATTERN
+
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -52,11 +54,12 @@ class Throughput(_Group):
 class Reruns(_Group):
     """Resuming, caching and re-running."""
 
-    run_id: str | None = Field(None, description="use (or resume) this run id")
+    run_id: str | None = Field(None, pattern=RUN_ID_PATTERN,
+                               description="use (or resume) this run id (1-64 of A-Z a-z 0-9 . _ -)")
     resume: bool = Field(True, description="resume an unfinished run of the same job")
     use_cache: bool = Field(True, description="answer repeated requests from the result cache")
-    rerun_failed: str | None = Field(None, description="only the items that failed in that run "
-                                     "('last' for the latest)")
+    rerun_failed: str | None = Field(None, pattern=RUN_ID_PATTERN, description="only the items "
+                                     "that failed in that run ('last' for the latest)")
 
 
 class Transcription(_Group):

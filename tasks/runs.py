@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from audiobatch.tasks.cache import ResultCache
-from audiobatch.tasks.errors import AudiobatchError, InputError, ItemDeadlineExceeded, RunFatalError, redact
+from audiobatch.tasks.errors import AudiobatchError, ConfigError, InputError, ItemDeadlineExceeded, RunFatalError, redact
 from audiobatch.tasks.manifest import Item
 from audiobatch.tasks.options import JobOptions
 from audiobatch.tasks.outputs import OutputRoot, new_run_id, safe_name
 from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.profiles import ModelProfile, Prices
 from audiobatch.tasks.sources import FetchPolicy, safe_url
+from audiobatch.tasks.trust import check_run_id
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,12 @@ class RunOptions:
     instructions: str | None = None
     target_lufs: float = -16.0
     feed_url: str | None = None
+
+    def __post_init__(self) -> None:
+        # run ids name folders under the output root: checked here too, for every caller
+        for value, what in ((self.run_id, "--run-id"), (self.rerun_failed, "--rerun-failed")):
+            if value is not None:
+                check_run_id(value, what)
 
     @classmethod
     def from_job(cls, kind: str, manifest: str, out: str, options: JobOptions) -> RunOptions:
@@ -164,7 +171,11 @@ def read_job(out: OutputRoot, run_id: str) -> dict[str, Any] | None:
 def choose_run_id(options: RunOptions, out: OutputRoot, job_key: str) -> tuple[str, bool]:
     """(run_id, resumed): an unfinished run of the same job is resumed unless told otherwise."""
     if options.run_id:
-        return options.run_id, read_job(out, options.run_id) is not None
+        job = read_job(out, options.run_id)
+        if job is not None and job.get("job_key") != job_key:
+            raise ConfigError(f"--run-id {options.run_id} is already the id of another job under "
+                              f"{safe_url(out.url)}: choose a new id, or leave --run-id out.")
+        return options.run_id, job is not None
     if options.resume:
         found = out.fs.glob(out.full("_runs/*/job.json"))
         for path, data in sorted(out.fs.cat(found).items(), reverse=True) if found else []:

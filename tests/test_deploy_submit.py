@@ -36,7 +36,10 @@ RUN_TIMEOUT_S = 300
 def worker(prefect_api, tmp_path_factory):
     ensure_work_pool(POOL)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with process_worker(POOL, log, env=LOOPBACK_FETCH_ENV):  # the feed's enclosures are on 127.0.0.1
+    # The operator's settings: the feed's enclosures are on 127.0.0.1, and submitted manifests
+    # (under the test's temporary folders) name audio in the shared speech folder.
+    data_roots = os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(SPEECH)])
+    with process_worker(POOL, log, env={**LOOPBACK_FETCH_ENV, "AUDIOBATCH_DATA_ROOTS": data_roots}):
         yield log
 
 
