@@ -131,3 +131,39 @@ async def test_a_404_for_the_model_points_at_what_the_endpoint_lists() -> None:
     message = str(caught.value)
     assert "audiobatch-local" in message and "GET /v1/models lists the models it serves" in message
     assert "use gpt-audio-1.5" not in message and "gpt-audio-1.5 replaces" not in message
+
+
+def test_log_lines_print_above_the_progress_bar_on_a_terminal(tmp_path) -> None:
+    """On a terminal, console log handlers write through rich's proxy while the bar is shown
+    (so a log line never lands on the bar's line), and get their stream back after."""
+    import pty
+
+    script = tmp_path / "bar.py"
+    report = tmp_path / "report.txt"
+    script.write_text(
+        "import logging, sys\n"
+        "from audiobatch.tasks.progress import RunProgress\n"
+        "handler = logging.StreamHandler(sys.stderr)\n"
+        "logging.getLogger('demo').addHandler(handler)\n"
+        "with RunProgress(2, 'transcribe', enabled=True) as bar:\n"
+        "    during = handler.stream\n"
+        "    logging.getLogger('demo').warning('failed ep01 (row 2): file not found')\n"
+        "    bar.item_done(3.0)\n"
+        f"open({str(report)!r}, 'w').write(f'{{during is sys.__stderr__}} {{handler.stream is sys.__stderr__}}')\n")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child runs with a terminal as stdin/stdout/stderr
+        os.execve(sys.executable, [sys.executable, str(script)], {**os.environ, "PYTHONPATH": str(ROOT)})
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.waitpid(pid, 0)
+    assert report.read_text() == "False True"  # rerouted while shown, restored after
+    text = output.decode(errors="replace")
+    log_line = next(line for line in text.splitlines() if "failed ep01" in line)
+    assert "━" not in log_line and "transcribe" not in log_line  # the bar is not on that line
