@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from typing import Any
 
 from audiobatch.flows.cli import (add_narration_args, add_run_args, add_transcription_args, build_options,
@@ -156,6 +157,8 @@ def run_inbox(args: argparse.Namespace) -> int:
 
     with prefect_api():
         result = asyncio.run(process_inbox(**top, options=options))
+    if args.json:
+        print(json.dumps(result, default=str, indent=2))
     return 0 if all(r["status"] == "done" for r in result["processed"]) else 1
 
 
