@@ -45,8 +45,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (action.default in (None, False, True, argparse.SUPPRESS, [])
-                or "default" in text.lower() or not action.option_strings):
+        default = action.default  # `is`: 1.0 == True and 0.0 == False would hide real defaults
+        if (default is None or default is True or default is False or default == argparse.SUPPRESS
+                or default == [] or "default" in text.lower() or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)".lstrip()
 

@@ -77,6 +77,8 @@ def test_version_help_defaults_and_completion(capsys) -> None:
     assert main(["transcribe", "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())
     assert "output root (folder or fsspec URL) (default: outputs)" in help_text
+    assert main(["narrate", "--help"]) == 0
+    assert "pitch preserved (default: 1.0)" in " ".join(capsys.readouterr().out.split())
     assert main(["serve", "--help"]) == 0
     assert "port to listen on (default: 8000)" in " ".join(capsys.readouterr().out.split())
     assert main(["completion", "bash"]) == 0
