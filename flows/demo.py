@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 from prefect import flow
 
-from audiobatch.flows.common import summary_of
+from audiobatch.flows.common import as_summary, summary_of
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 
@@ -39,13 +39,16 @@ def _preview(out: Path) -> str:
 
 def demo(out: str) -> int:
     summaries = asyncio.run(demo_flow(out))
+    for kind, summary in summaries.items():
+        print(f"\naudiobatch {kind} finished\n{as_summary(summary).text()}")
     root = Path(out).resolve()
     print(f"""
 Demo finished. Everything is under {root}:
   narrated audio      {root / 'media' / 'narrations'}/<run id>/
   transcripts         {root / 'media' / 'transcripts'}/<run id>/  (.txt, .srt, .vtt)
   Parquet datasets    {root}/{{items,transcripts,segments,narrations,costs}}
-Read them with pandas:  pandas.read_parquet("{root / 'costs'}")
+Read them with pandas (pip install pandas):  pandas.read_parquet("{root / 'costs'}")
+Past runs:  audiobatch runs {root}      a page per run:  audiobatch report {root} --html report.html
 
 Transcripts:
 {_preview(root)}""")
