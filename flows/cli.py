@@ -169,6 +169,10 @@ def add_narration_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target-lufs", type=float, default=-16.0, help="loudness (default -16)")
     group.add_argument("--max-audio-tokens", type=int,
                        help="per-request audio-out token budget (default from the profile: 4096)")
+    group.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="do not hear each chunk back (verification is on by default)")
+    group.add_argument("--verify-attempts", type=int, default=3,
+                       help="takes per chunk when verification mishears it (default 3)")
     group.add_argument("--feed-url", help="public URL where <out>/media/ is served: write a "
                        "podcast feed of the narrations (media/feed.xml), updated run by run")
 

@@ -102,6 +102,22 @@ def fetch_policy(options: RunOptions, trust: Trust) -> FetchPolicy:
 
 
 @asynccontextmanager
+async def verifier_for(options: RunOptions, settings: ClientSettings,
+                       client: ModelClient) -> AsyncIterator[ModelClient | None]:
+    """The embedded model's client that hears narrated chunks back: the run's own client when
+    the run narrates on the embedded model, else one of its own (in-process, free)."""
+    if options.kind != "narrate" or not options.verify:
+        yield None
+    elif settings.base_url is None:
+        yield client
+    else:
+        listener = ClientSettings(concurrency=EMBEDDED_IN_FLIGHT, timeout_s=settings.timeout_s,
+                                  max_attempts=settings.max_attempts)
+        async with build_client(listener) as verifier:
+            yield verifier
+
+
+@asynccontextmanager
 async def open_run(options: RunOptions, manifest_bytes: bytes,
                    trust: Trust) -> AsyncIterator[tuple[RunContext, bool]]:
     """Build the run context (resuming an unfinished run of the same job) and close it after."""
@@ -116,7 +132,8 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
     profile = resolve_profile(options, settings.model)
     prices, priced_as = resolve_pricing(options, settings.model, settings.provider)
     spent = sum(r["cost_usd"] or 0.0 for r in staged.read("costs"))
-    async with build_client(settings) as client:  # its limiter: the settings' concurrency and rates
+    # the client's limiter: the settings' concurrency and rates
+    async with build_client(settings) as client, verifier_for(options, settings, client) as verifier:
         ctx = RunContext(
             options=options, run_id=run_id, out=out, staging=staging, work_dir=work_dir(out, run_id),
             client=client, model=settings.model, provider=settings.provider, profile=profile,
@@ -125,6 +142,7 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
             fetch_policy=fetch_policy(options, trust),
             paid_chunks={(r["item_id"], r["chunk_index"]) for r in staged.read("costs")
                          if not r.get("cached") and r.get("http_status") == 200},
+            verifier=verifier,
         )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         yield ctx, resumed

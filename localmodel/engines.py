@@ -52,14 +52,15 @@ WHISPER_OPTIONS: dict[str, Any] = {
 }
 
 
-def piper_config() -> Any:
+def piper_config(varied: bool = False) -> Any:
     """Piper's sampling noise off by default: the same text always gives the same audio, so runs
     are reproducible and a re-run after faults matches a clean run byte for byte (measured on 400
     words of LJ001: WER 6.7% vs 6.5% with Piper's random sampling). AUDIOBATCH_LOCAL_VARIED_VOICE=1
-    restores the sampling."""
+    restores the sampling; so does a request with a temperature above 0 (`varied`: a narration
+    chunk asked for again after verification misheard it needs a different take)."""
     from piper import SynthesisConfig
 
-    if os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
+    if varied or os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
         return SynthesisConfig()
     return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
@@ -145,7 +146,7 @@ class Engines:
     def transcribe_blocking(self, samples: np.ndarray) -> str:
         return clean_text(list(self.start_transcript(samples)))
 
-    def start_speech(self, text: str) -> Iterator[np.ndarray]:
+    def start_speech(self, text: str, varied: bool = False) -> Iterator[np.ndarray]:
         """24 kHz float32 audio, one block per sentence, synthesised as it is consumed.
 
         What Piper's own `synthesize` does, with one step between phonemes and speech:
@@ -155,7 +156,7 @@ class Engines:
         hears (whole LJ001 chapter, engines directly: 8.12% WER without the pause, 8.19% with
         0.3 s, 8.22% with 0.5 s), and makes the speech ~3% longer."""
         voice = self.piper()
-        config = piper_config()
+        config = piper_config(varied)
         pause = np.zeros(round(SENTENCE_PAUSE_S * OUTPUT_SAMPLE_RATE), dtype=np.float32)
         sentences = [phonemes for phonemes in voice.phonemize(text) if phonemes]
         for index, phonemes in enumerate(sentences):
@@ -165,8 +166,8 @@ class Engines:
             audio = np.asarray(voice.phoneme_ids_to_audio(ids, config), dtype=np.float32)
             yield to_output_rate(peak_normalised(audio), voice.config.sample_rate)
 
-    def synthesize_blocking(self, text: str) -> np.ndarray:
-        blocks = list(self.start_speech(text))
+    def synthesize_blocking(self, text: str, varied: bool = False) -> np.ndarray:
+        blocks = list(self.start_speech(text, varied))
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
     # --- async API: everything above, queued on the one worker thread ---------------------
@@ -180,8 +181,8 @@ class Engines:
     async def transcribe(self, samples: np.ndarray) -> str:
         return await self.run(self.transcribe_blocking, samples)
 
-    async def synthesize(self, text: str) -> np.ndarray:
-        return await self.run(self.synthesize_blocking, text)
+    async def synthesize(self, text: str, varied: bool = False) -> np.ndarray:
+        return await self.run(self.synthesize_blocking, text, varied)
 
     async def iter_transcript(self, samples: np.ndarray) -> AsyncIterator[str]:
         async for text in self._iterate(self.start_transcript, samples):

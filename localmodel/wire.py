@@ -54,6 +54,7 @@ class ChatRequest:
     voice: str | None
     stream: bool
     include_usage: bool
+    temperature: float = 0.0  # above 0: a varied take of the narration (Piper's sampling on)
 
     @property
     def wants_audio(self) -> bool:
@@ -86,8 +87,10 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
                        code="unsupported_value", param="audio.format")
     options = body.get("stream_options") or {}
     include_usage = bool(stream and isinstance(options, dict) and options.get("include_usage"))
+    temperature = body.get("temperature")
     request = ChatRequest(model, audio_inputs, prompt_texts, user_text, output_format, voice,
-                          stream, include_usage)
+                          stream, include_usage,
+                          float(temperature) if isinstance(temperature, (int, float)) else 0.0)
     _require_work(request)
     return request
 

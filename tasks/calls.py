@@ -62,8 +62,9 @@ def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, u
 
 
 def _attempt_rows(ctx: RunContext, recorder: ItemRecorder, chunk_index: int, model: str,
-                  attempts: list[Any]) -> list[dict[str, Any]]:
-    return [cost_row(ctx, recorder.item.item_id, chunk_index, attempt=a.attempt, usage=a.usage,
+                  attempts: list[Any], first_attempt: int = 1) -> list[dict[str, Any]]:
+    return [cost_row(ctx, recorder.item.item_id, chunk_index, attempt=a.attempt + first_attempt - 1,
+                     usage=a.usage,
                      model=model, prices=ctx.prices, latency_s=a.latency_s,
                      http_status=a.http_status, request_id=a.request_id,
                      error_type=a.error_type, error_message=a.error_message)
@@ -78,8 +79,11 @@ def record_costs(ctx: RunContext, recorder: ItemRecorder, rows: list[dict[str, A
 
 async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: int,
                      payload: bytes | Path, params: dict[str, Any], expected: Usage,
-                     send: Callable[[], Awaitable[Any]]) -> ReplyRecord:
+                     send: Callable[[], Awaitable[Any]], first_attempt: int = 1) -> ReplyRecord:
     """Answer one chunk's request from the cache, or send it within the budget and record it.
+
+    `first_attempt` numbers the cost rows of a chunk asked for again (a narration take after a
+    failed verification) after the rows it already has.
 
     `payload` is what the answer depends on (a chunk's audio file, or its text), for the cache
     key; `send` builds the request itself only when the limiter lets it go."""
@@ -89,7 +93,7 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
     item_id = recorder.item.item_id
     if hit is not None:
         if (item_id, chunk_index) not in ctx.paid_chunks:  # a crash-resumed chunk keeps its paid row
-            record_costs(ctx, recorder, [cost_row(ctx, item_id, chunk_index, attempt=1,
+            record_costs(ctx, recorder, [cost_row(ctx, item_id, chunk_index, attempt=first_attempt,
                                                   usage=hit.usage, model=hit.model,
                                                   prices=ctx.prices, request_id=hit.request_id,
                                                   cached=True)])
@@ -99,11 +103,12 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
     try:
         reply = await send()
     except ModelError as error:
-        rows = _attempt_rows(ctx, recorder, chunk_index, model, getattr(error, "attempts", []))
+        rows = _attempt_rows(ctx, recorder, chunk_index, model, getattr(error, "attempts", []),
+                             first_attempt)
         record_costs(ctx, recorder, rows)
         ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
         raise
-    rows = _attempt_rows(ctx, recorder, chunk_index, reply.model or model, reply.attempts)
+    rows = _attempt_rows(ctx, recorder, chunk_index, reply.model or model, reply.attempts, first_attempt)
     record_costs(ctx, recorder, rows)
     ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
     record = ReplyRecord(text=reply.text, audio=reply.audio, audio_format=reply.audio_format,

@@ -169,8 +169,9 @@ class ModelClient:
 
     async def narrate(self, text: str, *, voice: str, audio_format: str,
                       instructions: str | None = None, model: str | None = None,
-                      expected_tokens: int | None = None) -> ModelReply:
-        """`text` spoken by `voice`: `reply.audio` in `audio_format`, `reply.text` its transcript."""
+                      expected_tokens: int | None = None, temperature: float | None = None) -> ModelReply:
+        """`text` spoken by `voice`: `reply.audio` in `audio_format`, `reply.text` its transcript.
+        A `temperature` asks for a varied take (a narration retaken after verification)."""
         if not text.strip():
             raise InputError("no text to narrate (empty). Check the item's text.")
         model = model or self.settings.model
@@ -180,6 +181,8 @@ class ModelClient:
             "audio": {"voice": voice, "format": audio_format},
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
         }
+        if temperature is not None:
+            body["temperature"] = temperature
         if expected_tokens is None:
             expected_tokens = expected_narrate_usage(text, get_profile(model), instructions).total_tokens
         reply = await self.complete(body, expected_tokens=expected_tokens, want_audio=True)

@@ -9,7 +9,7 @@ held in memory; an audiobook (`m4b`) is then rendered chapter by chapter into on
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,12 +29,14 @@ from audiobatch.tasks.profiles import ModelProfile
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
 from audiobatch.tasks.sources import FetchPolicy, local_file
 from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
+from audiobatch.tasks.verify import check, listener_hears
 from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
                                    text_language, writing_script)
 
 NARRATION_RATE = 24000  # what OpenAI and the embedded model return; chunks are decoded to it
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
 AUDIOBOOK = "m4b"
+RETAKE_TEMPERATURE = 0.8  # a retake asks for a varied reading (the embedded voice: sampling on)
 _EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", AUDIOBOOK: "m4b"}
 
 
@@ -128,15 +130,21 @@ def plan_chunks(book: Book, max_words: int) -> list[PlannedChunk]:
 
 
 async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, text: str,
-                         settings: dict) -> ReplyRecord:
+                         settings: dict, take: int = 1) -> ReplyRecord:
+    """One take of a chunk; takes after the first ask for a varied reading (another request,
+    priced like any, with its own cache entry and cost rows numbered after the earlier ones)."""
     params = {"kind": "narrate", "model": settings["model"], "voice": settings["voice"],
               "format": "wav", "instructions": settings["instructions"]}
+    temperature = None if take == 1 else RETAKE_TEMPERATURE
+    if take > 1:
+        params.update(take=take, temperature=temperature)
     expected = expected_narrate_usage(text, ctx.profile, settings["instructions"])
+    first_attempt = 1 + sum(1 for row in recorder.costs if row["chunk_index"] == index)
     return await call_model(
         ctx, recorder, chunk_index=index, payload=text.encode("utf-8"), params=params,
-        expected=expected,
+        expected=expected, first_attempt=first_attempt,
         send=lambda: ctx.client.narrate(text, voice=settings["voice"], audio_format="wav",
-                                        instructions=settings["instructions"],
+                                        instructions=settings["instructions"], temperature=temperature,
                                         model=settings["model"], expected_tokens=expected.total_tokens))
 
 
@@ -151,16 +159,48 @@ class NarratedChunk:
     chunk: PlannedChunk
     audio_path: Path  # float32 samples at NARRATION_RATE (.npy) in the run's work folder
     model: str
+    checks: list[dict] = field(default_factory=list)  # narration_checks rows, one per take
+    flag: str | None = None  # what verification could not fix
+
+
+async def _hear(ctx: RunContext, item: Item, index: int, audio: bytes, language: str) -> str:
+    """The chunk as the embedded model hears it."""
+    reply = await ctx.verifier.transcribe(audio, "wav", language=language)
+    return reply.text or ""
 
 
 async def _chunk_audio(ctx: RunContext, recorder: ItemRecorder, chunk: PlannedChunk, settings: dict,
-                       folder: Path) -> NarratedChunk:
-    """One chunk narrated, its audio decoded and parked on disk (not held in memory)."""
-    reply = await _narrate_chunk(ctx, recorder, chunk.index, chunk.text, settings)
-    samples = await asyncio.to_thread(_decode_part, recorder.item, chunk.index, reply)
-    path = folder / f"{chunk.index:05d}.npy"
-    await asyncio.to_thread(np.save, path, samples)
-    return NarratedChunk(chunk, path, reply.model)
+                       folder: Path, language: str) -> NarratedChunk:
+    """One chunk narrated (and heard back, retaken while misheard), its best take's audio
+    decoded and parked on disk (not held in memory)."""
+    item = recorder.item
+    verifying = ctx.verifier is not None and listener_hears(language)
+    takes = max(1, ctx.options.verify_attempts) if verifying else 1
+    best: tuple[int, np.ndarray, str] | None = None  # (errors, samples, model)
+    result = NarratedChunk(chunk, folder / f"{chunk.index:05d}.npy", "")
+    for take in range(1, takes + 1):
+        reply = await _narrate_chunk(ctx, recorder, chunk.index, chunk.text, settings, take)
+        samples = await asyncio.to_thread(_decode_part, item, chunk.index, reply)
+        if not verifying:
+            best = (0, samples, reply.model)
+            break
+        heard = await _hear(ctx, item, chunk.index, reply.audio, language)
+        verdict = check(chunk.text, heard, language)
+        result.checks.append({"run_id": ctx.run_id, "item_id": item.item_id, "chunk_index": chunk.index,
+                              "attempt": take, "wer": verdict.wer, "passed": verdict.passed,
+                              "heard": heard})
+        if best is None or verdict.errors < best[0]:
+            best = (verdict.errors, samples, reply.model)
+        if verdict.passed:
+            break
+    else:
+        kept = min(result.checks, key=lambda row: row["wer"])
+        result.flag = (f"chunk {chunk.index}: still misheard after {takes} takes (best: "
+                       f"{kept['wer']:.0%} word errors, take {kept['attempt']} kept)")
+    assert best is not None
+    result.model = best[2]
+    await asyncio.to_thread(np.save, result.audio_path, best[1])
+    return result
 
 
 def _load(parts: list[NarratedChunk]) -> list[np.ndarray]:
@@ -203,13 +243,13 @@ async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> I
         settings["title"] = book.title
     text = "\n\n".join(chapter.text for chapter in book.chapters)
     profile = ctx.profile
-    check_voice_speaks(item, text, profile)
+    language = check_voice_speaks(item, text, profile)
     max_words = max_words_per_request(profile.max_output_audio_tokens,
                                       profile.output_audio_tokens_per_s, profile.words_per_minute)
     chunks = plan_chunks(book, max_words)
     folder = ctx.work_dir / "narration" / item.item_id
     folder.mkdir(parents=True, exist_ok=True)
-    parts = list(await asyncio.gather(*(_chunk_audio(ctx, recorder, chunk, settings, folder)
+    parts = list(await asyncio.gather(*(_chunk_audio(ctx, recorder, chunk, settings, folder, language)
                                         for chunk in chunks)))
     relative = media_relpath("narrations", ctx.run_id, item.item_id, _EXTENSIONS[settings["format"]])
     if audiobook:
@@ -229,8 +269,16 @@ async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> I
                  "duration_s": duration_s, "n_chunks": len(chunks), "title": settings["title"],
                  "words": count_words(text), "model": parts[0].model, "loudness_lufs": loudness,
                  "chapters": len(book.chapters), "audio_bytes": size,
-                 "txt_path": ctx.out.display(text_relative)}
+                 "txt_path": ctx.out.display(text_relative), "qa_flags": _flags(parts, ctx, language)}
     status = item_row(ctx, item, "ok", started_at=started_at, duration_s=duration_s,
                       n_chunks=len(chunks), costs=recorder.costs)
     return ItemOutcome(status="ok", duration_s=duration_s,
-                       rows={"narrations": [narration], "items": [status]})
+                       rows={"narrations": [narration], "items": [status],
+                             "narration_checks": [row for part in parts for row in part.checks]})
+
+
+def _flags(parts: list[NarratedChunk], ctx: RunContext, language: str) -> list[str]:
+    flags = [part.flag for part in parts if part.flag]
+    if ctx.verifier is not None and not listener_hears(language):
+        flags.append(f"not verified: the embedded model does not hear {language}")
+    return flags

@@ -76,6 +76,9 @@ class Narration(_Group):
     instructions: str | None = Field(None, description="style or tone for the narrator")
     target_lufs: float = Field(-16.0, description="loudness of the finished file")
     max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-out budget")
+    verify: bool = Field(True, description="hear each chunk back with the embedded model and "
+                         "narrate again what is misheard (tasks/verify.py)")
+    verify_attempts: int = Field(3, ge=1, description="takes per chunk before it is flagged")
     feed_url: str | None = Field(None, description="public URL of <out>/media/: write a podcast "
                                  "feed of the narrations there (media/feed.xml)")
 

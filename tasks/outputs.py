@@ -57,7 +57,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _STR), ("item_id", _STR), ("audio_path", _STR), ("format", _STR),
         ("voice", _STR), ("speed", _F64), ("duration_s", _F64), ("n_chunks", _I32),
         ("title", _STR), ("words", _I32), ("model", _STR), ("loudness_lufs", _F64),
-        ("chapters", _I32), ("audio_bytes", pa.int64()), ("txt_path", _STR)]),
+        ("chapters", _I32), ("audio_bytes", pa.int64()), ("txt_path", _STR),
+        ("qa_flags", pa.list_(_STR))]),
+    "narration_checks": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
+        ("wer", _F64), ("passed", pa.bool_()), ("heard", _STR)]),
     "costs": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
         ("model", _STR), ("provider", _STR), ("priced_as", _STR),
@@ -69,7 +73,8 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 # Which columns identify a row within a run: later staged lines with the same key win.
 ROW_KEYS = {"items": ("item_id",), "transcripts": ("item_id",), "narrations": ("item_id",),
-            "segments": ("item_id", "segment_index"), "costs": ("item_id", "chunk_index", "attempt")}
+            "segments": ("item_id", "segment_index"), "costs": ("item_id", "chunk_index", "attempt"),
+            "narration_checks": ("item_id", "chunk_index", "attempt")}
 
 
 def safe_name(item_id: str) -> str:

@@ -74,6 +74,8 @@ class RunOptions:
     instructions: str | None = None
     target_lufs: float = -16.0
     feed_url: str | None = None
+    verify: bool = True
+    verify_attempts: int = 3
 
     def __post_init__(self) -> None:
         # run ids name folders under the output root: checked here too, for every caller
@@ -121,6 +123,8 @@ class RunContext:
     stop_reason: str | None = None
     # (item_id, chunk_index) pairs already paid in this run before a crash (see tasks/calls.py)
     paid_chunks: set[tuple[str, int]] = field(default_factory=set)
+    # narration: the embedded model's client that hears each chunk back (None: no verification)
+    verifier: Any = None
 
 
 @dataclass
