@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--max-audio-tokens", type=int, default=1200,
                         help="per-request budget: smaller chunks give more of them to measure")
     args = parser.parse_args()
-    from audiobatch.tasks.verify import THRESHOLDS, check
+    from audiobatch.tasks.verify import MAX_GAP, THRESHOLDS, check
 
     with tempfile.TemporaryDirectory(prefix="audiobatch-bench-verify-") as work:
         folder = Path(work)
@@ -106,20 +106,26 @@ def main() -> None:
     print(f"  takes: {len(checks)} checks for {len(first)} chunks, "
           f"{int((~checks['passed']).sum())} failed, flagged chunks: "
           f"{sum(len(flags) for flags in narrations['qa_flags'])}")
-    clean, dropped = [], []
+    clean, dropped, gaps, dropped_gaps = [], [], [], []
     for row in first.itertuples():
         reference = chunk_texts[(row.item_id, row.chunk_index)]
-        clean.append(check(reference, row.heard, "en").wer)
+        heard = check(reference, row.heard, "en")
+        clean.append(heard.wer)
+        gaps.append(heard.gap)
         shorter = without_one_sentence(row.heard)
         if shorter != row.heard:
-            dropped.append(check(reference, shorter, "en").wer)
+            missing = check(reference, shorter, "en")
+            dropped.append(missing.wer)
+            dropped_gaps.append(missing.gap)
     clean.sort()
     dropped.sort()
     print(f"  chunk WER as heard      : median {clean[len(clean) // 2]:.1%}, worst {clean[-1]:.1%} "
           f"(all: {', '.join(f'{w:.0%}' for w in clean)})")
     print(f"  one sentence left out   : lowest {dropped[0]:.1%}, median {dropped[len(dropped) // 2]:.1%} "
           f"over {len(dropped)} chunks")
-    print(f"  threshold (tasks/verify.py, en): {THRESHOLDS['en']:.0%}")
+    print(f"  longest run of words not heard: clean chunks at most {max(gaps)} "
+          f"({sorted(gaps)}); one sentence left out: at least {min(dropped_gaps)}")
+    print(f"  thresholds (tasks/verify.py, en): {THRESHOLDS['en']:.0%} WER, a gap of {MAX_GAP} words")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ held in memory; an audiobook (`m4b`) is then rendered chapter by chapter into on
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,15 +21,15 @@ from audiobatch.tasks.audiobook import AudiobookWriter
 from audiobatch.tasks.books import Book, Chapter, read_book
 from audiobatch.tasks.cache import ReplyRecord
 from audiobatch.tasks.calls import call_model
-from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.errors import InputError, ModelError
 from audiobatch.tasks.estimate import expected_narrate_usage
 from audiobatch.tasks.loudness import measure_lufs
 from audiobatch.tasks.manifest import TEXT_FILE_SUFFIXES, Item
 from audiobatch.tasks.outputs import media_relpath
-from audiobatch.tasks.profiles import ModelProfile
+from audiobatch.tasks.profiles import LOCAL_MODEL, ModelProfile
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
 from audiobatch.tasks.sources import FetchPolicy, local_file
-from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration
+from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration, time_stretch
 from audiobatch.tasks.verify import check, listener_hears
 from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
                                    text_language, writing_script)
@@ -36,6 +37,10 @@ from audiobatch.tasks.text import (count_words, max_words_per_request, speakable
 NARRATION_RATE = 24000  # what OpenAI and the embedded model return; chunks are decoded to it
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
 AUDIOBOOK = "m4b"
+# The embedded voice speaks part of a narration speed itself (Piper's length_scale), the
+# time-stretch does the rest: at 1.5, 1.22 x 1.22. Whisper heard that 1.2 points better than a
+# 1.5 stretch alone, on 1,600 words (README "Speed"); beyond 0.8-1.25 Piper's own pace degrades.
+VOICE_RATE_RANGE = (0.8, 1.25)
 RETAKE_TEMPERATURE = 0.8  # a retake asks for a varied reading (the embedded voice: sampling on)
 _EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", AUDIOBOOK: "m4b"}
 
@@ -95,10 +100,18 @@ def _settings(ctx: RunContext, item: Item) -> dict:
     if audio_format not in _EXTENSIONS:
         raise InputError(f"{item.item_id}: format {audio_format!r} is not one of "
                          f"{', '.join(_EXTENSIONS)}.")
+    model = item.options.get("model") or ctx.model
+    voice_rate = voice_share(speed) if model == LOCAL_MODEL else 1.0
     return {"voice": item.options.get("voice") or ctx.options.voice, "format": audio_format,
-            "speed": speed, "model": item.options.get("model") or ctx.model,
+            "speed": speed, "model": model, "voice_rate": voice_rate, "stretch": speed / voice_rate,
             "instructions": item.options.get("instructions") or ctx.options.instructions,
             "title": item.options.get("title") or item.item_id}
+
+
+def voice_share(speed: float) -> float:
+    """How much of `speed` the embedded voice speaks itself: the square root, within range."""
+    low, high = VOICE_RATE_RANGE
+    return min(high, max(low, math.sqrt(speed)))
 
 
 def check_voice_speaks(item: Item, text: str, profile: ModelProfile) -> str:
@@ -138,6 +151,9 @@ async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, te
     temperature = None if take == 1 else RETAKE_TEMPERATURE
     if take > 1:
         params.update(take=take, temperature=temperature)
+    rate = settings["voice_rate"] if settings["voice_rate"] != 1.0 else None
+    if rate is not None:
+        params["speaking_rate"] = rate
     expected = expected_narrate_usage(text, ctx.profile, settings["instructions"])
     first_attempt = 1 + sum(1 for row in recorder.costs if row["chunk_index"] == index)
     return await call_model(
@@ -145,6 +161,7 @@ async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, te
         expected=expected, first_attempt=first_attempt,
         send=lambda: ctx.client.narrate(text, voice=settings["voice"], audio_format="wav",
                                         instructions=settings["instructions"], temperature=temperature,
+                                        speaking_rate=rate,
                                         model=settings["model"], expected_tokens=expected.total_tokens))
 
 
@@ -163,9 +180,12 @@ class NarratedChunk:
     flag: str | None = None  # what verification could not fix
 
 
-async def _hear(ctx: RunContext, item: Item, index: int, audio: bytes, language: str) -> str:
-    """The chunk as the embedded model hears it."""
-    reply = await ctx.verifier.transcribe(audio, "wav", language=language)
+async def _hear(ctx: RunContext, samples: np.ndarray, speed: float, language: str) -> str:
+    """The chunk as the embedded model hears it, at the speed the listener will hear it."""
+    def as_delivered() -> bytes:
+        return codecs.encode(time_stretch(samples, NARRATION_RATE, speed), NARRATION_RATE, "wav")
+
+    reply = await ctx.verifier.transcribe(await asyncio.to_thread(as_delivered), "wav", language=language)
     return reply.text or ""
 
 
@@ -176,21 +196,24 @@ async def _chunk_audio(ctx: RunContext, recorder: ItemRecorder, chunk: PlannedCh
     item = recorder.item
     verifying = ctx.verifier is not None and listener_hears(language)
     takes = max(1, ctx.options.verify_attempts) if verifying else 1
-    best: tuple[int, np.ndarray, str] | None = None  # (errors, samples, model)
     result = NarratedChunk(chunk, folder / f"{chunk.index:05d}.npy", "")
+    best: tuple[int, np.ndarray] | None = None  # (word errors, samples) of the best take so far
     for take in range(1, takes + 1):
         reply = await _narrate_chunk(ctx, recorder, chunk.index, chunk.text, settings, take)
         samples = await asyncio.to_thread(_decode_part, item, chunk.index, reply)
-        if not verifying:
-            best = (0, samples, reply.model)
+        try:
+            heard = await _hear(ctx, samples, settings["stretch"], language) if verifying else None
+        except ModelError as error:  # the listener failed, not the narration: keep it, say so
+            result.flag, heard = f"chunk {chunk.index}: not verified ({error})", None
+        if heard is None:
+            best, result.model = (0, samples), reply.model
             break
-        heard = await _hear(ctx, item, chunk.index, reply.audio, language)
         verdict = check(chunk.text, heard, language)
         result.checks.append({"run_id": ctx.run_id, "item_id": item.item_id, "chunk_index": chunk.index,
                               "attempt": take, "wer": verdict.wer, "passed": verdict.passed,
                               "heard": heard})
         if best is None or verdict.errors < best[0]:
-            best = (verdict.errors, samples, reply.model)
+            best, result.model = (verdict.errors, samples), reply.model
         if verdict.passed:
             break
     else:
@@ -198,7 +221,6 @@ async def _chunk_audio(ctx: RunContext, recorder: ItemRecorder, chunk: PlannedCh
         result.flag = (f"chunk {chunk.index}: still misheard after {takes} takes (best: "
                        f"{kept['wer']:.0%} word errors, take {kept['attempt']} kept)")
     assert best is not None
-    result.model = best[2]
     await asyncio.to_thread(np.save, result.audio_path, best[1])
     return result
 
@@ -209,7 +231,7 @@ def _load(parts: list[NarratedChunk]) -> list[np.ndarray]:
 
 def _render(parts: list[NarratedChunk], settings: dict, target_lufs: float) -> tuple[bytes, float, float]:
     """Join, normalise, stretch and encode: (file bytes, duration_s, loudness LUFS)."""
-    audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["speed"], target_lufs=target_lufs)
+    audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["stretch"], target_lufs=target_lufs)
     loudness = measure_lufs(audio, NARRATION_RATE)
     data = codecs.encode(audio, NARRATION_RATE, settings["format"], title=settings["title"])
     return data, len(audio) / NARRATION_RATE, loudness
@@ -225,7 +247,7 @@ def _render_audiobook(parts: list[NarratedChunk], book: Book, settings: dict, ta
                          cover=book.cover, cover_type=book.cover_type) as writer:
         for number, chapter in enumerate(book.chapters):
             own = [part for part in parts if part.chunk.chapter == number]
-            audio = finish_narration(_load(own), NARRATION_RATE, speed=settings["speed"],
+            audio = finish_narration(_load(own), NARRATION_RATE, speed=settings["stretch"],
                                      target_lufs=target_lufs)
             loudness.append(measure_lufs(audio, NARRATION_RATE))
             writer.add_chapter(chapter.title, audio)

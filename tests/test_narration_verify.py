@@ -7,6 +7,7 @@ take), served over real HTTP on 127.0.0.1 as a remote model would be. Whisper, t
 is the real embedded one, in-process."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,10 @@ def test_the_check_counts_normalised_word_errors_with_a_floor_for_short_chunks()
     assert short.errors == 1 and short.wer == pytest.approx(1 / 3) and short.passed  # 1 error <= 2
     long = check(" ".join(["word"] * 40), " ".join(["word"] * 30), "en")
     assert long.wer == 0.25 and not long.passed
+    # a skipped sentence fails even where the WER alone would pass: a hole, not scattered errors
+    words = ["".join(letters) for letters in itertools.product("bdfgkl", "aeiou", "mnprst")][:200]
+    text = " ".join(words)
+    hole = check(text, " ".join(words[:50] + words[56:]), "en")
+    assert hole.errors == 6 and hole.wer < 0.05 and hole.gap == 6 and not hole.passed
+    scattered = check(text, " ".join(w for i, w in enumerate(words) if i not in (7, 50, 51, 90, 140, 141)), "en")
+    assert scattered.errors == 6 and scattered.gap == 2 and scattered.passed
