@@ -8,6 +8,7 @@ from pathlib import Path
 import feedparser
 import pytest
 
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.podcast import transcribe_podcast
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.narration_feed import FEED_FILE, FeedEntry, entry_guid, update_feed
@@ -60,10 +61,8 @@ def test_a_tampered_feed_file_and_bad_urls_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.usefixtures("prefect_api")
-async def test_narrations_become_a_feed_that_audiobatch_podcast_reads_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUDIOBATCH_ALLOW_PRIVATE_URLS", "1")  # the test server is on loopback
+@pytest.mark.usefixtures("prefect_api", "allow_loopback_fetch")  # the test server is on loopback
+async def test_narrations_become_a_feed_that_audiobatch_podcast_reads_back(tmp_path: Path) -> None:
     out = tmp_path / "out"
     texts = {"morning": "Good morning. Here is the news.", "weather": "Rain is expected later today.",
              "sport": "The home team won again."}
@@ -87,8 +86,9 @@ async def test_narrations_become_a_feed_that_audiobatch_podcast_reads_back(
             len(server_bytes := (out / "media" / enclosure.href[len(base) + 1:]).read_bytes())
         assert server_bytes[4:8] == b"ftyp"
 
-        summary = await transcribe_podcast(feed=str(out / FEED_FILE), out=str(tmp_path / "heard"),
-                                           options=TranscribeOptions.from_flat(progress=False))
+        summary = await summary_of(transcribe_podcast(
+            feed=str(out / FEED_FILE), out=str(tmp_path / "heard"),
+            options=TranscribeOptions.from_flat(progress=False), return_state=True))
     assert summary["ok"] == summary["items"] == 3
     from tests.helpers.e2e import read_dataset
 
