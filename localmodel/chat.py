@@ -93,7 +93,7 @@ async def complete(prepared: Prepared, engines: Engines) -> dict[str, Any]:
         return completion_dict(new_id("chatcmpl-"), created, content=transcript, audio=None,
                                usage=usage)
     text = await text_to_speak(prepared, engines)
-    samples = await engines.synthesize(text, varied=request.temperature > 0, rate=request.speaking_rate)
+    samples = await engines.synthesize(text, varied=request.temperature > 0)
     if samples.size == 0:
         raise APIError(400, "the text produced no speech; give words to speak.",
                        code="missing_text", param="messages")

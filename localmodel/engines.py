@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import itertools
 import logging
-import math
 import os
 import threading
 import time
@@ -45,9 +44,6 @@ PIPER_VOICE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b
 WHISPER_SAMPLE_RATE = 16_000
 OUTPUT_SAMPLE_RATE = 24_000  # what OpenAI's pcm16 is; every output format uses it
 SENTENCE_PAUSE_S = 0.3
-# How much faster the joe voice speaks (sentence pauses scaled alike) at a Piper length_scale:
-# not in proportion (measured on 120 words of LJ001: 1/1.22 gives 1.12x, 1/0.8 gives 0.885x).
-_PACE = ((0.696, 1.335), (0.8165, 1.12), (1.0, 1.0), (1.25, 0.885), (1.489, 0.740))
 # Measured on the 26 reference clips: beam 5 with the previous text as context was the most
 # accurate on long-form speech (6.1% WER on the 171 s LJ clip vs 7.3% without context).
 # No VAD: the pipeline already cuts chunks in pauses.
@@ -56,30 +52,17 @@ WHISPER_OPTIONS: dict[str, Any] = {
 }
 
 
-def piper_config(varied: bool = False, rate: float = 1.0) -> Any:
+def piper_config(varied: bool = False) -> Any:
     """Piper's sampling noise off by default: the same text always gives the same audio, so runs
     are reproducible and a re-run after faults matches a clean run byte for byte (measured on 400
     words of LJ001: WER 6.7% vs 6.5% with Piper's random sampling). AUDIOBATCH_LOCAL_VARIED_VOICE=1
     restores the sampling; so does a request with a temperature above 0 (`varied`: a narration
-    chunk asked for again after verification misheard it needs a different take).
-    `rate` above 1 speaks faster (Piper's length_scale divided by it): see `start_speech`."""
+    chunk asked for again after verification misheard it needs a different take)."""
     from piper import SynthesisConfig
 
-    length_scale = length_scale_for(rate)
     if varied or os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
-        return SynthesisConfig(length_scale=length_scale)
-    return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
-
-
-def length_scale_for(rate: float) -> float:
-    """Piper's length_scale that makes the voice `rate` times faster (log-log interpolation of
-    `_PACE`, held at its ends: 0.74x-1.34x)."""
-    rate = min(_PACE[0][1], max(_PACE[-1][1], rate))
-    for (fast_scale, fast), (slow_scale, slow) in zip(_PACE, _PACE[1:]):
-        if slow <= rate <= fast:
-            share = math.log(rate / fast) / math.log(slow / fast)
-            return math.exp(math.log(fast_scale) + share * math.log(slow_scale / fast_scale))
-    return 1.0
+        return SynthesisConfig()
+    return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
 
 def sha256_of(path: Path) -> str:
@@ -163,7 +146,7 @@ class Engines:
     def transcribe_blocking(self, samples: np.ndarray) -> str:
         return clean_text(list(self.start_transcript(samples)))
 
-    def start_speech(self, text: str, varied: bool = False, rate: float = 1.0) -> Iterator[np.ndarray]:
+    def start_speech(self, text: str, varied: bool = False) -> Iterator[np.ndarray]:
         """24 kHz float32 audio, one block per sentence, synthesised as it is consumed.
 
         What Piper's own `synthesize` does, with one step between phonemes and speech:
@@ -171,15 +154,10 @@ class Engines:
         peak-normalised as Piper does. A narrator breathes between sentences: each but the last
         is followed by SENTENCE_PAUSE_S of silence, for pacing: it does not change what Whisper
         hears (whole LJ001 chapter, engines directly: 8.12% WER without the pause, 8.19% with
-        0.3 s, 8.22% with 0.5 s), and makes the speech ~3% longer.
-
-        `rate` (the request's non-standard `audio.speed`) makes the voice itself speak faster
-        or slower, pauses included: Whisper hears Piper's own 1.22x speech better than the same
-        speed made by time-stretching (README "Speed"), so narration at speed 1.5 asks the
-        voice for 1.22x and stretches the rest."""
+        0.3 s, 8.22% with 0.5 s), and makes the speech ~3% longer."""
         voice = self.piper()
-        config = piper_config(varied, rate)
-        pause = np.zeros(round(SENTENCE_PAUSE_S / rate * OUTPUT_SAMPLE_RATE), dtype=np.float32)
+        config = piper_config(varied)
+        pause = np.zeros(round(SENTENCE_PAUSE_S * OUTPUT_SAMPLE_RATE), dtype=np.float32)
         sentences = [phonemes for phonemes in voice.phonemize(text) if phonemes]
         for index, phonemes in enumerate(sentences):
             if index:
@@ -188,8 +166,8 @@ class Engines:
             audio = np.asarray(voice.phoneme_ids_to_audio(ids, config), dtype=np.float32)
             yield to_output_rate(peak_normalised(audio), voice.config.sample_rate)
 
-    def synthesize_blocking(self, text: str, varied: bool = False, rate: float = 1.0) -> np.ndarray:
-        blocks = list(self.start_speech(text, varied, rate))
+    def synthesize_blocking(self, text: str, varied: bool = False) -> np.ndarray:
+        blocks = list(self.start_speech(text, varied))
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
     # --- async API: everything above, queued on the one worker thread ---------------------
@@ -203,8 +181,8 @@ class Engines:
     async def transcribe(self, samples: np.ndarray) -> str:
         return await self.run(self.transcribe_blocking, samples)
 
-    async def synthesize(self, text: str, varied: bool = False, rate: float = 1.0) -> np.ndarray:
-        return await self.run(self.synthesize_blocking, text, varied, rate)
+    async def synthesize(self, text: str, varied: bool = False) -> np.ndarray:
+        return await self.run(self.synthesize_blocking, text, varied)
 
     async def iter_transcript(self, samples: np.ndarray) -> AsyncIterator[str]:
         async for text in self._iterate(self.start_transcript, samples):

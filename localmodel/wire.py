@@ -55,7 +55,6 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     temperature: float = 0.0  # above 0: a varied take of the narration (Piper's sampling on)
-    speaking_rate: float = 1.0  # audio.speed (not in OpenAI's contract): the voice's own pace
 
     @property
     def wants_audio(self) -> bool:
@@ -91,8 +90,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     temperature = body.get("temperature")
     request = ChatRequest(model, audio_inputs, prompt_texts, user_text, output_format, voice,
                           stream, include_usage,
-                          float(temperature) if isinstance(temperature, (int, float)) else 0.0,
-                          _speaking_rate(body))
+                          float(temperature) if isinstance(temperature, (int, float)) else 0.0)
     _require_work(request)
     return request
 
@@ -147,16 +145,6 @@ def _audio_output(body: dict[str, Any]) -> tuple[str | None, str | None]:
                        f"{', '.join(OUTPUT_AUDIO_FORMATS)}.", code="invalid_value",
                        param="audio.format")
     return fmt, voice
-
-
-def _speaking_rate(body: dict[str, Any]) -> float:
-    """`audio.speed`, an audiobatch extension (OpenAI's TTS endpoint has `speed`; Chat
-    Completions has none): how fast the voice itself speaks, 0.5-2.0 (default 1)."""
-    speed = (body.get("audio") or {}).get("speed", 1.0) if isinstance(body.get("audio"), dict) else 1.0
-    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.5 <= speed <= 2.0:
-        raise APIError(400, f"audio.speed {speed!r} must be a number from 0.5 to 2.0.",
-                       code="invalid_value", param="audio.speed")
-    return float(speed)
 
 
 def _contents(messages: list[dict[str, Any]]) -> tuple[list[AudioInput], list[str], str]:

@@ -9,7 +9,6 @@ held in memory; an audiobook (`m4b`) is then rendered chapter by chapter into on
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +25,7 @@ from audiobatch.tasks.estimate import expected_narrate_usage
 from audiobatch.tasks.loudness import measure_lufs
 from audiobatch.tasks.manifest import TEXT_FILE_SUFFIXES, Item
 from audiobatch.tasks.outputs import media_relpath
-from audiobatch.tasks.profiles import LOCAL_MODEL, ModelProfile
+from audiobatch.tasks.profiles import ModelProfile
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
 from audiobatch.tasks.sources import FetchPolicy, local_file
 from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration, time_stretch
@@ -37,10 +36,6 @@ from audiobatch.tasks.text import (count_words, max_words_per_request, speakable
 NARRATION_RATE = 24000  # what OpenAI and the embedded model return; chunks are decoded to it
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
 AUDIOBOOK = "m4b"
-# The embedded voice speaks part of a narration speed itself (Piper's length_scale), the
-# time-stretch does the rest: at 1.5, 1.22 x 1.22. Whisper heard that 1.2 points better than a
-# 1.5 stretch alone, on 1,600 words (README "Speed"); beyond 0.8-1.25 Piper's own pace degrades.
-VOICE_RATE_RANGE = (0.8, 1.25)
 RETAKE_TEMPERATURE = 0.8  # a retake asks for a varied reading (the embedded voice: sampling on)
 _EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", AUDIOBOOK: "m4b"}
 
@@ -100,18 +95,10 @@ def _settings(ctx: RunContext, item: Item) -> dict:
     if audio_format not in _EXTENSIONS:
         raise InputError(f"{item.item_id}: format {audio_format!r} is not one of "
                          f"{', '.join(_EXTENSIONS)}.")
-    model = item.options.get("model") or ctx.model
-    voice_rate = voice_share(speed) if model == LOCAL_MODEL else 1.0
     return {"voice": item.options.get("voice") or ctx.options.voice, "format": audio_format,
-            "speed": speed, "model": model, "voice_rate": voice_rate, "stretch": speed / voice_rate,
+            "speed": speed, "model": item.options.get("model") or ctx.model,
             "instructions": item.options.get("instructions") or ctx.options.instructions,
             "title": item.options.get("title") or item.item_id}
-
-
-def voice_share(speed: float) -> float:
-    """How much of `speed` the embedded voice speaks itself: the square root, within range."""
-    low, high = VOICE_RATE_RANGE
-    return min(high, max(low, math.sqrt(speed)))
 
 
 def check_voice_speaks(item: Item, text: str, profile: ModelProfile) -> str:
@@ -151,9 +138,6 @@ async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, te
     temperature = None if take == 1 else RETAKE_TEMPERATURE
     if take > 1:
         params.update(take=take, temperature=temperature)
-    rate = settings["voice_rate"] if settings["voice_rate"] != 1.0 else None
-    if rate is not None:
-        params["speaking_rate"] = rate
     expected = expected_narrate_usage(text, ctx.profile, settings["instructions"])
     first_attempt = 1 + sum(1 for row in recorder.costs if row["chunk_index"] == index)
     return await call_model(
@@ -161,7 +145,6 @@ async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, te
         expected=expected, first_attempt=first_attempt,
         send=lambda: ctx.client.narrate(text, voice=settings["voice"], audio_format="wav",
                                         instructions=settings["instructions"], temperature=temperature,
-                                        speaking_rate=rate,
                                         model=settings["model"], expected_tokens=expected.total_tokens))
 
 
@@ -202,7 +185,7 @@ async def _chunk_audio(ctx: RunContext, recorder: ItemRecorder, chunk: PlannedCh
         reply = await _narrate_chunk(ctx, recorder, chunk.index, chunk.text, settings, take)
         samples = await asyncio.to_thread(_decode_part, item, chunk.index, reply)
         try:
-            heard = await _hear(ctx, samples, settings["stretch"], language) if verifying else None
+            heard = await _hear(ctx, samples, settings["speed"], language) if verifying else None
         except ModelError as error:  # the listener failed, not the narration: keep it, say so
             result.flag, heard = f"chunk {chunk.index}: not verified ({error})", None
         if heard is None:
@@ -231,7 +214,7 @@ def _load(parts: list[NarratedChunk]) -> list[np.ndarray]:
 
 def _render(parts: list[NarratedChunk], settings: dict, target_lufs: float) -> tuple[bytes, float, float]:
     """Join, normalise, stretch and encode: (file bytes, duration_s, loudness LUFS)."""
-    audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["stretch"], target_lufs=target_lufs)
+    audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["speed"], target_lufs=target_lufs)
     loudness = measure_lufs(audio, NARRATION_RATE)
     data = codecs.encode(audio, NARRATION_RATE, settings["format"], title=settings["title"])
     return data, len(audio) / NARRATION_RATE, loudness
@@ -247,7 +230,7 @@ def _render_audiobook(parts: list[NarratedChunk], book: Book, settings: dict, ta
                          cover=book.cover, cover_type=book.cover_type) as writer:
         for number, chapter in enumerate(book.chapters):
             own = [part for part in parts if part.chunk.chapter == number]
-            audio = finish_narration(_load(own), NARRATION_RATE, speed=settings["stretch"],
+            audio = finish_narration(_load(own), NARRATION_RATE, speed=settings["speed"],
                                      target_lufs=target_lufs)
             loudness.append(measure_lufs(audio, NARRATION_RATE))
             writer.add_chapter(chapter.title, audio)
