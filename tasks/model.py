@@ -211,9 +211,25 @@ class ModelClient:
             error.attempts = attempts  # type: ignore[attr-defined]
             raise error from (exc if error is not exc else None)
         except ModelError as exc:
-            exc.attempts = attempts  # type: ignore[attr-defined]
-            raise
+            error = await self._with_model_list(exc) if exc.code == "model_not_found" else exc
+            error.attempts = attempts  # type: ignore[attr-defined]
+            raise error from (exc if error is not exc else None)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _with_model_list(self, error: ModelError) -> ModelError:
+        """After "no such model", say which models the endpoint does list (one GET /models;
+        best effort: the original error if that fails). The ids come from the server: they are
+        shortened and stripped of control characters before they reach a message."""
+        try:
+            ids = [str(m.get("id"))[:64] for m in await self.list_models() if isinstance(m, dict)]
+        except ModelError:
+            return error
+        ids = ["".join(c for c in i if c.isprintable()) for i in ids if i]
+        if not ids:
+            return error
+        listed = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        return type(error)(f"{error} {self.base_url}/models lists: {listed}.", status=error.status,
+                           code=error.code, request_id=error.request_id)
 
     async def list_models(self) -> list[dict]:
         """The endpoint's `GET /models` list (for `doctor`); one attempt, errors as ModelError."""

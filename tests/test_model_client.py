@@ -154,7 +154,8 @@ async def test_refusals_are_not_retried(fault, expected, words) -> None:
         with pytest.raises(ModelError) as caught:
             await transcribe_via(server)
     assert type(caught.value) is expected
-    assert len(server.requests) == 1
+    # one chat completion, not retried (after a 404 the client also asks GET /models)
+    assert sum(r.path.endswith("/chat/completions") for r in server.requests) == 1
     message = str(caught.value)
     assert words in message and "req_fault_0" in message and KEY not in message
     assert [a.http_status for a in caught.value.attempts] == [fault.status]
