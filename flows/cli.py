@@ -149,6 +149,16 @@ def add_transcription_args(parser: argparse.ArgumentParser) -> None:
                        help="per-request audio token budget (default from the model profile: 4096)")
     group.add_argument("--overlap-s", type=float, default=0.0,
                        help="overlap between chunks, de-duplicated when joining (default 0)")
+    add_economy_args(group)
+
+
+def add_economy_args(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--economy", action="store_true",
+                       help="send fewer audio tokens: shorten long pauses, pack more speech per "
+                       "request; all times stay on the recording's timeline")
+    group.add_argument("--economy-speed", type=float, metavar="X",
+                       help="economy with speech X times faster, 1.0-2.0, pitch kept (implies "
+                       "--economy; default: the preset's speed, see README 'Economy')")
 
 
 def _narrate_parser(sub: Any) -> None:
@@ -197,6 +207,7 @@ def _estimate_parser(sub: Any) -> None:
     parser.add_argument("--prompt", help="transcription prompt")
     parser.add_argument("--instructions", help="narration instructions")
     parser.add_argument("--json", action="store_true", help="print the estimate as JSON on stdout")
+    add_economy_args(parser.add_argument_group("economy (transcription)"))
     parser.set_defaults(handler=run_estimate)
 
 

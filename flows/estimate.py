@@ -6,7 +6,9 @@ import json
 from dataclasses import asdict
 
 from audiobatch.flows.runtime import client_settings, resolve_pricing, resolve_profile
-from audiobatch.tasks.forecast import ItemForecast, forecast_items, forecast_table, render_forecast, render_problems
+from audiobatch.tasks.economy import economy_for
+from audiobatch.tasks.forecast import (ItemForecast, forecast_items, forecast_table, render_economy,
+                                       render_forecast, render_problems)
 from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE, read_manifest
 from audiobatch.tasks.manifest_io import ManifestError, read_rows
 from audiobatch.tasks.runs import RunOptions
@@ -35,13 +37,17 @@ def forecast(options: RunOptions) -> tuple[list[ItemForecast], str]:
         items, options.kind, default_model=settings.model,
         profile_for=lambda model: resolve_profile(options, model),
         prices_for=lambda model: resolve_pricing(options, model, settings.provider)[0],
-        prompt=options.prompt, language=options.language, instructions=options.instructions)
+        prompt=options.prompt, language=options.language, instructions=options.instructions,
+        economy=lambda item: economy_for(options.economy, options.economy_speed,
+                                         item.options.get("economy")))
     return forecasts, priced_as
 
 
 def estimate(options: RunOptions) -> str:
     forecasts, priced_as = forecast(options)
     report = render_forecast(forecast_table(forecasts), options.kind, priced_as)
+    if options.kind == TRANSCRIBE and any(f.listened or f.seconds < f.recorded_s for f in forecasts):
+        report += "\n" + render_economy(forecasts)
     later = render_problems(forecasts, countable_later=True)
     if later:
         report += f"\nnot counted (they will run; their size is known only then):\n{later}"
@@ -56,7 +62,8 @@ def run_estimate(args: argparse.Namespace) -> int:
     options = RunOptions(kind=kind, manifest=args.manifest, model=args.model,
                          base_url=args.base_url, provider=args.provider, profiles=args.profiles,
                          price_as=args.price_as, max_audio_tokens=args.max_audio_tokens,
-                         language=args.language, prompt=args.prompt, instructions=args.instructions)
+                         language=args.language, prompt=args.prompt, instructions=args.instructions,
+                         economy=args.economy, economy_speed=args.economy_speed)
     if args.json:
         forecasts, priced_as = forecast(options)
         models = [{**row, "usage": asdict(row["usage"])} for row in forecast_table(forecasts)]

@@ -46,7 +46,12 @@ class Budget:
 def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, usage: Usage,
              model: str, prices: Prices | None, latency_s: float = 0.0,
              http_status: int | None = None, request_id: str | None = None, cached: bool = False,
-             error_type: str | None = None, error_message: str | None = None) -> dict[str, Any]:
+             error_type: str | None = None, error_message: str | None = None,
+             audio_s: tuple[float, float] | None = None) -> dict[str, Any]:
+    """One `costs` row. `audio_s` = (recorded, sent) seconds of a transcription chunk: economy
+    sends fewer than it stands for, and `saved_usd` prices the difference as audio in."""
+    recorded_s, sent_s = audio_s if audio_s else (None, None)
+    unsent_s = recorded_s - sent_s if audio_s and not cached and error_type is None else 0.0
     return {
         "run_id": ctx.run_id, "item_id": item_id, "chunk_index": chunk_index, "attempt": attempt,
         "model": model, "provider": ctx.provider, "priced_as": ctx.priced_as,
@@ -58,16 +63,25 @@ def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, u
         "cost_usd": 0.0 if cached else cost_usd(usage, prices),
         "latency_s": latency_s, "http_status": http_status, "request_id": request_id,
         "cached": cached, "error_type": error_type, "error_message": error_message,
+        "recorded_audio_s": recorded_s, "sent_audio_s": sent_s,
+        "saved_usd": (_saved_usd(ctx, prices, unsent_s) if unsent_s > 0 else 0.0) if audio_s else None,
     }
 
 
+def _saved_usd(ctx: RunContext, prices: Prices | None, seconds: float) -> float | None:
+    """What `seconds` of input audio would have cost at the run's prices."""
+    tokens = Usage(prompt_audio_tokens=round(seconds * ctx.profile.input_audio_tokens_per_s))
+    return cost_usd(tokens, prices)
+
+
 def _attempt_rows(ctx: RunContext, recorder: ItemRecorder, chunk_index: int, model: str,
-                  attempts: list[Any], first_attempt: int = 1) -> list[dict[str, Any]]:
+                  attempts: list[Any], audio_s: tuple[float, float] | None,
+                  first_attempt: int = 1) -> list[dict[str, Any]]:
     return [cost_row(ctx, recorder.item.item_id, chunk_index, attempt=a.attempt + first_attempt - 1,
                      usage=a.usage,
                      model=model, prices=ctx.prices, latency_s=a.latency_s,
                      http_status=a.http_status, request_id=a.request_id,
-                     error_type=a.error_type, error_message=a.error_message)
+                     error_type=a.error_type, error_message=a.error_message, audio_s=audio_s)
             for a in attempts]
 
 
@@ -79,14 +93,16 @@ def record_costs(ctx: RunContext, recorder: ItemRecorder, rows: list[dict[str, A
 
 async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: int,
                      payload: bytes | Path, params: dict[str, Any], expected: Usage,
-                     send: Callable[[], Awaitable[Any]], first_attempt: int = 1) -> ReplyRecord:
+                     send: Callable[[], Awaitable[Any]], first_attempt: int = 1,
+                     audio_s: tuple[float, float] | None = None) -> ReplyRecord:
     """Answer one chunk's request from the cache, or send it within the budget and record it.
 
     `first_attempt` numbers the cost rows of a chunk asked for again (a narration take after a
     failed verification) after the rows it already has.
 
     `payload` is what the answer depends on (a chunk's audio file, or its text), for the cache
-    key; `send` builds the request itself only when the limiter lets it go."""
+    key; `send` builds the request itself only when the limiter lets it go. `audio_s`, for
+    transcription: the chunk's (recorded, sent) seconds, kept on its cost rows."""
     model = params.get("model") or ctx.model
     key = cache_key(payload, model=model, provider=ctx.provider, params=params)
     hit = ctx.cache.get(key)
@@ -96,7 +112,7 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
             record_costs(ctx, recorder, [cost_row(ctx, item_id, chunk_index, attempt=first_attempt,
                                                   usage=hit.usage, model=hit.model,
                                                   prices=ctx.prices, request_id=hit.request_id,
-                                                  cached=True)])
+                                                  cached=True, audio_s=audio_s)])
         return hit
     estimate = cost_usd(expected, ctx.prices) or 0.0
     ctx.budget.reserve(estimate, f"{item_id} chunk {chunk_index}")
@@ -104,11 +120,12 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
         reply = await send()
     except ModelError as error:
         rows = _attempt_rows(ctx, recorder, chunk_index, model, getattr(error, "attempts", []),
-                             first_attempt)
+                             audio_s, first_attempt)
         record_costs(ctx, recorder, rows)
         ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
         raise
-    rows = _attempt_rows(ctx, recorder, chunk_index, reply.model or model, reply.attempts, first_attempt)
+    rows = _attempt_rows(ctx, recorder, chunk_index, reply.model or model, reply.attempts, audio_s,
+                         first_attempt)
     record_costs(ctx, recorder, rows)
     ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
     record = ReplyRecord(text=reply.text, audio=reply.audio, audio_format=reply.audio_format,

@@ -37,6 +37,9 @@ AHEAD_S = 1.0  # heard after each step, so a word starting at the step's end is 
 # held-in clips, e.g. LJ001-0001's first word) and a word's tail can fade under its threshold.
 ONSET_PAD_S = 0.25
 OFFSET_PAD_S = 0.1
+# A shortened pause stays a pause to the caption timer, which starts a new phrase at pauses of
+# 0.4 s (tasks.assemble.ANCHOR_GAP_S): without this, sped-up short gaps merged captions.
+MIN_SENT_PAUSE_S = 0.45
 FADE_SAMPLES = 128  # 8 ms at 16 kHz: no click where a pause's middle was cut out
 OUT_BLOCK = 1 << 14  # samples per yielded block (the chunker's buffer expects decoder-sized blocks)
 
@@ -62,27 +65,30 @@ class Economy:
 
     @property
     def long_windows(self) -> int:
-        """A silent run of this many VAD windows is a pause to shorten."""
-        return math.ceil(self.pause_s / WINDOW_S - 1e-9)
+        """A silent run of this many VAD windows is a pause to shorten (always longer than
+        what is kept of it)."""
+        return max(math.ceil(self.pause_s / WINDOW_S - 1e-9), 2 * self.keep_windows + 1)
 
     @property
     def keep_windows(self) -> int:
-        """Windows kept at each end of a shortened pause."""
-        return max(1, round(self.gap_s / 2 / WINDOW_S))
+        """Windows kept at each end of a shortened pause: half the gap, and enough that the
+        sent pause (gap + pads, sped up) lasts MIN_SENT_PAUSE_S."""
+        needed_s = MIN_SENT_PAUSE_S * self.speed - ONSET_PAD_S - OFFSET_PAD_S
+        return max(1, round(self.gap_s / 2 / WINDOW_S), math.ceil(needed_s / 2 / WINDOW_S - 1e-9))
 
 
 # Chosen by benchmarks/economy.py: the most audio tokens saved with WER within 0.5 points of
 # the default run on the held-in speech (README "Economy").
-PRESET = Economy(pause_s=0.6, gap_s=0.3, speed=1.0)
+PRESET = Economy(pause_s=0.5, gap_s=0.1, speed=1.15)
 
 
-def economy_for(enabled: bool, speed: float | None = None) -> Economy | None:
-    """The run's economy setting: None when off; the preset, its speed overridden if asked."""
-    if not enabled and speed is None:
+def economy_for(enabled: bool, speed: float | None = None,
+                row: bool | None = None) -> Economy | None:
+    """An item's economy setting (None: off): the manifest row's `economy` column wins over
+    the run's `economy`; `speed` (--economy-speed) overrides the preset's and implies economy."""
+    if row is False or not (row or enabled or speed is not None):
         return None
-    if speed is None:
-        return PRESET
-    return Economy(PRESET.pause_s, PRESET.gap_s, float(speed))
+    return PRESET if speed is None else Economy(PRESET.pause_s, PRESET.gap_s, float(speed))
 
 
 # --- which windows to keep (pure) ---------------------------------------------------------------

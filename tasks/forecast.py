@@ -2,7 +2,9 @@
 
 Requests are planned the way the run will plan them (audio split by the per-request budget,
 text split by words per request) and each is priced with the same expected-usage functions
-that the run's budget check uses (tasks/estimate.py).
+that the run's budget check uses (tasks/estimate.py). With economy, a local file is listened
+to as the run will listen (the same VAD pass, `tasks.economy.shortened_seconds`), so the
+forecast counts the audio the run will send; a file it cannot read counts at its duration.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from audiobatch.tasks import codecs
 from audiobatch.tasks.audio import max_chunk_seconds
 from audiobatch.tasks.cost import Usage, cost_usd
+from audiobatch.tasks.economy import Economy, shortened_seconds
 from audiobatch.tasks.errors import AudiobatchError
 from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcribe_usage
 from audiobatch.tasks.manifest import TRANSCRIBE, Item
@@ -33,6 +36,8 @@ class ItemForecast:
     seconds: float = 0.0  # audio in (transcription) or expected audio out (narration)
     problem: str | None = None
     countable_later: bool = False  # not a problem: a URL whose duration is known once fetched
+    recorded_s: float = 0.0  # transcription: the recording's duration (more than sent with economy)
+    listened: bool = False  # economy: pauses found by the VAD (else guessed from the duration)
 
 
 class NotCountable(AudiobatchError):
@@ -52,15 +57,30 @@ def _audio_seconds(item: Item) -> float:
     return duration
 
 
+def _sent_seconds(item: Item, economy: Economy | None) -> tuple[float, float, bool]:
+    """(recorded, sent, listened) seconds: with economy, a local file is listened to as the
+    run will; elsewhere (or unreadable) only the speed-up is counted, from the duration."""
+    if economy is not None and scheme_of(item.source) == "file":
+        try:
+            recorded, sent = shortened_seconds(item.source.removeprefix("file://"), economy,
+                                               item.item_id)
+            return recorded, sent, True
+        except AudiobatchError:
+            pass  # e.g. too damaged to listen to: fall back to the stated duration
+    recorded = _audio_seconds(item)
+    return recorded, recorded / (economy.speed if economy else 1.0), False
+
+
 def forecast_transcription(item: Item, profile: ModelProfile, *, prompt: str | None,
-                           language: str | None) -> ItemForecast:
-    seconds = _audio_seconds(item)
+                           language: str | None, economy: Economy | None = None) -> ItemForecast:
+    recorded, seconds, listened = _sent_seconds(item, economy)
     max_s = max_chunk_seconds(profile.max_input_audio_tokens, profile.input_audio_tokens_per_s)
     requests = max(1, math.ceil(seconds / max_s))
     usage = Usage()
     for _ in range(requests):
         usage = usage + expected_transcribe_usage(seconds / requests, profile, prompt, language)
-    return ItemForecast(item.item_id, profile.model, requests, usage, seconds=seconds)
+    return ItemForecast(item.item_id, profile.model, requests, usage, seconds=seconds,
+                        recorded_s=recorded, listened=listened)
 
 
 def forecast_narration(item: Item, profile: ModelProfile, *,
@@ -78,7 +98,8 @@ def forecast_narration(item: Item, profile: ModelProfile, *,
 def forecast_items(items: list[Item], kind: str, *, default_model: str,
                    profile_for: Callable[[str], ModelProfile],
                    prices_for: Callable[[str], Prices | None], prompt: str | None = None,
-                   language: str | None = None, instructions: str | None = None) -> list[ItemForecast]:
+                   language: str | None = None, instructions: str | None = None,
+                   economy: Callable[[Item], Economy | None] = lambda item: None) -> list[ItemForecast]:
     """One forecast per item; unusable items carry their problem and cost nothing."""
     forecasts = []
     for item in items:
@@ -90,7 +111,7 @@ def forecast_items(items: list[Item], kind: str, *, default_model: str,
             if kind == TRANSCRIBE:
                 forecast = forecast_transcription(
                     item, profile_for(model), prompt=item.options.get("prompt") or prompt,
-                    language=item.options.get("language") or language)
+                    language=item.options.get("language") or language, economy=economy(item))
             else:
                 forecast = forecast_narration(
                     item, profile_for(model),
@@ -135,6 +156,21 @@ def render_forecast(table: list[dict], kind: str, priced_as: str) -> str:
 
 
 def _without_id(message: str, item: Item) -> str:
+def render_economy(forecasts: list[ItemForecast]) -> str:
+    """One line: audio recorded vs sent under economy, and how it was found."""
+    counted = [f for f in forecasts if f.problem is None]
+    recorded, sent = sum(f.recorded_s for f in counted), sum(f.seconds for f in counted)
+    listened = sum(f.listened for f in counted)
+    fewer = 1 - sent / recorded if recorded else 0.0
+    line = (f"economy: {recorded / 3600:.3f} h recorded -> {sent / 3600:.3f} h sent "
+            f"({fewer:.0%} fewer audio tokens); pauses heard in {listened} of {len(counted)} files")
+    if listened < len(counted):
+        line += " (the others counted at their duration: an upper bound)"
+    return line
+
+
+def render_problems(forecasts: list[ItemForecast]) -> str:
+    return "\n".join(f"  {f.item_id}: {f.problem}" for f in forecasts if f.problem)
     """The item's id is printed once, in front: drop it from the start of a message."""
     return message.removeprefix(f"{item.item_id}: ")
 

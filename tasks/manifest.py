@@ -37,7 +37,7 @@ BaseDir = Path | str  # a local folder, or a URL prefix ("s3://bucket/dir") for 
 
 # columns each kind understands; everything else is metadata
 _OPTION_COLUMNS = {
-    TRANSCRIBE: ("language", "prompt", "model"),
+    TRANSCRIBE: ("language", "prompt", "model", "economy"),
     NARRATE: ("voice", "format", "speed", "instructions", "title", "model", "language"),
 }
 _SOURCE_COLUMNS = {TRANSCRIBE: ("audio",), NARRATE: ("text", "text_file")}
@@ -237,6 +237,16 @@ def _speed(raw: str) -> float:
     return speed
 
 
+_YES, _NO = {"true", "yes", "y", "1", "on"}, {"false", "no", "n", "0", "off"}
+
+
+def _switch(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word not in _YES | _NO:
+        raise ValueError(f"economy '{raw}' is not a yes/no value: write true or false")
+    return word in _YES
+
+
 def _format(raw: str) -> str:
     fmt = raw.lower().lstrip(".")
     if fmt not in NARRATION_FORMATS:
@@ -245,7 +255,7 @@ def _format(raw: str) -> str:
 
 
 _OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
-    "language": _language, "speed": _speed, "format": _format,
+    "language": _language, "speed": _speed, "format": _format, "economy": _switch,
     "prompt": str, "model": str, "voice": str, "instructions": str, "title": str,
 }
 

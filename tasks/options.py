@@ -67,6 +67,10 @@ class Transcription(_Group):
     prompt: str | None = Field(None, description="context: names, spellings, topic")
     max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-in budget")
     overlap_s: float = Field(0.0, ge=0, description="overlap between chunks, de-duplicated")
+    economy: bool = Field(False, description="send less audio: long pauses shortened, more "
+                          "speech per request; times stay on the recording's (per row: economy)")
+    economy_speed: float | None = Field(None, ge=1.0, le=2.0, description="economy with speech "
+                                        "this much faster, pitch kept (default: the preset's)")
 
 
 class Narration(_Group):

@@ -69,7 +69,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("completion_text_tokens", pa.int64()), ("completion_audio_tokens", pa.int64()),
         ("cached_tokens", pa.int64()), ("cost_usd", _F64), ("latency_s", _F64),
         ("http_status", _I32), ("request_id", _STR), ("cached", pa.bool_()),
-        ("error_type", _STR), ("error_message", _STR)]),
+        ("error_type", _STR), ("error_message", _STR),
+        # transcription: seconds of the recording a request stands for, seconds it sent
+        # (fewer with economy), and the audio-in dollars that difference saved
+        ("recorded_audio_s", _F64), ("sent_audio_s", _F64), ("saved_usd", _F64)]),
 }
 # Which columns identify a row within a run: later staged lines with the same key win.
 ROW_KEYS = {"items": ("item_id",), "transcripts": ("item_id",), "narrations": ("item_id",),

@@ -89,6 +89,8 @@ class RunSummary:
     out: str = ""
     # The first LISTED_PROBLEMS failed/skipped items (item_id, row, status, error_type, reason).
     problems: list[dict[str, Any]] = field(default_factory=list)
+    sent_audio_s: float = 0.0  # transcription: audio the answered requests carried
+    saved_usd: float | None = 0.0  # what economy left unsent would have cost (audio in)
 
     @property
     def outcome(self) -> str:
@@ -109,6 +111,7 @@ class RunSummary:
             ("run", self.run_id), ("items", f"{self.items} ({self.ok} ok, {self.failed} failed, "
                                                f"{self.skipped} skipped)"),
             (audio_label, f"{self.audio_s / 3600:.3f}"),
+            *self._economy_rows(),
             ("requests", f"{self.requests} ({self.cached_requests} from cache, {self.retries} retries)"),
             ("tokens", f"{self.tokens_in:,} in, {self.tokens_out:,} out"),
             (f"cost ({self.priced_as})", cost),
@@ -118,6 +121,16 @@ class RunSummary:
             rows.append(("stopped early", self.stop_reason))
         rows += [(f"output: {name}", path) for name, path in self.outputs.items()]
         return [{"what": what, "value": value} for what, value in rows]
+
+    def _economy_rows(self) -> list[tuple[str, str]]:
+        """Audio recorded vs sent, and what the difference saved (transcription only)."""
+        if self.kind != "transcribe":
+            return []
+        fewer = 1 - self.sent_audio_s / self.audio_s if self.audio_s else 0.0
+        saved = "unknown (no price)" if self.saved_usd is None else f"${self.saved_usd:.4f}"
+        return [("audio seconds", f"{self.audio_s:,.1f} recorded, {self.sent_audio_s:,.1f} sent "
+                                  f"({fewer:.0%} fewer)"),
+                (f"saved by economy ({self.priced_as})", saved)]
 
     def text(self) -> str:
         width = max(len(r["what"]) for r in self.rows())
@@ -145,6 +158,9 @@ def summarize(run_id: str, kind: str, items: list[dict[str, Any]], costs: list[d
     statuses = [row["status"] for row in items]
     not_ok = sorted((row for row in items if row["status"] != "ok"), key=lambda r: r.get("row") or 0)
     paid = [row for row in costs if not row.get("cached")]  # cache hits cost nothing
+    ok_items = {row["item_id"] for row in items if row["status"] == "ok"}
+    answered = [row for row in costs if row["item_id"] in ok_items and not row.get("error_type")]
+    savings = [row.get("saved_usd") for row in paid if row.get("recorded_audio_s") is not None]
     priced = [row["cost_usd"] for row in paid]
     unknown_price = any(c is None for c in priced)
     return RunSummary(
@@ -160,6 +176,8 @@ def summarize(run_id: str, kind: str, items: list[dict[str, Any]], costs: list[d
         out=out, problems=[{key: row.get(key) for key in ("item_id", "row", "status", "error_type",
                                                            "error_message")}
                            for row in not_ok[:LISTED_PROBLEMS]],
+        sent_audio_s=sum(row.get("sent_audio_s") or 0.0 for row in answered),
+        saved_usd=None if None in savings else sum(savings),
     )
 
 

@@ -67,6 +67,8 @@ class RunOptions:
     prompt: str | None = None
     max_audio_tokens: int | None = None
     overlap_s: float = 0.0
+    economy: bool = False
+    economy_speed: float | None = None
     # narration
     voice: str = "alloy"
     audio_format: str = "mp3"

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from audiobatch.tasks.assemble import Segment, build_segments, join_transcripts, render_srt, render_vtt
 from audiobatch.tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, stream_chunks
 from audiobatch.tasks.calls import call_model
+from audiobatch.tasks.economy import economy_for
 from audiobatch.tasks.estimate import expected_transcribe_usage
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.manifest import Item
@@ -47,6 +48,14 @@ def _language(ctx: RunContext, item: Item) -> str | None:
     return language
 
 
+def _on_recording_timeline(segments: list[Segment], prepared: PreparedAudio) -> list[Segment]:
+    """Segment times in the sent audio -> times in the recording (economy left pauses out)."""
+    if prepared.timeline is None:
+        return segments
+    return [replace(s, start_s=round(prepared.to_original(s.start_s), 3),
+                    end_s=round(prepared.to_original(s.end_s), 3)) for s in segments]
+
+
 async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: Ask) -> str:
     """One chunk's request: from the cache, or built from the chunk file when its turn comes."""
     if chunk.silent:
@@ -56,6 +65,7 @@ async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chun
     expected = expected_transcribe_usage(chunk.duration_s, ctx.profile, ask.prompt, ask.language)
     reply = await call_model(
         ctx, recorder, chunk_index=chunk.index, payload=chunk.path, params=params, expected=expected,
+        audio_s=(chunk.recorded_s, chunk.duration_s),
         send=lambda: ctx.client.transcribe(chunk.path.read_bytes, "wav", prompt=ask.prompt,
                                            language=ask.language, model=ask.model,
                                            expected_tokens=expected.total_tokens))
@@ -116,15 +126,17 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
     work = ctx.work_dir / "chunks" / item.item_id
     try:
         async with stream_chunks(fetched.path, work, max_chunk_s=max_s, label=item.item_id,
-                                 overlap_s=ctx.options.overlap_s) as chunks:
+                                 overlap_s=ctx.options.overlap_s,
+                                 economy=economy_for(ctx.options.economy, ctx.options.economy_speed,
+                                                     item.options.get("economy"))) as chunks:
             texts = await _transcribe_stream(ctx, recorder, chunks, ask)
         prepared = chunks.result
         if prepared.silent:
             raise InputError(f"{item.item_id}: the audio is silent from start to end; there is "
                              "nothing to transcribe. Check the file or the recording's level.")
         text = join_transcripts(texts, overlap_s=ctx.options.overlap_s)
-        segments = await asyncio.to_thread(build_segments, prepared.chunks, texts,
-                                           ctx.options.overlap_s)
+        segments = _on_recording_timeline(await asyncio.to_thread(
+            build_segments, prepared.chunks, texts, ctx.options.overlap_s), prepared)
         paths = await asyncio.to_thread(_write_media, ctx, item, text, segments)
     finally:
         shutil.rmtree(work, ignore_errors=True)

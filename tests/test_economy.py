@@ -116,6 +116,8 @@ def test_settings_that_make_no_sense_are_refused_with_the_fix() -> None:
     assert economy_for(False) is None
     assert economy_for(True) == PRESET
     assert economy_for(False, 1.25).speed == 1.25  # --economy-speed alone turns economy on
+    assert economy_for(True, 1.25, row=False) is None  # a manifest row may turn it off
+    assert economy_for(False, row=True) == PRESET  # ...or on
 
 
 # --- real speech with pauses ------------------------------------------------------------------------
@@ -190,3 +192,18 @@ def test_prepare_packs_shortened_sped_up_speech_and_keeps_the_original_times(
 def timeline_sent_starts(prepared) -> np.ndarray:
     """The original time of every 10 ms of sent audio (for finding where a time was sent)."""
     return np.asarray([prepared.to_original(t / 100) for t in range(int(prepared.sent_s * 100) + 1)])
+
+
+def test_a_manifest_row_may_turn_economy_on_or_off_and_a_bad_value_fails_only_that_row(
+        tmp_path: Path) -> None:
+    """Manifests may come from others (inbox, submit): the column takes yes/no words only."""
+    from audiobatch.tasks.manifest import TRANSCRIBE, read_manifest
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,audio,economy\non,a.wav,yes\noff,b.wav,False\nbad,c.wav,1.5x; rm -rf\n"
+                        "unset,d.wav,\n", encoding="utf-8")
+    items = {item.item_id: item for item in read_manifest(manifest, TRANSCRIBE)}
+    assert items["on"].options["economy"] is True and items["off"].options["economy"] is False
+    assert "economy" not in items["unset"].options and items["unset"].error is None
+    assert items["bad"].error == "row 4: economy '1.5x; rm -rf' is not a yes/no value: write true or false."
+    assert economy_for(True, row=items["off"].options["economy"]) is None

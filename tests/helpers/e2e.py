@@ -144,19 +144,19 @@ def concatenate_clips(clips: Sequence[Path], gaps_s: Sequence[float], path: Path
     """
     assert len(gaps_s) == len(clips) - 1
     rng = np.random.default_rng(7)
-    pieces, starts, position = [_room(rng, lead_s, rate)], [], round(lead_s * rate)
+    pieces, starts, position = [room_tone(rng, lead_s, rate)], [], round(lead_s * rate)
     for index, clip in enumerate(clips):
         samples = decode(clip, rate, label=clip.name)
         starts.append(position / rate)
         pieces.append(samples)
         position += len(samples)
         if index < len(gaps_s):
-            pieces.append(_room(rng, gaps_s[index], rate))
+            pieces.append(room_tone(rng, gaps_s[index], rate))
             position += len(pieces[-1])
     audio = np.concatenate(pieces)
     sf.write(path, audio, rate, subtype="PCM_16")
     return Concatenation(path, starts, len(audio) / rate)
 
 
-def _room(rng: np.random.Generator, seconds: float, rate: int) -> np.ndarray:
+def room_tone(rng: np.random.Generator, seconds: float, rate: int) -> np.ndarray:
     return (rng.standard_normal(round(seconds * rate)) * 3e-4).astype(np.float32)  # ~ -70 dBFS

@@ -1,0 +1,114 @@
+"""`--economy` end to end: the real `transcribe-manifest` flow, embedded model, Prefect API.
+
+The shared speech corpus has few long pauses, so the recordings with pauses are built from
+its real speech (tests/helpers/pauses.py): the 23 short English clips as a "conversation" and
+the 171 s reading as a "lecture", joined with room tone in pauses of 0.3-8 s — the recordings
+benchmarks/economy.py chose the preset on. One default run and one economy run of them are
+compared: audio tokens sent, WER, segment times on the recordings' own timeline, the
+estimate, and the summary and `costs` columns.
+"""
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+
+from audiobatch.tasks.progress import RunSummary
+from audiobatch.tasks.runs import RunOptions
+from tests.helpers.e2e import RunResult, corpus_wer, run_transcribe, write_manifest
+from tests.helpers.pauses import Recording, conversation, lecture, start_errors
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
+
+GPT_AUDIO_IN_USD = 32 / 1e6  # gpt-audio-1.5, per audio token in; 10 tokens per second
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Recording]:
+    folder = tmp_path_factory.mktemp("pauses")
+    made = [conversation(folder), lecture(folder)]
+    return {r.path.stem: r for r in made}
+
+
+@pytest.fixture(scope="module")
+def manifest(recordings: dict[str, Recording], tmp_path_factory: pytest.TempPathFactory):
+    rows = [{"id": item_id, "audio": str(r.path)} for item_id, r in recordings.items()]
+    return write_manifest(tmp_path_factory.mktemp("manifest") / "m.csv", rows)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def default_run(prefect_api: None, manifest, tmp_path_factory) -> RunResult:
+    return await run_transcribe(manifest, tmp_path_factory.mktemp("default"), price_as="gpt-audio-1.5")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def economy_run(prefect_api: None, manifest, tmp_path_factory) -> RunResult:
+    return await run_transcribe(manifest, tmp_path_factory.mktemp("economy"), price_as="gpt-audio-1.5",
+                                economy=True)
+
+
+def tokens_sent(run: RunResult) -> int:
+    return int(run.dataset("costs")["prompt_audio_tokens"].sum())
+
+
+def wer(run: RunResult, recordings: dict[str, Recording]) -> float:
+    transcripts = run.dataset("transcripts")
+    said = dict(zip(transcripts["item_id"], transcripts["text"]))
+    return corpus_wer([r.reference for r in recordings.values()], [said[i] for i in recordings])
+
+
+def test_economy_sends_a_fifth_fewer_tokens_for_the_same_words(
+        default_run: RunResult, economy_run: RunResult, recordings: dict[str, Recording]) -> None:
+    default, economy = tokens_sent(default_run), tokens_sent(economy_run)
+    print(f"audio tokens: default {default}, economy {economy} ({1 - economy / default:.1%} "
+          f"fewer); WER default {wer(default_run, recordings):.2%}, "
+          f"economy {wer(economy_run, recordings):.2%}")
+    assert economy <= 0.8 * default
+    assert wer(economy_run, recordings) <= wer(default_run, recordings) + 0.005
+
+
+def test_segments_stay_on_the_recordings_timeline(economy_run: RunResult,
+                                                  recordings: dict[str, Recording]) -> None:
+    """After every pause of a second or more (those economy shortens), a segment starts within
+    0.5 s of where the next clip starts in the recording - not where it lies in the sent
+    audio, where the later clips come tens of seconds earlier."""
+    talk = recordings["conversation"]
+    segments = economy_run.dataset("segments")
+    starts = segments[segments["item_id"] == "conversation"].sort_values("segment_index")["start_s"]
+    starts = starts.tolist()
+    assert starts == sorted(starts) and max(starts) < talk.duration_s
+    errors = start_errors(starts, talk)
+    print(f"segment starts after {len(errors)} shortened pauses: largest error {max(errors):.3f} s")
+    assert len(errors) >= 8 and max(errors) <= 0.5
+    costs = economy_run.dataset("costs")
+    sent_s = costs.loc[costs["item_id"] == "conversation", "sent_audio_s"].sum()
+    assert talk.duration_s - sent_s > 40  # in the sent audio the last clips come that much earlier
+
+
+def test_estimate_predicts_the_economy_run_within_ten_percent(economy_run: RunResult,
+                                                              manifest) -> None:
+    from audiobatch.flows.estimate import estimate, forecast
+
+    options = RunOptions(kind="transcribe", manifest=str(manifest), economy=True)
+    predicted = sum(f.usage.prompt_audio_tokens for f in forecast(options)[0])
+    sent = tokens_sent(economy_run)
+    print(f"estimate {predicted} audio tokens, run sent {sent}")
+    assert abs(predicted - sent) <= 0.1 * sent
+    assert "pauses heard in 2 of 2 files" in estimate(options)
+
+
+def test_summary_and_costs_show_audio_recorded_vs_sent_and_dollars_saved(
+        economy_run: RunResult, default_run: RunResult, recordings: dict[str, Recording]) -> None:
+    summary, costs = economy_run.summary, economy_run.dataset("costs")
+    recorded_s = sum(r.duration_s for r in recordings.values())
+    assert costs["recorded_audio_s"].sum() == pytest.approx(recorded_s, abs=0.01)
+    assert costs["sent_audio_s"].sum() == pytest.approx(costs["prompt_audio_tokens"].sum() / 10, abs=2)
+    assert summary["sent_audio_s"] == pytest.approx(costs["sent_audio_s"].sum())
+    unsent_s = recorded_s - summary["sent_audio_s"]
+    assert summary["saved_usd"] == pytest.approx(unsent_s * 10 * GPT_AUDIO_IN_USD, rel=0.01)
+    assert costs["saved_usd"].sum() == pytest.approx(summary["saved_usd"])
+    shown = {row["what"]: row["value"] for row in RunSummary(**summary).rows()}
+    assert shown["audio seconds"] == (f"{recorded_s:,.1f} recorded, {summary['sent_audio_s']:,.1f} "
+                                      f"sent ({unsent_s / recorded_s:.0%} fewer)")
+    assert shown["saved by economy (gpt-audio-1.5)"] == f"${summary['saved_usd']:.4f}"
+    assert default_run.summary["saved_usd"] == 0.0
+    assert (default_run.dataset("costs")["saved_usd"] == 0.0).all()
