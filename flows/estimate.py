@@ -69,8 +69,14 @@ def run_estimate(args: argparse.Namespace) -> int:
         models = [{**row, "usage": asdict(row["usage"])} for row in forecast_table(forecasts)]
         not_counted = [{"item_id": f.item_id, "problem": f.problem, "will_run": f.countable_later}
                        for f in forecasts if f.problem]
+        counted = [f for f in forecasts if not f.problem]
+        economy = {"recorded_s": sum(f.recorded_s for f in counted),
+                   "sent_s": sum(f.seconds for f in counted),
+                   "files_listened": sum(f.listened for f in counted)}
         print(json.dumps({"manifest": args.manifest, "kind": kind, "prices": priced_as,
-                          "models": models, "not_counted": not_counted}, indent=2))
+                          "models": models, "not_counted": not_counted,
+                          **({"economy": economy} if any(f.listened for f in counted) else {})},
+                         indent=2))
         return 0
     print(f"estimate for {args.manifest} ({kind}):")
     print(estimate(options))

@@ -155,7 +155,6 @@ def render_forecast(table: list[dict], kind: str, priced_as: str) -> str:
     return "\n".join(lines)
 
 
-def _without_id(message: str, item: Item) -> str:
 def render_economy(forecasts: list[ItemForecast]) -> str:
     """One line: audio recorded vs sent under economy, and how it was found."""
     counted = [f for f in forecasts if f.problem is None]
@@ -169,8 +168,7 @@ def render_economy(forecasts: list[ItemForecast]) -> str:
     return line
 
 
-def render_problems(forecasts: list[ItemForecast]) -> str:
-    return "\n".join(f"  {f.item_id}: {f.problem}" for f in forecasts if f.problem)
+def _without_id(message: str, item: Item) -> str:
     """The item's id is printed once, in front: drop it from the start of a message."""
     return message.removeprefix(f"{item.item_id}: ")
 
