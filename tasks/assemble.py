@@ -225,7 +225,7 @@ def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: in
     if first >= last:
         return []
     words = [text[a:b] for a, b in spans]
-    islands = speech_islands(samples, sample_rate)
+    islands = _broken_at(speech_islands(samples, sample_rate), chunk.splices_s)
     starts, anchors = word_times(words, strengths, islands, chunk.duration_s)
     speech_end = islands[-1][1] if islands else chunk.duration_s
     caption_breaks = list(strengths)
@@ -239,6 +239,16 @@ def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: in
                                 round(chunk.start_s + max(end, starts[a]), 3),
                                 text[spans[a][0]:spans[b - 1][1]]))
     return segments
+
+
+def _broken_at(islands: list[tuple[float, float]], splices: tuple[float, ...]) -> list[tuple[float, float]]:
+    """Islands with a phrase-long pause around each splice (economy shortened a long pause
+    there, and kept only speechless audio around it, which a noisy level may not show)."""
+    half = ANCHOR_GAP_S / 2
+    for t in splices:
+        islands = [piece for a, b in islands
+                   for piece in ((a, min(b, t - half)), (max(a, t + half), b)) if piece[1] > piece[0]]
+    return islands
 
 
 def _speech_end_after(islands: list[tuple[float, float]], time_s: float) -> float:

@@ -63,6 +63,7 @@ class Chunk:
     # differ only with economy, whose chunks leave out pause middles and may be sped up).
     source_start_s: float | None = None
     source_end_s: float | None = None
+    splices_s: tuple[float, ...] = ()  # economy: where a long pause was shortened (chunk time)
 
     @property
     def duration_s(self) -> float:
@@ -182,7 +183,8 @@ class _ChunkWriter:
         start_s, end_s = timeline.sent_seconds(span.start), timeline.sent_seconds(span.end)
         return {"start_s": start_s, "end_s": end_s,
                 "source_start_s": float(timeline.to_original(start_s)),
-                "source_end_s": float(timeline.to_original(end_s))}
+                "source_end_s": float(timeline.to_original(end_s)),
+                "splices_s": tuple(t - start_s for t in timeline.splices(start_s, end_s))}
 
     def write(self, samples: np.ndarray, span: Span) -> None:
         if self.timeline is not None and self.timeline.speed != 1.0:

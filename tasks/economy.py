@@ -37,9 +37,10 @@ AHEAD_S = 1.0  # heard after each step, so a word starting at the step's end is 
 # held-in clips, e.g. LJ001-0001's first word) and a word's tail can fade under its threshold.
 ONSET_PAD_S = 0.25
 OFFSET_PAD_S = 0.1
-# A shortened pause stays a pause to the caption timer, which starts a new phrase at pauses of
-# 0.4 s (tasks.assemble.ANCHOR_GAP_S): without this, sped-up short gaps merged captions.
-MIN_SENT_PAUSE_S = 0.45
+# What is kept of a shortened pause (the part the VAD hears no speech in, pads aside) lasts at
+# least this long once sped up: the caption timer marks it as a phrase break of 0.4 s
+# (tasks.assemble.ANCHOR_GAP_S) around each splice (`TimeMap.splices`).
+MIN_SENT_GAP_S = 0.45
 FADE_SAMPLES = 128  # 8 ms at 16 kHz: no click where a pause's middle was cut out
 OUT_BLOCK = 1 << 14  # samples per yielded block (the chunker's buffer expects decoder-sized blocks)
 
@@ -71,10 +72,10 @@ class Economy:
 
     @property
     def keep_windows(self) -> int:
-        """Windows kept at each end of a shortened pause: half the gap, and enough that the
-        sent pause (gap + pads, sped up) lasts MIN_SENT_PAUSE_S."""
-        needed_s = MIN_SENT_PAUSE_S * self.speed - ONSET_PAD_S - OFFSET_PAD_S
-        return max(1, round(self.gap_s / 2 / WINDOW_S), math.ceil(needed_s / 2 / WINDOW_S - 1e-9))
+        """Windows kept at each end of a shortened pause: half the gap, and at least half of
+        MIN_SENT_GAP_S once sped up."""
+        return max(round(self.gap_s / 2 / WINDOW_S),
+                   math.ceil(MIN_SENT_GAP_S * self.speed / 2 / WINDOW_S - 1e-9))
 
 
 # Chosen by benchmarks/economy.py: the most audio tokens saved with WER within 0.5 points of
@@ -232,6 +233,11 @@ class TimeMap:
     @property
     def original_s(self) -> float:
         return self.original_samples / self.sample_rate
+
+    def splices(self, first_s: float, end_s: float) -> list[float]:
+        """Sent times in [first_s, end_s) where a pause's middle was left out."""
+        positions = np.asarray(self._short[1:], dtype=float) / self.sample_rate / self.speed
+        return positions[(positions >= first_s) & (positions < end_s)].tolist()
 
     def to_original(self, sent_s: float | np.ndarray) -> float | np.ndarray:
         """Original seconds of sent seconds (vectorised); times past either end are clamped."""
