@@ -149,6 +149,17 @@ def add_transcription_args(parser: argparse.ArgumentParser) -> None:
                        help="per-request audio token budget (default from the model profile: 4096)")
     group.add_argument("--overlap-s", type=float, default=0.0,
                        help="overlap between chunks, de-duplicated when joining (default 0)")
+    group.add_argument("--no-word-times", dest="word_times", action="store_false", default=None,
+                       help="skip aligning words (no `words` dataset; caption times estimated)")
+    group.add_argument("--output-format", help="transcript files: all (default), or a comma "
+                       "list of txt, srt, vtt, json")
+    group.add_argument("--context-words", type=int, help="words of the previous chunk's "
+                       "transcript sent with the next as context (default 60; 0: chunks in parallel)")
+    group.add_argument("--no-qa", dest="qa", action="store_false", default=None,
+                       help="keep every reply as it came (no checks, no re-asks, no flags)")
+    group.add_argument("--no-qa-reference", dest="qa_reference", action="store_false",
+                       default=None, help="don't compare a remote model's replies with the "
+                       "embedded Whisper's hearing of the same chunk")
     add_economy_args(group)
 
 

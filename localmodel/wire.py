@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audiobatch.tasks.codecs import ENCODABLE_FORMATS
-from audiobatch.tasks.profiles import LOCAL_MODEL
+from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_MODELS
 
 INPUT_AUDIO_FORMATS = ("wav", "mp3")  # what OpenAI accepts in input_audio
 OUTPUT_AUDIO_FORMATS = ENCODABLE_FORMATS  # wav, mp3, flac, opus, pcm16
@@ -73,9 +73,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise APIError(400, "you must give 'model' (this server serves 'audiobatch-local').",
                        code="missing_required_parameter", param="model")
-    if model != LOCAL_MODEL:
+    if model not in LOCAL_MODELS:
         raise APIError(404, f"The model '{model}' does not exist here: this server serves only "
-                       f"'{LOCAL_MODEL}'. Ask for '{LOCAL_MODEL}', or point the client at a "
+                       f"{' and '.join(map(repr, LOCAL_MODELS))}. Ask for '{LOCAL_MODEL}', or point the client at a "
                        f"server that has '{model}'.", code="model_not_found", param="model")
     messages = _messages(body.get("messages"))
     output_format, voice = _audio_output(body)
@@ -244,12 +244,13 @@ def audio_dict(audio_id: str, created: int, *, data: str | None = None,
 
 
 def completion_dict(completion_id: str, created: int, *, content: str | None,
-                    audio: dict[str, Any] | None, usage: dict[str, Any]) -> dict[str, Any]:
+                    audio: dict[str, Any] | None, usage: dict[str, Any],
+                    model: str = LOCAL_MODEL) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if audio is not None:
         message["audio"] = audio
     return {
-        "id": completion_id, "object": "chat.completion", "created": created, "model": LOCAL_MODEL,
+        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
         "usage": usage,
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import json
 import re
 import textwrap
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ import soundfile as sf
 from audiobatch.tasks.audio import Chunk
 from audiobatch.tasks.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
 from audiobatch.tasks.text import CLAUSE, PARAGRAPH, SENTENCE, WORD, word_breaks
+from audiobatch.tasks.words import Word
 
 FRAME_S = 0.02
 MIN_GAP_S = 0.15  # quiet stretches shorter than this are inside words
@@ -42,6 +44,7 @@ class Segment:
     start_s: float
     end_s: float
     text: str
+    words: tuple[Word, ...] = ()  # aligned words, on the recording's timeline (if aligned)
 
 
 # --- joining chunk transcripts ---------------------------------------------------------------
@@ -271,10 +274,41 @@ def _in_order(segments: list[Segment]) -> list[Segment]:
     return ordered
 
 
-def build_segments(chunks: list[Chunk], texts: list[str], overlap_s: float = 0.0) -> list[Segment]:
-    """Timed caption segments for the whole item (reads each chunk's wav back from disk)."""
+def aligned_segments(chunk: Chunk, text: str, words: list[Word],
+                     kept: tuple[int, int] | None = None) -> list[Segment]:
+    """Timed captions of one chunk from its aligned words (one `Word` per `word_breaks` word,
+    chunk-relative): a caption runs from its first word's start to its last word's end, and
+    a pause of ANCHOR_GAP_S or more between words always ends one."""
+    spans, strengths = word_breaks(text)
+    first, last = kept if kept is not None else (0, len(spans))
+    if first >= last or len(words) != len(spans):
+        return []
+    breaks = list(strengths)
+    for i in range(len(words) - 1):
+        if words[i + 1].start_s - words[i].end_s >= ANCHOR_GAP_S:
+            breaks[i] = PARAGRAPH
+    offset = chunk.start_s
+    timeline = [replace(w, start_s=round(offset + w.start_s, 3), end_s=round(offset + w.end_s, 3))
+                for w in words]
+    segments = []
+    for a, b in _caption_groups([w.word for w in timeline[first:last]], breaks[first:last]):
+        a, b = a + first, b + first
+        segments.append(Segment(chunk.index, timeline[a].start_s,
+                                max(timeline[b - 1].end_s, timeline[a].start_s),
+                                text[spans[a][0]:spans[b - 1][1]], tuple(timeline[a:b])))
+    return segments
+
+
+def build_segments(chunks: list[Chunk], texts: list[str], overlap_s: float = 0.0,
+                   aligned: list[list[Word] | None] | None = None) -> list[Segment]:
+    """Timed caption segments for the whole item: from aligned words where a chunk has them,
+    else estimated from the chunk's audio (read back from disk)."""
     segments: list[Segment] = []
-    for chunk, text, kept in zip(chunks, texts, kept_word_ranges(texts, overlap_s)):
+    aligned = aligned or [None] * len(chunks)
+    for chunk, text, kept, words in zip(chunks, texts, kept_word_ranges(texts, overlap_s), aligned):
+        if words is not None:
+            segments += aligned_segments(chunk, text, words, kept)
+            continue
         samples, rate = sf.read(chunk.path, dtype="float32")
         segments += chunk_segments(chunk, text, samples, rate, kept)
     return _in_order(segments)
@@ -288,6 +322,16 @@ def _timestamp(seconds: float, separator: str) -> str:
     minutes, millis = divmod(millis, 60_000)
     secs, millis = divmod(millis, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def render_json(text: str, language: str | None, segments: list[Segment]) -> str:
+    """Whisper's JSON shape (`text`, `language`, `segments` with `words`), as its CLI writes it."""
+    document = {"text": text, "language": language, "segments": [
+        {"id": i, "start": s.start_s, "end": s.end_s, "text": s.text,
+         "words": [{"word": w.word, "start": w.start_s, "end": w.end_s,
+                    "probability": round(w.probability, 4)} for w in s.words]}
+        for i, s in enumerate(segments)]}
+    return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
 
 
 def caption_lines(text: str) -> str:

@@ -26,6 +26,10 @@ class ReplyRecord:
     model: str
     usage: Usage
     request_id: str | None
+    finish_reason: str | None = None
+    refusal: str | None = None
+    language: str | None = None
+    language_probability: float | None = None
 
 
 def payload_digest(payload: bytes | Path) -> bytes:
@@ -44,6 +48,9 @@ def cache_key(payload: bytes | Path, *, model: str, provider: str, params: dict[
                         sort_keys=True, ensure_ascii=False, default=str)
     digest.update(header.encode("utf-8"))
     return digest.hexdigest()
+
+
+_OPTIONAL = ("finish_reason", "refusal", "language", "language_probability")
 
 
 class ResultCache:
@@ -65,7 +72,7 @@ class ResultCache:
             return None  # a damaged entry is a miss: the request is simply made again
         return ReplyRecord(text=entry["text"], audio=audio, audio_format=entry["audio_format"],
                            model=entry["model"], usage=Usage(**entry["usage"]),
-                           request_id=entry["request_id"])
+                           request_id=entry["request_id"], **{k: entry.get(k) for k in _OPTIONAL})
 
     def put(self, key: str, reply: ReplyRecord) -> None:
         if not self.enabled:
@@ -74,5 +81,6 @@ class ResultCache:
             self.out.write_bytes(self._base(key) + ".audio", reply.audio)
         entry = {"text": reply.text, "audio_format": reply.audio_format, "model": reply.model,
                  "usage": asdict(reply.usage), "request_id": reply.request_id,
-                 "has_audio": reply.audio is not None}
+                 "has_audio": reply.audio is not None,
+                 **{k: getattr(reply, k) for k in _OPTIONAL}}
         self.out.write_bytes(self._base(key) + ".json", json.dumps(entry).encode("utf-8"))

@@ -47,7 +47,8 @@ def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, u
              model: str, prices: Prices | None, latency_s: float = 0.0,
              http_status: int | None = None, request_id: str | None = None, cached: bool = False,
              error_type: str | None = None, error_message: str | None = None,
-             audio_s: tuple[float, float] | None = None) -> dict[str, Any]:
+             audio_s: tuple[float, float] | None = None,
+             reask_reason: str | None = None) -> dict[str, Any]:
     """One `costs` row. `audio_s` = (recorded, sent) seconds of a transcription chunk: economy
     sends fewer than it stands for, and `saved_usd` prices the difference as audio in."""
     recorded_s, sent_s = audio_s if audio_s else (None, None)
@@ -65,6 +66,7 @@ def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, u
         "cached": cached, "error_type": error_type, "error_message": error_message,
         "recorded_audio_s": recorded_s, "sent_audio_s": sent_s,
         "saved_usd": (_saved_usd(ctx, prices, unsent_s) if unsent_s > 0 else 0.0) if audio_s else None,
+        "reask_reason": reask_reason,  # why QA asked this chunk again (tasks/qa.py)
     }
 
 
@@ -76,13 +78,19 @@ def _saved_usd(ctx: RunContext, prices: Prices | None, seconds: float) -> float 
 
 def _attempt_rows(ctx: RunContext, recorder: ItemRecorder, chunk_index: int, model: str,
                   attempts: list[Any], audio_s: tuple[float, float] | None,
-                  first_attempt: int = 1) -> list[dict[str, Any]]:
+                  first_attempt: int = 1, reask_reason: str | None = None) -> list[dict[str, Any]]:
     return [cost_row(ctx, recorder.item.item_id, chunk_index, attempt=a.attempt + first_attempt - 1,
                      usage=a.usage,
                      model=model, prices=ctx.prices, latency_s=a.latency_s,
                      http_status=a.http_status, request_id=a.request_id,
-                     error_type=a.error_type, error_message=a.error_message, audio_s=audio_s)
+                     error_type=a.error_type, error_message=a.error_message, audio_s=audio_s,
+                     reask_reason=reask_reason)
             for a in attempts]
+
+
+def attempts_before(recorder: ItemRecorder, chunk_index: int) -> int:
+    """Attempts already recorded for this chunk (a re-ask's are numbered after them)."""
+    return max((r["attempt"] for r in recorder.costs if r["chunk_index"] == chunk_index), default=0)
 
 
 def record_costs(ctx: RunContext, recorder: ItemRecorder, rows: list[dict[str, Any]]) -> None:
@@ -94,11 +102,13 @@ def record_costs(ctx: RunContext, recorder: ItemRecorder, rows: list[dict[str, A
 async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: int,
                      payload: bytes | Path, params: dict[str, Any], expected: Usage,
                      send: Callable[[], Awaitable[Any]], first_attempt: int = 1,
-                     audio_s: tuple[float, float] | None = None) -> ReplyRecord:
+                     audio_s: tuple[float, float] | None = None,
+                     reask_reason: str | None = None) -> ReplyRecord:
     """Answer one chunk's request from the cache, or send it within the budget and record it.
 
     `first_attempt` numbers the cost rows of a chunk asked for again (a narration take after a
-    failed verification) after the rows it already has.
+    failed verification, a transcription re-ask after failed QA, `reask_reason` saying why)
+    after the rows it already has.
 
     `payload` is what the answer depends on (a chunk's audio file, or its text), for the cache
     key; `send` builds the request itself only when the limiter lets it go. `audio_s`, for
@@ -112,7 +122,8 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
             record_costs(ctx, recorder, [cost_row(ctx, item_id, chunk_index, attempt=first_attempt,
                                                   usage=hit.usage, model=hit.model,
                                                   prices=ctx.prices, request_id=hit.request_id,
-                                                  cached=True, audio_s=audio_s)])
+                                                  cached=True, audio_s=audio_s,
+                                                  reask_reason=reask_reason)])
         return hit
     estimate = cost_usd(expected, ctx.prices) or 0.0
     ctx.budget.reserve(estimate, f"{item_id} chunk {chunk_index}")
@@ -120,15 +131,17 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
         reply = await send()
     except ModelError as error:
         rows = _attempt_rows(ctx, recorder, chunk_index, model, getattr(error, "attempts", []),
-                             audio_s, first_attempt)
+                             audio_s, first_attempt, reask_reason)
         record_costs(ctx, recorder, rows)
         ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
         raise
     rows = _attempt_rows(ctx, recorder, chunk_index, reply.model or model, reply.attempts, audio_s,
-                         first_attempt)
+                         first_attempt, reask_reason)
     record_costs(ctx, recorder, rows)
     ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
     record = ReplyRecord(text=reply.text, audio=reply.audio, audio_format=reply.audio_format,
-                         model=reply.model or model, usage=reply.usage, request_id=reply.request_id)
+                         model=reply.model or model, usage=reply.usage, request_id=reply.request_id,
+                         finish_reason=reply.finish_reason, refusal=reply.refusal,
+                         language=reply.language, language_probability=reply.language_probability)
     ctx.cache.put(key, record)
     return record

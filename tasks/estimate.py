@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from audiobatch.tasks.cost import Usage
-from audiobatch.tasks.prompts import narration_system_prompt, transcribe_instruction
+from audiobatch.tasks.prompts import context_instruction, narration_system_prompt, transcribe_instruction
 from audiobatch.tasks.profiles import ModelProfile, estimate_text_tokens
 from audiobatch.tasks.text import spoken_words
 
@@ -18,11 +18,14 @@ CHARS_PER_WORD = 5.7  # average English word plus its space and punctuation
 
 
 def expected_transcribe_usage(duration_s: float, profile: ModelProfile, prompt: str | None = None,
-                              language: str | None = None) -> Usage:
-    """One transcription request of `duration_s` seconds of audio."""
+                              language: str | None = None, context_words: int = 0) -> Usage:
+    """One transcription request of `duration_s` seconds of audio (with `context_words` of the
+    transcript before it as context)."""
     transcript_chars = duration_s * profile.speech_words_per_minute / 60.0 * CHARS_PER_WORD
+    context = context_instruction("x" * round(context_words * CHARS_PER_WORD)) if context_words else ""
     return Usage(
-        prompt_text_tokens=estimate_text_tokens(transcribe_instruction(prompt, language)),
+        prompt_text_tokens=estimate_text_tokens(transcribe_instruction(prompt, language))
+        + (estimate_text_tokens(context) if context else 0),
         prompt_audio_tokens=profile.input_audio_tokens(duration_s),
         completion_text_tokens=math.ceil(transcript_chars / 4),
     )

@@ -72,13 +72,17 @@ def _sent_seconds(item: Item, economy: Economy | None) -> tuple[float, float, bo
 
 
 def forecast_transcription(item: Item, profile: ModelProfile, *, prompt: str | None,
-                           language: str | None, economy: Economy | None = None) -> ItemForecast:
+                           language: str | None, economy: Economy | None = None,
+                           context_words: int = 0) -> ItemForecast:
     recorded, seconds, listened = _sent_seconds(item, economy)
     max_s = max_chunk_seconds(profile.max_input_audio_tokens, profile.input_audio_tokens_per_s)
     requests = max(1, math.ceil(seconds / max_s))
     usage = Usage()
-    for _ in range(requests):
-        usage = usage + expected_transcribe_usage(seconds / requests, profile, prompt, language)
+    words_per_request = seconds / requests * profile.speech_words_per_minute / 60.0
+    for index in range(requests):  # every request after the first carries context
+        context = round(min(context_words, words_per_request)) if index else 0
+        usage = usage + expected_transcribe_usage(seconds / requests, profile, prompt, language,
+                                                  context_words=context)
     return ItemForecast(item.item_id, profile.model, requests, usage, seconds=seconds,
                         recorded_s=recorded, listened=listened)
 
@@ -99,7 +103,8 @@ def forecast_items(items: list[Item], kind: str, *, default_model: str,
                    profile_for: Callable[[str], ModelProfile],
                    prices_for: Callable[[str], Prices | None], prompt: str | None = None,
                    language: str | None = None, instructions: str | None = None,
-                   economy: Callable[[Item], Economy | None] = lambda item: None) -> list[ItemForecast]:
+                   economy: Callable[[Item], Economy | None] = lambda item: None,
+                   context_words: int = 0) -> list[ItemForecast]:
     """One forecast per item; unusable items carry their problem and cost nothing."""
     forecasts = []
     for item in items:
@@ -111,7 +116,8 @@ def forecast_items(items: list[Item], kind: str, *, default_model: str,
             if kind == TRANSCRIBE:
                 forecast = forecast_transcription(
                     item, profile_for(model), prompt=item.options.get("prompt") or prompt,
-                    language=item.options.get("language") or language, economy=economy(item))
+                    language=item.options.get("language") or language, economy=economy(item),
+                    context_words=context_words)
             else:
                 forecast = forecast_narration(
                     item, profile_for(model),

@@ -36,7 +36,8 @@ from audiobatch.tasks.limits import Limiter
 from audiobatch.tasks.model_wire import Attempt, ModelReply, error_for_response, parse_reply
 from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcribe_usage
 from audiobatch.tasks.profiles import DEFAULT_REMOTE_MODEL, LOCAL_MODEL, ModelProfile, get_profile, provider_for
-from audiobatch.tasks.prompts import TRANSCRIPT_ONLY, narration_system_prompt, transcribe_instruction
+from audiobatch.tasks.prompts import (STRICT_TRANSCRIPT, TRANSCRIPT_ONLY, context_instruction,
+                                      narration_system_prompt, transcribe_instruction)
 
 __all__ = ["Attempt", "ClientSettings", "ModelClient", "ModelReply", "TRANSCRIPT_ONLY",
            "narration_system_prompt", "transcribe_instruction"]
@@ -136,15 +137,20 @@ class ModelClient:
 
     async def transcribe(self, audio: bytes | Callable[[], bytes], audio_format: str, *,
                          prompt: str | None = None, language: str | None = None,
-                         model: str | None = None, expected_tokens: int | None = None) -> ModelReply:
+                         model: str | None = None, expected_tokens: int | None = None,
+                         context: str | None = None, strict: bool = False) -> ModelReply:
         """The verbatim transcript of `audio` (wav or mp3 bytes) as `reply.text`.
 
         `audio` may be a function returning the bytes (e.g. reading a chunk file): it is then
         called only once a limiter slot is held, for each attempt, so a chunk waiting its
-        turn costs no memory."""
+        turn costs no memory. `context`: the transcript just before this audio (sent as its
+        own text part, marked as context). `strict`: the re-ask after a failed check
+        (tasks/qa.py): a firmer instruction; temperature is 0 either way."""
         model = model or self.settings.model
         profile = get_profile(model)
         instruction = transcribe_instruction(prompt, language)
+        if strict:
+            instruction += "\n" + STRICT_TRANSCRIPT
         read = audio if callable(audio) else (lambda: audio)
         if not callable(audio):
             _require_audio(audio)
@@ -153,14 +159,15 @@ class ModelClient:
 
         def body() -> dict:
             data = _require_audio(read())
+            content: list[dict[str, Any]] = [{"type": "text", "text": instruction}]
+            if context:
+                content.append({"type": "text", "text": context_instruction(context)})
+            content.append({"type": "input_audio", "input_audio": {
+                "data": base64.b64encode(data).decode("ascii"), "format": audio_format}})
             return {
                 "model": model, "modalities": ["text"], "temperature": 0,
                 "max_completion_tokens": profile.max_output_text_tokens,
-                "messages": [{"role": "user", "content": [
-                    {"type": "text", "text": instruction},
-                    {"type": "input_audio", "input_audio": {
-                        "data": base64.b64encode(data).decode("ascii"), "format": audio_format}},
-                ]}],
+                "messages": [{"role": "user", "content": content}],
             }
 
         if expected_tokens is None:

@@ -45,6 +45,10 @@ class ModelReply:
     attempts: list[Attempt]
     request_id: str | None
     voice: str | None = None
+    finish_reason: str | None = None  # "stop"; "length" = cut off (tasks/qa.py checks it)
+    refusal: str | None = None  # the model's refusal text, when it refused instead
+    language: str | None = None  # detected by the model (the embedded model reports it)
+    language_probability: float | None = None
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:
@@ -143,7 +147,8 @@ def parse_reply(response: httpx.Response, url: str, *, model: str, want_audio: b
                                   status=200, request_id=request_id)
     text = _content_text(message.get("content"))
     audio, transcript = _audio(message, where, want_audio, request_id)
-    if message.get("refusal") and not text and audio is None:
+    refusal = str(message["refusal"])[:300] if message.get("refusal") else None
+    if refusal and not text and audio is None and want_audio:
         raise PermanentModelError(f"{where} with a refusal: {str(message['refusal'])[:300]}. "
                                   "Check the input; the same request would be refused again.",
                                   status=200, request_id=request_id)
@@ -151,7 +156,22 @@ def parse_reply(response: httpx.Response, url: str, *, model: str, want_audio: b
         text=(transcript if transcript is not None else text).strip(),
         audio=audio, audio_format=audio_format if audio is not None else None,
         model=str(data.get("model") or model), usage=Usage.from_openai(data.get("usage")),
-        attempts=[], request_id=request_id or data.get("id"))
+        attempts=[], request_id=request_id or data.get("id"),
+        finish_reason=_finish_reason(data), refusal=refusal, **_language(data))
+
+
+def _finish_reason(data: dict) -> str | None:
+    reason = data["choices"][0].get("finish_reason")
+    return str(reason) if reason is not None else None
+
+
+def _language(data: dict) -> dict[str, Any]:
+    """The detected language, when the server reports one (the embedded model does)."""
+    language, probability = data.get("language"), data.get("language_probability")
+    if not isinstance(language, str) or not language.isascii() or len(language) > 12:
+        return {}
+    valid = isinstance(probability, (int, float)) and 0.0 <= probability <= 1.0
+    return {"language": language, "language_probability": float(probability) if valid else None}
 
 
 def _first_message(data: Any) -> dict | None:

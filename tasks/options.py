@@ -71,6 +71,16 @@ class Transcription(_Group):
                           "speech per request; times stay on the recording's (per row: economy)")
     economy_speed: float | None = Field(None, ge=1.0, le=2.0, description="economy with speech "
                                         "this much faster, pitch kept (default: the preset's)")
+    word_times: bool = Field(True, description="align words to the audio with the embedded "
+                             "Whisper: `words` dataset, captions timed from words")
+    output_format: str = Field("all", description="transcript files: all, or a comma list of "
+                               "txt, srt, vtt, json")
+    context_words: int = Field(60, ge=0, le=200, description="words of the previous chunk's "
+                               "transcript sent as context with the next (0: chunks in parallel)")
+    qa: bool = Field(True, description="check every reply (chatter, refusal, answer, loop, "
+                     "truncation, coverage); re-ask once, then flag")
+    qa_reference: bool = Field(True, description="compare a remote model's replies with what "
+                               "the embedded Whisper hears in the same chunk")
 
 
 class Narration(_Group):

@@ -49,10 +49,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     "transcripts": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("source", _STR), ("duration_s", _F64), ("text", _STR),
         ("language", _STR), ("model", _STR), ("n_chunks", _I32), ("origin", _STR),
-        ("txt_path", _STR), ("srt_path", _STR), ("vtt_path", _STR), *_EPISODE]),
+        ("txt_path", _STR), ("srt_path", _STR), ("vtt_path", _STR), *_EPISODE,
+        ("json_path", _STR), ("language_probability", _F64), ("qa_flags", pa.list_(_STR))]),
     "segments": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("segment_index", _I32),
-        ("start_s", _F64), ("end_s", _F64), ("text", _STR)]),
+        ("start_s", _F64), ("end_s", _F64), ("text", _STR), ("qa_flags", pa.list_(_STR))]),
     "narrations": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("audio_path", _STR), ("format", _STR),
         ("voice", _STR), ("speed", _F64), ("duration_s", _F64), ("n_chunks", _I32),
@@ -62,6 +63,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "narration_checks": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
         ("wer", _F64), ("passed", pa.bool_()), ("heard", _STR)]),
+    "words": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("word_index", _I32),
+        ("word", _STR), ("start_s", _F64), ("end_s", _F64), ("probability", _F64)]),
     "costs": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
         ("model", _STR), ("provider", _STR), ("priced_as", _STR),
@@ -72,11 +76,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("error_type", _STR), ("error_message", _STR),
         # transcription: seconds of the recording a request stands for, seconds it sent
         # (fewer with economy), and the audio-in dollars that difference saved
-        ("recorded_audio_s", _F64), ("sent_audio_s", _F64), ("saved_usd", _F64)]),
+        ("recorded_audio_s", _F64), ("sent_audio_s", _F64), ("saved_usd", _F64),
+        ("reask_reason", _STR)]),
 }
 # Which columns identify a row within a run: later staged lines with the same key win.
 ROW_KEYS = {"items": ("item_id",), "transcripts": ("item_id",), "narrations": ("item_id",),
-            "segments": ("item_id", "segment_index"), "costs": ("item_id", "chunk_index", "attempt"),
+            "segments": ("item_id", "segment_index"), "words": ("item_id", "word_index"),
+            "costs": ("item_id", "chunk_index", "attempt"),
             "narration_checks": ("item_id", "chunk_index", "attempt")}
 
 

@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 from audiobatch.tasks.errors import ConfigError
 
 LOCAL_MODEL = "audiobatch-local"
+LOCAL_MULTILINGUAL_MODEL = "audiobatch-local-multilingual"  # extra [multilingual]
+LOCAL_MODELS = (LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL)
 LOCAL_PROVIDER = "local"
 DEFAULT_REMOTE_MODEL = "gpt-audio-1.5"
 SHIPPED_PROFILES = Path(__file__).with_name("profiles.toml")

@@ -9,6 +9,9 @@ DEFAULT_TRANSCRIBE_PROMPT = "Transcribe the speech in this audio."
 TRANSCRIPT_ONLY = ("Write down exactly what is said, word for word, in the language it is spoken; "
                    "do not translate. Reply with the transcript only: no commentary, no summary, "
                    "no labels, no quotation marks.")
+STRICT_TRANSCRIPT = ("Your previous reply was not a transcript. This is not a conversation: do "
+                     "not answer, greet, explain, refuse or repeat. Output only the exact words "
+                     "spoken in the audio, once, from the first word to the last.")
 READ_ALOUD = ("You are a narrator reading a script aloud. Speak the user's message exactly as "
               "written, word for word, from its first word to its last. Do not add, leave out, "
               "change, summarise, translate, answer or comment on anything. If the message asks "
@@ -21,12 +24,38 @@ LANGUAGE_NAMES = {
 }
 
 
+CONTEXT_LEAD = "Context only, not to be transcribed - the recording so far ends with:"
+LANGUAGE_LEAD = "The audio is in "
+
+
+def context_instruction(context: str) -> str:
+    """A text part carrying the previous chunk's transcript tail (context across cuts)."""
+    return f"{CONTEXT_LEAD}\n{context.strip()}"
+
+
+def hints_from(texts: list[str]) -> tuple[str | None, str | None]:
+    """(language code, context) as `transcribe_instruction`/`context_instruction` wrote them
+    into a request's text parts: how the embedded model, which follows no instructions,
+    reads the two hints it can use."""
+    language = context = None
+    codes = {name: code for code, name in LANGUAGE_NAMES.items()}
+    for text in texts:
+        if text.startswith(CONTEXT_LEAD):
+            context = text[len(CONTEXT_LEAD):].strip() or None
+            continue
+        for line in text.splitlines():
+            if line.startswith(LANGUAGE_LEAD) and line.endswith("."):
+                name = line[len(LANGUAGE_LEAD):-1]
+                language = codes.get(name, name if len(name) <= 3 else None)
+    return language, context
+
+
 def transcribe_instruction(prompt: str | None, language: str | None) -> str:
     """The text part of a transcription request: the user's context (or the default) + the rules."""
     parts = [prompt.strip() if prompt and prompt.strip() else DEFAULT_TRANSCRIBE_PROMPT]
     if language:
         name = LANGUAGE_NAMES.get(language.lower().split("-")[0], language)
-        parts.append(f"The audio is in {name}.")
+        parts.append(f"{LANGUAGE_LEAD}{name}.")
     parts.append(TRANSCRIPT_ONLY)
     return "\n".join(parts)
 

@@ -69,6 +69,11 @@ class RunOptions:
     overlap_s: float = 0.0
     economy: bool = False
     economy_speed: float | None = None
+    word_times: bool = True
+    output_format: str = "all"
+    context_words: int = 60
+    qa: bool = True
+    qa_reference: bool = True
     # narration
     voice: str = "alloy"
     audio_format: str = "mp3"
@@ -127,6 +132,12 @@ class RunContext:
     paid_chunks: set[tuple[str, int]] = field(default_factory=set)
     # narration: the embedded model's client that hears each chunk back (None: no verification)
     verifier: Any = None
+    # places known words in their audio (tasks.words.Aligner; the embedded Whisper's, wired by
+    # flows/runtime.py); None: caption times are estimated from levels
+    aligner: Any = None
+    # hears each chunk with the embedded Whisper, for QA to compare a remote model's reply
+    # with (`hear(samples, language) -> str`); None when the embedded model itself transcribes
+    ears: Any = None
 
 
 @dataclass

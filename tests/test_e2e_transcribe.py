@@ -4,7 +4,8 @@ recordings in many small chunks, overlap, segment timing, outputs, artifact and 
 
 The accuracy bars compare our pipeline (manifest -> prepare -> chunked requests over the wire
 contract -> assemble) with faster-whisper called directly on the same files: the pipeline
-may not cost more than 1 point of word error rate.
+may not cost more than 1 point of word error rate (half a point for a long recording in many
+small chunks, which carries context across the cuts).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_every_english_clip_is_transcribed_within_one_point_of_the_engine(
     assert ours <= engine + 0.01
 
 
-async def test_long_recording_in_30_s_chunks_loses_at_most_one_point(
+async def test_long_recording_in_30_s_chunks_loses_at_most_half_a_point(
         tmp_path: Path, engine_texts: dict[str, str]) -> None:
     manifest = write_manifest(tmp_path / "long.csv", [{"id": "long", "audio": str(SPEECH / LONG)}])
     run = await run_transcribe(manifest, tmp_path / "out", max_audio_tokens=300)
@@ -86,7 +87,7 @@ async def test_long_recording_in_30_s_chunks_loses_at_most_one_point(
     ours = corpus_wer([ENGLISH[LONG]], [transcript["text"]])
     engine = corpus_wer([ENGLISH[LONG]], [engine_texts[LONG]])
     print(f"171 s in {transcript['n_chunks']} chunks: WER {ours:.2%}, engine single pass {engine:.2%}")
-    assert ours <= engine + 0.01
+    assert ours <= engine + 0.005  # issue 13: context across cuts (without it: +2.5 points here)
 
 
 async def test_overlapping_chunks_are_joined_without_doubled_words(

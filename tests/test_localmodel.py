@@ -369,6 +369,9 @@ async def test_an_engine_crash_is_a_500_in_openai_shape(jfk_wav):
         def transcribe_blocking(self, samples: np.ndarray) -> str:
             raise RuntimeError("CTranslate2 ran out of memory")
 
+        def hear_blocking(self, samples: np.ndarray, **options: object) -> str:
+            raise RuntimeError("CTranslate2 ran out of memory")
+
     broken = BrokenEngines()
     app = create_app(engines=broken)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://l") as c:

@@ -56,6 +56,7 @@ class Behaviour:
     text: str = "hello world"  # "answer"/"truncate": the transcript in the reply
     usage: Mapping[str, Any] | None = None  # "answer": None means DEFAULT_USAGE
     cut_connection: bool = False  # "truncate": promise the full length, then hang up
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # "forward": edit the JSON
 
 
 def ok(text: str = "hello world", *, usage: Mapping[str, Any] | None = None,
@@ -109,6 +110,12 @@ def drop(*, delay_s: float = 0.0) -> Behaviour:
 def truncated(*, cut_connection: bool = False) -> Behaviour:
     """A 200 carrying half of a valid JSON answer (or promising all of it and hanging up)."""
     return Behaviour("truncate", cut_connection=cut_connection)
+
+
+def rewritten(rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> Behaviour:
+    """Forward to the upstream model and hand its JSON answer to `rewrite` before replying:
+    a real model made to misbehave (chatter, refuse, loop, stop early...)."""
+    return Behaviour("forward", rewrite=rewrite)
 
 
 def forward(*, delay_s: float = 0.0) -> Behaviour:
@@ -234,6 +241,8 @@ class FaultServer:
             return False
         if behaviour.action == "forward":
             status, headers, body = await self._forward(request)
+            if behaviour.rewrite is not None and status == 200:
+                body = json.dumps(behaviour.rewrite(json.loads(body))).encode()
         elif behaviour.action == "reply":
             status, headers, body = behaviour.status, dict(behaviour.headers), behaviour.body
         elif request.path.rstrip("/").endswith("/models"):

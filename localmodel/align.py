@@ -1,0 +1,147 @@
+"""Forced alignment with the embedded Whisper: known words placed in their audio.
+
+CTranslate2's `Whisper.align` (what faster-whisper's `find_alignment` calls) runs the encoder
+on at most 30 s of audio and the decoder's cross-attention over the given text tokens, and
+DTW turns that into a time per token - no decoding, so the text stays exactly what it was.
+
+Audio longer than one window is walked through in windows of WINDOW_S: each window is given
+the next words (its share of the text at the text's mean pace, with a margin, at most
+MAX_TEXT_TOKENS); words that end more than EDGE_S before the
+window's end are kept (words near the end may belong to audio beyond it, where DTW squeezes
+them) and the next window starts where the last kept word ended. Word edges are then clamped
+to the speech Silero VAD hears, its onsets refined by level (`tasks.words.clamp_to_speech`,
+`tasks.vad.refined_onsets`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines
+from audiobatch.tasks.vad import refined_onsets, speech_spans
+from audiobatch.tasks.words import Word, clamp_to_speech
+
+WINDOW_S = 30.0
+EDGE_S = 1.0
+MAX_TEXT_TOKENS = 220  # with the start-of-transcript tokens, well inside Whisper's 448
+MEDIAN_FILTER_WIDTH = 7  # faster-whisper's default
+WORDS_MARGIN = 1.6  # words given to a window beyond its share of the text (speech rate varies)
+
+
+class WhisperAligner:
+    """The `tasks.words.Aligner` of the embedded model; runs on the engines' inference thread."""
+
+    def __init__(self, engines: Engines) -> None:
+        self.engines = engines
+
+    async def align(self, samples: np.ndarray, words: list[str], language: str | None) -> list[Word]:
+        return await self.engines.run(self.align_blocking, samples, words, language)
+
+    def align_blocking(self, samples: np.ndarray, words: list[str], language: str | None) -> list[Word]:
+        if not words:
+            return []
+        model = self.engines.whisper_for(language)
+        tokenizer = _tokenizer(model, language)
+        tokens = [tokenizer.encode(" " + word) or [tokenizer.eot - 1] for word in words]
+        aligned = _walk_windows(model, tokenizer, samples, words, tokens)
+        spans = refined_onsets(samples, speech_spans(samples)) if samples.size else []
+        return _monotonic(clamp_to_speech(aligned, spans), len(samples) / WHISPER_SAMPLE_RATE)
+
+
+def _tokenizer(model: Any, language: str | None) -> Any:
+    from faster_whisper.tokenizer import Tokenizer
+
+    multilingual = model.model.is_multilingual
+    return Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
+                     language=(language or "en").split("-")[0].lower() if multilingual else None)
+
+
+def _walk_windows(model: Any, tokenizer: Any, samples: np.ndarray, words: list[str],
+                  tokens: list[list[int]]) -> list[Word]:
+    rate, window = WHISPER_SAMPLE_RATE, round(WINDOW_S * WHISPER_SAMPLE_RATE)
+    result: list[Word] = []
+    position, i = 0, 0
+    while i < len(words):
+        audio = samples[position:position + window]
+        last = position + window >= len(samples)
+        n = min(_words_that_fit(tokens, i),
+                _words_expected(len(words) - i, len(samples) - position, len(audio)))
+        times = _align_window(model, tokenizer, audio, tokens[i:i + n])
+        limit = len(audio) / rate - (0.0 if last else EDGE_S)
+        keep = len(times) if last else sum(1 for _, end, _ in times if end <= limit)
+        if keep == 0 and not last:
+            position += window - round(EDGE_S * rate)  # no word ends here: a long pause
+            continue
+        offset = position / rate
+        for word, (start, end, probability) in zip(words[i:i + keep], times[:keep]):
+            result.append(Word(word, offset + start, offset + end, probability))
+        i += keep
+        position = max(position + 1, round(result[-1].end_s * rate))
+    return result
+
+
+def _words_expected(words_left: int, samples_left: int, window_samples: int) -> int:
+    """Words to give a window: what the rest of the text's pace puts in it, with room to spare
+    (the decoder's cost grows with the text; words beyond the window are not kept anyway)."""
+    if window_samples >= samples_left:
+        return words_left
+    return max(8, math.ceil(WORDS_MARGIN * words_left * window_samples / max(samples_left, 1)))
+
+
+def _words_that_fit(tokens: list[list[int]], first: int) -> int:
+    total, n = 0, 0
+    for word_tokens in tokens[first:]:
+        if n and total + len(word_tokens) > MAX_TEXT_TOKENS:
+            break
+        total += len(word_tokens)
+        n += 1
+    return n
+
+
+def _align_window(model: Any, tokenizer: Any, audio: np.ndarray,
+                  word_tokens: list[list[int]]) -> list[tuple[float, float, float]]:
+    """(start_s, end_s, probability) of each word in one window of at most 30 s."""
+    from faster_whisper.audio import pad_or_trim
+
+    features = model.feature_extractor(audio)
+    frames = features.shape[-1] - 1
+    encoder_output = model.encode(pad_or_trim(features[:, :frames]))
+    flat = [token for word in word_tokens for token in word]
+    result = model.model.align(encoder_output, tokenizer.sot_sequence, [flat], frames,
+                               median_filter_width=MEDIAN_FILTER_WIDTH)[0]
+    text_indices = np.array([pair[0] for pair in result.alignments])
+    time_indices = np.array([pair[1] for pair in result.alignments])
+    jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
+    jump_times = time_indices[jumps] / model.tokens_per_second
+    bounds = np.pad(np.cumsum([len(w) for w in word_tokens]), (1, 0))
+    bounds = np.minimum(bounds, len(jump_times) - 1)
+    probabilities = result.text_token_probs
+    return [(float(jump_times[a]), float(jump_times[b]),
+             float(np.mean(probabilities[a:b])) if b > a else 0.0)
+            for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _monotonic(words: list[Word], duration_s: float) -> list[Word]:
+    """Starts never go back, every time inside the audio (the Aligner invariant)."""
+    fixed, floor = [], 0.0
+    for word in words:
+        start = min(max(word.start_s, floor), duration_s)
+        end = min(max(word.end_s, start), duration_s)
+        fixed.append(Word(word.word, start, end, word.probability))
+        floor = start
+    return fixed
+
+
+class LocalEars:
+    """What the embedded Whisper hears in a chunk: the reference transcript QA compares a
+    remote model's reply with (`tasks.qa`, coverage and "answer" checks)."""
+
+    def __init__(self, engines: Engines) -> None:
+        self.engines = engines
+
+    async def hear(self, samples: np.ndarray, language: str | None) -> str:
+        english = language is None or language.split("-")[0].lower() == "en"
+        heard = await self.engines.hear(samples, multilingual=not english, language=language)
+        return heard.text

@@ -1,0 +1,146 @@
+"""Transcript QA with re-ask (tasks/qa.py, tasks/transcription.py) through a proxy that makes a
+real model misbehave: the embedded model answers every request for real, and the proxy
+(tests/helpers/faultserver.py) rewrites its answer the way audio LLMs misbehave - chatter,
+refusal, answering instead of transcribing, a loop, a cut-off reply - either once per chunk
+(the re-ask gets the real answer) or persistently. One flow run holds every scenario as its
+own item (the scenario rides in the item's `prompt`, which the embedded model ignores):
+each transcript must equal the clean item's, or be flagged."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import pytest_asyncio
+
+from audiobatch.localmodel.app import create_app
+from audiobatch.tasks.prompts import STRICT_TRANSCRIPT
+from audiobatch.tasks.qa import judge
+from tests.helpers.data import SPEECH
+from tests.helpers.e2e import RunResult, run_transcribe, write_manifest
+from tests.helpers.faultserver import Behaviour, FaultServer, Received, forward, rewritten
+
+KINDS = ("chatter", "refusal", "answer", "loop", "truncated")
+
+
+def _content(answer: dict[str, Any]) -> str:
+    return answer["choices"][0]["message"]["content"] or ""
+
+
+def _with(answer: dict[str, Any], text: str, finish_reason: str = "stop") -> dict[str, Any]:
+    answer["choices"][0]["message"]["content"] = text
+    answer["choices"][0]["finish_reason"] = finish_reason
+    return answer
+
+
+MISBEHAVIOURS = {
+    "chatter": lambda a: _with(a, "Sure! Here is the transcript of the audio:\n\n"
+                               f"{_content(a)}\n\nLet me know if you need anything else!"),
+    "refusal": lambda a: _with(a, "I'm sorry, but I can't help with transcribing this recording."),
+    "answer": lambda a: _with(a, "It sounds like the speaker is describing the history of "
+                              "printing. What would you like to know about it?"),
+    "loop": lambda a: _with(a, _content(a) + (" " + " ".join(_content(a).split()[-3:])) * 8),
+    "truncated": lambda a: _with(a, " ".join(_content(a).split()[:4]), "length"),
+}
+
+
+def scenario_of(request: Received) -> tuple[str, str] | None:
+    texts = [part.get("text", "") for message in request.json["messages"]
+             for part in message["content"] if isinstance(part, dict)]
+    for text in texts:
+        if "scenario=" in text:
+            kind, _, how = text.split("scenario=")[1].split()[0].partition("-")
+            return kind, how
+    return None
+
+
+def misbehaving(request: Received) -> Behaviour:
+    """Rewrite the real answer as the item's scenario says; a re-ask (the strict instruction)
+    of a "once" scenario is answered for real."""
+    scenario = scenario_of(request)
+    if scenario is None:
+        return forward()
+    kind, how = scenario
+    reask = any(STRICT_TRANSCRIPT in json.dumps(m) for m in request.json["messages"])
+    return forward() if how == "once" and reask else rewritten(MISBEHAVIOURS[kind])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def qa_run(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """A 9.7 s LJ Speech clip per item; one clean item and one item per kind of misbehaviour,
+    once and persistently. (Word times off: they are tested in test_words.py.)"""
+    folder = tmp_path_factory.mktemp("qa")
+    audio = str(SPEECH / "coqui-tts__LJ001-0001.wav")
+    rows = [{"id": "clean", "audio": audio, "prompt": "Transcribe this."}]
+    rows += [{"id": f"{kind}-{how}", "audio": audio, "prompt": f"scenario={kind}-{how} "}
+             for kind in KINDS for how in ("once", "always")]
+    manifest = write_manifest(folder / "m.csv", rows)
+    with FaultServer(misbehaving, upstream=httpx.ASGITransport(app=create_app())) as proxy:
+        return await run_transcribe(manifest, folder / "out", base_url=proxy.base_url,
+                                    model="audiobatch-local", concurrency=4, max_attempts=2,
+                                    word_times=False)
+
+
+def transcript(run: RunResult, item: str) -> dict[str, Any]:
+    return run.item(item, "transcripts")
+
+
+def test_the_clean_item_passes_every_check(qa_run: RunResult) -> None:
+    clean = transcript(qa_run, "clean")
+    assert clean["n_chunks"] == 1 and len(clean["text"].split()) > 20
+    assert list(clean["qa_flags"]) == []
+    costs = qa_run.dataset("costs")
+    assert costs.loc[costs["item_id"] == "clean", "reask_reason"].isna().all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_model_that_misbehaves_once_gives_the_clean_transcript(qa_run: RunResult, kind: str) -> None:
+    item = f"{kind}-once"
+    assert transcript(qa_run, item)["text"] == transcript(qa_run, "clean")["text"]
+    assert list(transcript(qa_run, item)["qa_flags"]) == []
+    costs = qa_run.dataset("costs")
+    mine = costs[costs["item_id"] == item].sort_values(["chunk_index", "attempt"])
+    if kind == "chatter":  # a benign wrapper around a faithful transcript is stripped
+        assert mine["reask_reason"].isna().all() and len(mine) == 1
+        return
+    # asked twice: the re-ask is attempt 2, priced like any, with the reason
+    assert list(mine["attempt"]) == [1, 2]
+    assert list(mine["reask_reason"].fillna("")) == ["", kind]
+    assert mine["cost_usd"].notna().all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_model_that_keeps_misbehaving_is_flagged_never_clean(qa_run: RunResult, kind: str) -> None:
+    item = f"{kind}-always"
+    row = transcript(qa_run, item)
+    if kind == "chatter":  # stripped and shown faithful: the same words as the clean run
+        assert row["text"] == transcript(qa_run, "clean")["text"] and list(row["qa_flags"]) == []
+        return
+    assert list(row["qa_flags"]) == [f"chunk 0: {kind}"]
+    assert qa_run.item(item)["status"] == "ok"  # kept, with its flags
+    segments = qa_run.dataset("segments")
+    flags = segments.loc[segments["item_id"] == item, "qa_flags"]
+    assert len(flags) and all(list(f) == [kind] for f in flags)
+
+
+def test_checks_accept_real_transcripts_of_every_english_clip() -> None:
+    """No false alarms on what Whisper itself writes for the shared clips (the references)."""
+    references = pd.read_csv(SPEECH.parent / "references.csv")
+    for row in references[references["language"] == "en"].itertuples():
+        verdict = judge(row.reference_text, finish_reason="stop", refusal=None,
+                        speech_s=row.duration_s * 0.85)
+        assert verdict.ok, (row.file, verdict.problems)
+
+
+def test_checks_name_each_misbehaviour() -> None:
+    real = ("Printing, in the only sense with which we are at present concerned, differs from "
+            "most if not from all the arts and crafts represented in the exhibition")
+    answer = {"choices": [{"message": {"content": real}, "finish_reason": "stop"}]}
+    for kind, misbehave in MISBEHAVIOURS.items():
+        bad = misbehave(json.loads(json.dumps(answer)))["choices"][0]
+        verdict = judge(bad["message"]["content"], finish_reason=bad["finish_reason"],
+                        refusal=None, speech_s=9.0, reference=real)
+        assert (verdict.problems, verdict.text) == ((), real) if kind == "chatter" else kind in verdict.problems

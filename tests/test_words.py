@@ -1,0 +1,107 @@
+"""Word times by forced alignment with the embedded Whisper (localmodel/align.py,
+tasks/words.py): the `words` dataset, word-timed captions and the Whisper-style JSON, checked
+against the known speech onsets of real LJ Speech clips joined with known pauses."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytest_asyncio
+
+from audiobatch.tasks.codecs import decode
+from audiobatch.tasks.words import Word, clamp_to_speech
+from tests.helpers.data import SPEECH
+from tests.helpers.e2e import Concatenation, RunResult, concatenate_clips, normalise, run_transcribe, write_manifest
+
+CLIPS = [SPEECH / f"coqui-tts__LJ001-000{i}.wav" for i in range(1, 9)]
+GAPS_S = [0.5, 1.0, 0.7, 1.5, 0.6, 1.2, 0.8]
+
+
+def speech_onset_s(clip: Path) -> float:
+    """Where the reader's voice starts in a studio clip: the first 10 ms frame within 35 dB
+    of the clip's loudest frame."""
+    samples = decode(clip, 16000)
+    frames = samples[: len(samples) // 160 * 160].reshape(-1, 160)
+    level = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    return float(np.argmax(level > level.max() - 35) * 0.01)
+
+
+@pytest.fixture(scope="module")
+def joined(tmp_path_factory: pytest.TempPathFactory) -> tuple[Concatenation, list[float]]:
+    recording = concatenate_clips(CLIPS, GAPS_S, tmp_path_factory.mktemp("words") / "joined.wav")
+    onsets = [start + speech_onset_s(clip) for start, clip in zip(recording.starts_s, CLIPS)]
+    return recording, onsets
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def words_run(prefect_api: None, joined: tuple[Concatenation, list[float]],
+                    tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """57 s in requests of at most 29 s, so words come from several chunks."""
+    folder = tmp_path_factory.mktemp("words-run")
+    manifest = write_manifest(folder / "m.csv", [{"id": "joined", "audio": str(joined[0].path)}])
+    return await run_transcribe(manifest, folder / "out", max_audio_tokens=300)
+
+
+def test_words_start_at_the_known_speech_onsets(words_run: RunResult,
+                                                joined: tuple[Concatenation, list[float]]) -> None:
+    _, onsets = joined
+    words = words_run.dataset("words")
+    transcript = words_run.item("joined", "transcripts")
+    assert transcript["n_chunks"] >= 2
+    assert list(words["word_index"]) == list(range(len(words)))
+    assert " ".join(words["word"]) == " ".join(transcript["text"].split())  # every word, once
+    assert (words["end_s"] >= words["start_s"]).all() and words["start_s"].is_monotonic_increasing
+    assert words["probability"].between(0, 1).all()
+    errors = []
+    for onset in onsets:  # the first word after each pause
+        first = words[words["end_s"] > onset + 0.05].iloc[0]
+        errors.append(first["start_s"] - onset)
+    errors = np.abs(errors)
+    print(f"word onset error: median {np.median(errors) * 1000:.0f} ms, max {errors.max() * 1000:.0f} ms")
+    assert np.median(errors) <= 0.1 and errors.max() <= 0.3  # measured: 15 ms, 50 ms
+
+
+def test_captions_are_timed_from_the_words(words_run: RunResult,
+                                           joined: tuple[Concatenation, list[float]]) -> None:
+    _, onsets = joined
+    segments = words_run.dataset("segments")
+    words = words_run.dataset("words")
+    for onset in onsets:  # a caption begins with the speech after every pause
+        assert np.min(np.abs(segments["start_s"] - onset)) <= 0.4
+    assert set(segments["start_s"]) <= set(words["start_s"])  # starts are word starts
+    assert set(segments["end_s"]) <= set(words["end_s"])
+
+
+def test_json_output_has_segments_with_words(words_run: RunResult) -> None:
+    transcript = words_run.item("joined", "transcripts")
+    document = json.loads(Path(transcript["json_path"]).read_text(encoding="utf-8"))
+    assert document["text"] == transcript["text"]
+    words = [w for segment in document["segments"] for w in segment["words"]]
+    assert [w["word"] for w in words] == list(words_run.dataset("words")["word"])
+    for segment in document["segments"]:
+        assert segment["start"] == segment["words"][0]["start"]
+        assert normalise(segment["text"]) == normalise(" ".join(w["word"] for w in segment["words"]))
+
+
+@pytest.mark.usefixtures("prefect_api")
+async def test_output_format_chooses_the_files_and_no_word_times_skips_alignment(
+        joined: tuple[Concatenation, list[float]], tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "clip", "audio": str(CLIPS[0])}])
+    run = await run_transcribe(manifest, tmp_path / "out", output_format="json,srt",
+                               word_times=False)
+    transcript = run.item("clip", "transcripts")
+    assert transcript["json_path"] and transcript["srt_path"]
+    assert pd.isna(transcript["txt_path"]) and pd.isna(transcript["vtt_path"])
+    assert not (tmp_path / "out" / "words").exists()
+    assert sorted(p.suffix for p in (tmp_path / "out" / "media").rglob("clip.*")) == [".json", ".srt"]
+
+
+def test_word_edges_in_a_pause_move_to_the_speech() -> None:
+    spans = [(1.0, 2.0), (3.0, 4.0)]
+    words = [Word("a", 0.6, 1.5, 0.9), Word("b", 1.6, 2.6, 0.9), Word("c", 2.4, 3.5, 0.9),
+             Word("d", 1.8, 3.6, 0.9)]  # mostly in the second stretch of speech
+    assert [(w.start_s, w.end_s) for w in clamp_to_speech(words, spans)] == [
+        (1.0, 1.5), (1.6, 2.0), (3.0, 3.5), (3.0, 3.6)]
