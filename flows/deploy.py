@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.sources import safe_url
 from audiobatch.tasks.options import (InboxOptions, JobOptions, NarrateOptions, TranscribeOptions,
                                       deep_merge, flat_names, nested)
 
@@ -174,10 +175,15 @@ def deploy(spec: DeploymentSpec) -> str:
     return str(deployment.apply())
 
 
+def _shown(value: Any) -> Any:
+    """A parameter as printed: URLs with their credentials masked (private feeds)."""
+    return safe_url(value) if isinstance(value, str) and "://" in value else value
+
+
 def describe(spec: DeploymentSpec, deployment_id: str) -> str:
     when = (f"on cron '{spec.cron}' ({spec.timezone})" if spec.cron
             else "on demand (audiobatch submit, or `prefect deployment run`)")
-    params = "\n".join(f"    {k} = {v!r}" for k, v in sorted(spec.parameters.items())) or "    (none)"
+    params = "\n".join(f"    {k} = {_shown(v)!r}" for k, v in sorted(spec.parameters.items())) or "    (none)"
     return (f"deployment {spec.full_name} ({deployment_id}) runs {when} in work pool "
             f"'{spec.work_pool}'\n  parameters:\n{params}\n"
             f"Start a worker where the paths above are readable (and OPENAI_API_KEY is set, for "

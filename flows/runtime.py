@@ -5,6 +5,7 @@ to the embedded ASGI app through `httpx.ASGITransport` (same code path, no port,
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from audiobatch.tasks.runs import (RunContext, RunOptions, choose_run_id, new_jo
 from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.netguard import AddressPolicy
 from audiobatch.tasks.sources import FetchPolicy
-from audiobatch.tasks.trust import Trust, allowed_base_urls, check_base_url
+from audiobatch.tasks.trust import Trust, allowed_base_urls, check_base_url, normal_base_url
 from audiobatch.tasks.transcription import output_formats
 
 log = logging.getLogger("audiobatch")
@@ -169,6 +170,9 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
             paid_chunks={(r["item_id"], r["chunk_index"]) for r in staged.read("costs")
                          if not r.get("cached") and r.get("http_status") == 200},
             verifier=verifier,
+            endpoint=normal_base_url(settings.base_url) if settings.base_url else "embedded",
+            price_book=functools.lru_cache(maxsize=None)(
+                lambda model: resolve_pricing(options, model, settings.provider)),
         )
         if options.kind == "transcribe":
             wire_transcription_helpers(ctx, options, settings)

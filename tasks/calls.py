@@ -13,7 +13,7 @@ from typing import Any
 
 from audiobatch.tasks.cache import ReplyRecord, cache_key
 from audiobatch.tasks.cost import Usage, cost_usd
-from audiobatch.tasks.errors import BudgetExceeded, ModelError
+from audiobatch.tasks.errors import BudgetExceeded, ModelError, UnreadableUsage
 from audiobatch.tasks.profiles import Prices
 from audiobatch.tasks.runs import ItemRecorder, RunContext
 
@@ -44,24 +44,28 @@ class Budget:
 
 
 def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, usage: Usage,
-             model: str, prices: Prices | None, latency_s: float = 0.0,
+             model: str, priced_model: str | None = None, latency_s: float = 0.0,
              http_status: int | None = None, request_id: str | None = None, cached: bool = False,
              error_type: str | None = None, error_message: str | None = None,
-             audio_s: tuple[float, float] | None = None,
-             reask_reason: str | None = None) -> dict[str, Any]:
-    """One `costs` row. `audio_s` = (recorded, sent) seconds of a transcription chunk: economy
-    sends fewer than it stands for, and `saved_usd` prices the difference as audio in."""
+             audio_s: tuple[float, float] | None = None, reask_reason: str | None = None,
+             usage_known: bool = True) -> dict[str, Any]:
+    """One `costs` row, priced at the rates of the model the request asked for (`priced_model`,
+    default `model`; or --price-as); the cost is None when the reply's usage could not be read
+    (the request may still have been billed). `audio_s` = (recorded, sent) seconds of a
+    transcription chunk: economy sends fewer than it stands for, and `saved_usd` prices the
+    difference as audio in."""
+    prices, priced_as = ctx.pricing(priced_model or model)
     recorded_s, sent_s = audio_s if audio_s else (None, None)
     unsent_s = recorded_s - sent_s if audio_s and not cached and error_type is None else 0.0
     return {
         "run_id": ctx.run_id, "item_id": item_id, "chunk_index": chunk_index, "attempt": attempt,
-        "model": model, "provider": ctx.provider, "priced_as": ctx.priced_as,
+        "model": model, "provider": ctx.provider, "priced_as": priced_as,
         "prompt_text_tokens": usage.prompt_text_tokens,
         "prompt_audio_tokens": usage.prompt_audio_tokens,
         "completion_text_tokens": usage.completion_text_tokens,
         "completion_audio_tokens": usage.completion_audio_tokens,
         "cached_tokens": usage.cached_tokens,
-        "cost_usd": 0.0 if cached else cost_usd(usage, prices),
+        "cost_usd": 0.0 if cached else cost_usd(usage, prices) if usage_known else None,
         "latency_s": latency_s, "http_status": http_status, "request_id": request_id,
         "cached": cached, "error_type": error_type, "error_message": error_message,
         "recorded_audio_s": recorded_s, "sent_audio_s": sent_s,
@@ -78,14 +82,20 @@ def _saved_usd(ctx: RunContext, prices: Prices | None, seconds: float) -> float 
 
 def _attempt_rows(ctx: RunContext, recorder: ItemRecorder, chunk_index: int, model: str,
                   attempts: list[Any], audio_s: tuple[float, float] | None,
-                  first_attempt: int = 1, reask_reason: str | None = None) -> list[dict[str, Any]]:
+                  first_attempt: int = 1, reask_reason: str | None = None,
+                  answered_by: str | None = None) -> list[dict[str, Any]]:
     return [cost_row(ctx, recorder.item.item_id, chunk_index, attempt=a.attempt + first_attempt - 1,
-                     usage=a.usage,
-                     model=model, prices=ctx.prices, latency_s=a.latency_s,
-                     http_status=a.http_status, request_id=a.request_id,
+                     usage=a.usage, model=answered_by or model, priced_model=model,
+                     latency_s=a.latency_s, http_status=a.http_status, request_id=a.request_id,
                      error_type=a.error_type, error_message=a.error_message, audio_s=audio_s,
-                     reask_reason=reask_reason)
+                     reask_reason=reask_reason, usage_known=a.error_type != UnreadableUsage.kind)
             for a in attempts]
+
+
+def _spent(rows: list[dict[str, Any]], estimate: float) -> float:
+    """What the attempts cost, for the budget; an attempt whose usage was unreadable counts
+    as its estimate (it may have been billed)."""
+    return sum(estimate if r["cost_usd"] is None else r["cost_usd"] for r in rows)
 
 
 def attempts_before(recorder: ItemRecorder, chunk_index: int) -> int:
@@ -114,18 +124,18 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
     key; `send` builds the request itself only when the limiter lets it go. `audio_s`, for
     transcription: the chunk's (recorded, sent) seconds, kept on its cost rows."""
     model = params.get("model") or ctx.model
-    key = cache_key(payload, model=model, provider=ctx.provider, params=params)
+    key = cache_key(payload, model=model, endpoint=ctx.endpoint, params=params)
     hit = ctx.cache.get(key)
     item_id = recorder.item.item_id
     if hit is not None:
         if (item_id, chunk_index) not in ctx.paid_chunks:  # a crash-resumed chunk keeps its paid row
             record_costs(ctx, recorder, [cost_row(ctx, item_id, chunk_index, attempt=first_attempt,
                                                   usage=hit.usage, model=hit.model,
-                                                  prices=ctx.prices, request_id=hit.request_id,
+                                                  priced_model=model, request_id=hit.request_id,
                                                   cached=True, audio_s=audio_s,
                                                   reask_reason=reask_reason)])
         return hit
-    estimate = cost_usd(expected, ctx.prices) or 0.0
+    estimate = cost_usd(expected, ctx.pricing(model)[0]) or 0.0  # the request's own model's rates
     ctx.budget.reserve(estimate, f"{item_id} chunk {chunk_index}")
     try:
         reply = await send()
@@ -133,12 +143,12 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
         rows = _attempt_rows(ctx, recorder, chunk_index, model, getattr(error, "attempts", []),
                              audio_s, first_attempt, reask_reason)
         record_costs(ctx, recorder, rows)
-        ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
+        ctx.budget.settle(estimate, _spent(rows, estimate))
         raise
-    rows = _attempt_rows(ctx, recorder, chunk_index, reply.model or model, reply.attempts, audio_s,
-                         first_attempt, reask_reason)
+    rows = _attempt_rows(ctx, recorder, chunk_index, model, reply.attempts, audio_s,
+                         first_attempt, reask_reason, answered_by=reply.model)
     record_costs(ctx, recorder, rows)
-    ctx.budget.settle(estimate, sum(r["cost_usd"] or 0.0 for r in rows))
+    ctx.budget.settle(estimate, _spent(rows, estimate))
     record = ReplyRecord(text=reply.text, audio=reply.audio, audio_format=reply.audio_format,
                          model=reply.model or model, usage=reply.usage, request_id=reply.request_id,
                          finish_reason=reply.finish_reason, refusal=reply.refusal,

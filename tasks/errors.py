@@ -82,6 +82,12 @@ class PermanentModelError(ModelError):
     kind = "permanent_error"
 
 
+class UnreadableUsage(PermanentModelError):
+    """A 200 whose `usage` is not numbers: the item fails, the attempt's cost is unknown."""
+
+    kind = "unreadable_usage"
+
+
 class RunFatalError(ModelError):
     """401, 403, 429 insufficient_quota: no further request can succeed."""
 

@@ -79,8 +79,9 @@ class Feed:
 
 
 def feed_key(url: str) -> str:
-    """A file-name-safe, stable name for a feed: readable part + hash of the URL."""
-    parts = urlsplit(url)
+    """A file-name-safe, stable name for a feed: readable part + hash of the URL. The readable
+    part comes from the masked URL: no password or token lands in a file or deployment name."""
+    parts = urlsplit(safe_url(url))
     readable = slugify(f"{parts.netloc} {parts.path}" if parts.netloc else Path(url).stem, 40)
     return f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:10]}".lower()
 

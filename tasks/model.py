@@ -30,9 +30,10 @@ from tenacity import (AsyncRetrying, RetryCallState, stop_after_attempt,
 
 from audiobatch.tasks import codecs
 from audiobatch.tasks.cost import Usage
-from audiobatch.tasks.errors import (ConfigError, InputError, ModelError, RunFatalError, TransientModelError,
-                          register_secret)
+from audiobatch.tasks.errors import (ConfigError, InputError, ModelError, PermanentModelError, RunFatalError,
+                                     TransientModelError, register_secret)
 from audiobatch.tasks.limits import Limiter
+from audiobatch.tasks.sources import safe_url
 from audiobatch.tasks.model_wire import Attempt, ModelReply, error_for_response, parse_reply
 from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcribe_usage
 from audiobatch.tasks.profiles import DEFAULT_REMOTE_MODEL, LOCAL_MODEL, ModelProfile, get_profile, provider_for
@@ -67,6 +68,9 @@ class ClientSettings:
     # request that succeeded. A dead endpoint spends it quickly and the run stops (run-fatal)
     # instead of hanging; a merely flaky one earns more retries as it answers. None: unlimited.
     retry_budget: int | None = 20
+    # A reply is read up to this size (a narrated chunk at the default budget is ~13 MB of
+    # base64); an endpoint sending more is refused instead of filling memory.
+    max_response_mb: float = 128.0
     extra_headers: dict[str, str] = field(default_factory=dict, repr=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -76,7 +80,7 @@ class ClientSettings:
                 register_secret(value)
         base_url = self.base_url.strip().rstrip("/") if self.base_url else None
         if base_url and not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base URL {base_url!r} is not an http(s) URL. Give one like "
+            raise ConfigError(f"base URL {safe_url(base_url)!r} is not an http(s) URL. Give one like "
                               "https://api.openai.com/v1 (--base-url / OPENAI_BASE_URL).")
         object.__setattr__(self, "base_url", base_url)
         object.__setattr__(self, "model", self.model or (DEFAULT_REMOTE_MODEL if base_url else LOCAL_MODEL))
@@ -108,6 +112,7 @@ class ModelClient:
                 "does this), or set --base-url / OPENAI_BASE_URL for a remote endpoint.")
         self.settings = settings
         self.base_url = settings.base_url or LOCAL_BASE_URL
+        self.shown_url = safe_url(self.base_url)  # for messages: user:password@ and tokens masked
         self.limiter = limiter or Limiter(settings.concurrency, settings.requests_per_minute,
                                           settings.tokens_per_minute)
         connections = max(settings.concurrency, self.limiter.concurrency)
@@ -121,7 +126,7 @@ class ModelClient:
         self._successes = 0
 
     def __repr__(self) -> str:
-        return (f"ModelClient(base_url={self.base_url!r}, model={self.settings.model!r}, "
+        return (f"ModelClient(base_url={self.shown_url!r}, model={self.settings.model!r}, "
                 f"provider={self.settings.provider!r})")
 
     async def __aenter__(self) -> ModelClient:
@@ -244,7 +249,7 @@ class ModelClient:
         data = _json_or_none(response)
         models = data.get("data") if isinstance(data, dict) else None
         if not isinstance(models, list):
-            raise TransientModelError(f"{self.base_url}/models answered without a `data` list; "
+            raise TransientModelError(f"{self.shown_url}/models answered without a `data` list; "
                                       "check that the base URL points at an OpenAI-compatible API.")
         return models
 
@@ -258,7 +263,7 @@ class ModelClient:
             started = time.monotonic()
             try:
                 response = await self._send("POST", "chat/completions", request)
-                reply = parse_reply(response, f"{self.base_url}/chat/completions", model=model,
+                reply = parse_reply(response, f"{self.shown_url}/chat/completions", model=model,
                                     want_audio=want_audio, audio_format=audio_format)
                 status = response.status_code
             except ModelError as exc:
@@ -278,10 +283,10 @@ class ModelClient:
 
     async def _send(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
         """One HTTP exchange within the per-attempt timeout; non-2xx answers raise ModelError."""
-        url = f"{self.base_url}/{path}"
+        url = f"{self.shown_url}/{path}"
         try:
             async with asyncio.timeout(self.settings.timeout_s):
-                response = await self._http.request(method, path, json=body)
+                response = await self._capped_request(method, path, body, url)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise TransientModelError(
                 f"{url} gave no answer within {self.settings.timeout_s:g} s ({exc.__class__.__name__}). "
@@ -294,6 +299,30 @@ class ModelClient:
         if not response.is_success:
             raise error_for_response(response, url, self.settings.model)
         return response
+
+    async def _capped_request(self, method: str, path: str, body: dict | None, url: str) -> httpx.Response:
+        """The answer, its body read up to `max_response_mb` (a reply is from someone else)."""
+        cap = int(self.settings.max_response_mb * 1024 * 1024)
+        async with self._http.stream(method, path, json=body) as streamed:
+            declared = streamed.headers.get("content-length", "")
+            chunks, size = [], int(declared) if declared.isdigit() else 0
+            if size <= cap:
+                size = 0
+                async for chunk in streamed.aiter_bytes():
+                    size += len(chunk)
+                    if size > cap:
+                        break
+                    chunks.append(chunk)
+            if size > cap:
+                raise PermanentModelError(
+                    f"{url} answered HTTP {streamed.status_code} with a body over the "
+                    f"{self.settings.max_response_mb:g} MB reply limit; it was not read. Send "
+                    "smaller requests (a lower audio-token budget) or check the endpoint.",
+                    status=streamed.status_code, request_id=streamed.headers.get("x-request-id"))
+        headers = [(k, v) for k, v in streamed.headers.multi_items()  # the body is decoded now
+                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks),
+                              request=streamed.request)
 
     def _budget_spent(self) -> bool:
         budget = self.settings.retry_budget

@@ -11,13 +11,14 @@ import binascii
 import email.utils
 import json
 from datetime import datetime, timezone
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 import httpx
 
 from audiobatch.tasks.cost import Usage
-from audiobatch.tasks.errors import ModelError, PermanentModelError, RunFatalError, TransientModelError
+from audiobatch.tasks.errors import (ModelError, PermanentModelError, RunFatalError, TransientModelError,
+                                     UnreadableUsage)
 
 _MAX_SERVER_MESSAGE = 300  # characters of a server's error text kept (proxies send HTML pages)
 
@@ -91,7 +92,7 @@ def _server_error(response: httpx.Response) -> tuple[str, str | None]:
     """(message, code or type) from an OpenAI-shaped `{"error": {...}}` body, else the raw text."""
     try:
         error = response.json().get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         error = None
     if isinstance(error, dict):
         message = str(error.get("message") or "")
@@ -136,7 +137,7 @@ def parse_reply(response: httpx.Response, url: str, *, model: str, want_audio: b
     where = f"{url} answered HTTP 200" + (f" [request id {request_id}]" if request_id else "")
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise TransientModelError(f"{where} with a body that is not complete JSON "
                                   f"({len(response.content)} bytes); retried.",
                                   status=200, request_id=request_id) from None
@@ -155,7 +156,7 @@ def parse_reply(response: httpx.Response, url: str, *, model: str, want_audio: b
     return ModelReply(
         text=(transcript if transcript is not None else text).strip(),
         audio=audio, audio_format=audio_format if audio is not None else None,
-        model=str(data.get("model") or model), usage=Usage.from_openai(data.get("usage")),
+        model=str(data.get("model") or model), usage=_usage(data.get("usage"), where, request_id),
         attempts=[], request_id=request_id or data.get("id"),
         finish_reason=_finish_reason(data), refusal=refusal, **_language(data))
 
@@ -172,6 +173,22 @@ def _language(data: dict) -> dict[str, Any]:
         return {}
     valid = isinstance(probability, (int, float)) and 0.0 <= probability <= 1.0
     return {"language": language, "language_probability": float(probability) if valid else None}
+
+
+def _usage(usage: Any, where: str, request_id: str | None) -> Usage:
+    """The reply's usage; counts that are not whole non-negative numbers fail the item (not
+    retried: the request may already be billed, and a repeat would say the same)."""
+    try:
+        read = Usage.from_openai(usage)
+        if all(isinstance(n, int) and n >= 0 for n in astuple(read)):
+            return read
+        problem = "negative counts"
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        problem = str(exc)[:120]
+    raise UnreadableUsage(f"{where} with a `usage` object that is not token counts ({problem}), so "
+                          "this request's cost is unknown (it may have been billed: check the "
+                          "provider's usage page). Not retried; check the endpoint.",
+                          status=200, request_id=request_id)
 
 
 def _first_message(data: Any) -> dict | None:

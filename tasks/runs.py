@@ -138,6 +138,14 @@ class RunContext:
     # hears each chunk with the embedded Whisper, for QA to compare a remote model's reply
     # with (`hear(samples, language) -> str`); None when the embedded model itself transcribes
     ears: Any = None
+    endpoint: str = "embedded"  # the normalised base URL: part of every cache key
+    # model -> (prices, label): each request is priced at its own model's rates
+    price_book: Callable[[str], tuple[Prices | None, str]] | None = None
+
+    def pricing(self, model: str) -> tuple[Prices | None, str]:
+        if self.price_book is None or model == self.model:
+            return self.prices, self.priced_as
+        return self.price_book(model)
 
 
 @dataclass

@@ -47,6 +47,10 @@ AUDIO_CONTENT_TYPES = frozenset({"audio/*", "video/*", "application/ogg",
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _SECRET_PARAM = re.compile(r"(?i)token|sig|secret|key|passw|auth|credential|session")
 _TOKEN_LIKE = re.compile(r"^[A-Za-z0-9_\-+/=%.~]{24,}$")
+# In a path: a run of 20+ letters and digits mixing both (a subscriber token, a signature);
+# words, dates and UUID parts are shorter or unmixed.
+_PATH_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])"
+                         r"[A-Za-z0-9]{20,}(?![A-Za-z0-9])")
 _BLOCK = 1 << 16
 
 
@@ -91,7 +95,8 @@ def scheme_of(source: str) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The URL without user:password@ and with token-like query values masked: for messages."""
+    """The URL without user:password@, with token-like query values and path parts masked:
+    for messages, outputs and names."""
     if not _SCHEME.match(url):
         return url
     try:
@@ -102,7 +107,7 @@ def safe_url(url: str) -> str:
     query = "&".join(
         f"{name}=***" if _SECRET_PARAM.search(name) or _TOKEN_LIKE.match(value) else f"{name}={value}"
         for name, value in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return urlunsplit((parts.scheme, netloc, _PATH_TOKEN.sub("***", parts.path), query, ""))
 
 
 async def fetch(source: str, work_dir: Path, policy: FetchPolicy, *, label: str) -> FetchedFile:

@@ -236,3 +236,32 @@ async def test_manifest_urls_reach_only_public_or_allowed_hosts(prefect_api, int
     row = result.item("internal")
     assert row["status"] == "failed" and "is loopback" in row["error_message"]
     assert f"--allow-host 127.0.0.1" in row["error_message"] and internal.paths == []
+
+
+# --- private feeds: credentials in the feed URL leak nowhere ----------------------------------------
+
+def test_a_private_feeds_password_and_path_token_leak_nowhere(prefect_api, tmp_path, capfd, allow_loopback_fetch):
+    """Private feeds put credentials in the URL's user:password@ or in its path: the feed is
+    fetched with them, and no output, file name, message or deployment name holds them."""
+    from audiobatch.flows.cli import main
+    from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, rss
+
+    password, token = "hunter2pass", "Sub5cr1berT0ken8f3a9c2e1b7d"
+    out = tmp_path / "out"
+    with FeedServer(tmp_path / "site") as site:
+        folder = site.folder / "private" / token
+        folder.mkdir(parents=True)
+        clip = SHORT_CLIPS[0]
+        (folder / clip).write_bytes((SPEECH / clip).read_bytes())
+        private = f"private/{token}"
+        (folder / "feed.xml").write_text(rss("Members Show", [TestEpisode("m-1", "Members only", clip)],
+                                             lambda name: site.url(f"{private}/{name}")))
+        url = site.url(f"{private}/feed.xml").replace("http://", f"http://subscriber:{password}@")
+        assert main(["podcast", url, "--out", str(out), "--no-progress"]) == 0
+        assert f"/{private}/{clip}" in site.requests  # fetched with the token
+    assert main(["deploy", "podcast", url, "--out", str(out), "--work-pool", "audiobatch-test-leaks"]) == 0
+    printed = capfd.readouterr()
+    names = "\n".join(str(p) for p in out.rglob("*"))
+    for secret in (password, token):
+        assert secret not in all_files_text(out) + names + printed.out + printed.err, secret
+    assert "deployment transcribe-podcast/podcast-127.0.0.1" in printed.out

@@ -113,14 +113,14 @@ def test_ids_cannot_escape_the_output_root(bad: str) -> None:
 
 def test_cache_round_trip_and_key_sensitivity(tmp_path) -> None:
     cache = ResultCache(OutputRoot(tmp_path))
-    key = cache_key(b"chunk", model="m", provider="p", params={"prompt": "x"})
+    key = cache_key(b"chunk", model="m", endpoint="p", params={"prompt": "x"})
     assert cache.get(key) is None
     record = ReplyRecord("hello", b"RIFF", "wav", "m", Usage(1, 2, 3, 4, 0), "req_1")
     cache.put(key, record)
     assert cache.get(key) == record
-    for changed in (cache_key(b"chunk2", model="m", provider="p", params={"prompt": "x"}),
-                    cache_key(b"chunk", model="m2", provider="p", params={"prompt": "x"}),
-                    cache_key(b"chunk", model="m", provider="p", params={"prompt": "y"})):
+    for changed in (cache_key(b"chunk2", model="m", endpoint="p", params={"prompt": "x"}),
+                    cache_key(b"chunk", model="m2", endpoint="p", params={"prompt": "x"}),
+                    cache_key(b"chunk", model="m", endpoint="p", params={"prompt": "y"})):
         assert changed != key and cache.get(changed) is None
     assert ResultCache(OutputRoot(tmp_path), enabled=False).get(key) is None
 
@@ -128,7 +128,7 @@ def test_cache_round_trip_and_key_sensitivity(tmp_path) -> None:
 def test_damaged_cache_entry_is_a_miss(tmp_path) -> None:
     out = OutputRoot(tmp_path)
     cache = ResultCache(out)
-    key = cache_key(b"c", model="m", provider="p", params={})
+    key = cache_key(b"c", model="m", endpoint="p", params={})
     cache.put(key, ReplyRecord("t", None, None, "m", Usage(), None))
     json_path = next(tmp_path.glob("_cache/*/*.json"))
     json_path.write_text(json.dumps({"text": "t"}))  # fields missing

@@ -414,3 +414,13 @@ async def test_missing_fsspec_object_and_missing_backend(tmp_path: Path) -> None
         await fetch("memory://nowhere/x.wav", tmp_path, policy, label="ep")
     with pytest.raises(InputError, match=r"reading s3:// needs an extra package .*s3fs"):
         await fetch("s3://bucket/x.wav", tmp_path, policy, label="ep")
+
+
+def test_safe_url_masks_tokens_in_paths_but_keeps_names() -> None:
+    assert safe_url("https://feeds.example.com/private/8f3a9c2e1b7d4f6a9c2e1b7d/feed.xml") == \
+        "https://feeds.example.com/private/***/feed.xml"
+    assert safe_url("https://h/feed-Sub5cr1berT0ken8f3a9c2e.xml") == "https://h/feed-***.xml"
+    for kept in ("https://cdn.example.com/2024-01-15/the-history-of-printing-episode-12.mp3",
+                 "https://x.example/a/550e8400-e29b-41d4-a716-446655440000.mp3",
+                 "https://x.example/sense_and_sensibility_01_austen_64kb-0880.wav"):
+        assert safe_url(kept) == kept
