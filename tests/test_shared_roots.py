@@ -48,6 +48,8 @@ async def test_two_runs_with_the_same_item_id_keep_both_files(tmp_path) -> None:
 # --- the result cache and prices ------------------------------------------------------------------
 
 CLIP = SPEECH / "pocketsphinx__goforward.wav"
+# The scripted endpoints answer canned text: no QA re-asks against what the clip says, no word times.
+SCRIPTED = {"qa": False, "word_times": False}
 
 
 async def test_the_cache_never_answers_for_another_endpoint(tmp_path) -> None:
@@ -56,10 +58,10 @@ async def test_the_cache_never_answers_for_another_endpoint(tmp_path) -> None:
     out = tmp_path / "out"
     with FaultServer(lambda _: ok("answer from the first endpoint")) as first, \
             FaultServer(lambda _: ok("answer from the second endpoint")) as second:
-        one = await run_transcribe(manifest, out, base_url=first.base_url, provider="openai")
-        two = await run_transcribe(manifest, out, base_url=second.base_url + "/", provider="openai",
+        one = await run_transcribe(manifest, out, **SCRIPTED, base_url=first.base_url, provider="openai")
+        two = await run_transcribe(manifest, out, **SCRIPTED, base_url=second.base_url + "/", provider="openai",
                                    resume=False)
-        again = await run_transcribe(manifest, out, base_url=second.base_url, provider="openai",
+        again = await run_transcribe(manifest, out, **SCRIPTED, base_url=second.base_url, provider="openai",
                                      resume=False)  # the same endpoint, spelled without the slash
         assert len(first.requests) == len(second.requests) == 1
     assert one.item("clip", "transcripts")["text"] == "answer from the first endpoint"
@@ -72,12 +74,12 @@ async def test_a_damaged_cache_entry_is_a_miss(tmp_path, caplog) -> None:
     manifest = write_manifest(tmp_path / "m.csv", [{"id": "clip", "audio": str(CLIP)}])
     out = tmp_path / "out"
     with FaultServer(lambda _: ok("fresh answer")) as server:
-        await run_transcribe(manifest, out, base_url=server.base_url)
+        await run_transcribe(manifest, out, **SCRIPTED, base_url=server.base_url)
         [entry] = (out / "_cache").rglob("*.json")
         for damage in ('["not", "an", "object"]', '{"text": 5, "usage": "lots"}',
                        json.dumps({**json.loads(entry.read_text()), "usage": {"prompt_text_tokens": "x"}})):
             entry.write_text(damage)
-            result = await run_transcribe(manifest, out, base_url=server.base_url, resume=False)
+            result = await run_transcribe(manifest, out, **SCRIPTED, base_url=server.base_url, resume=False)
             assert result.statuses() == {"clip": "ok"}
             assert result.item("clip", "transcripts")["text"] == "fresh answer"
         assert len(server.requests) == 4  # each damaged entry: the request made again
@@ -94,7 +96,7 @@ async def test_each_request_is_priced_at_its_own_models_rates(tmp_path) -> None:
         {"id": "mini", "audio": str(CLIP)},
         {"id": "preview", "audio": str(CLIP), "model": "gpt-4o-audio-preview"}])
     with FaultServer(lambda _: ok("hello")) as server:
-        result = await run_transcribe(manifest, tmp_path / "out", base_url=server.base_url,
+        result = await run_transcribe(manifest, tmp_path / "out", **SCRIPTED, base_url=server.base_url,
                                       provider="openai", model="gpt-audio-mini")
     costs = result.dataset("costs").set_index("item_id")
     assert costs.loc["mini", "cost_usd"] == pytest.approx(_expected_cost("gpt-audio-mini"))
@@ -112,7 +114,7 @@ async def test_the_budget_uses_the_requests_own_model(tmp_path) -> None:
     manifest = write_manifest(tmp_path / "m.csv", [
         {"id": "preview", "audio": str(CLIP), "model": "gpt-4o-audio-preview"}])
     with FaultServer(lambda _: ok("hello")) as server:
-        result = await run_transcribe(manifest, tmp_path / "out", base_url=server.base_url,
+        result = await run_transcribe(manifest, tmp_path / "out", **SCRIPTED, base_url=server.base_url,
                                       provider="openai", model="gpt-audio-mini", max_cost_usd=cap)
         assert server.requests == []
     row = result.item("preview")
@@ -125,7 +127,7 @@ async def test_non_numeric_usage_fails_the_item_and_still_leaves_a_costs_row(tmp
     manifest = write_manifest(tmp_path / "m.csv", [{"id": "clip", "audio": str(CLIP)}])
     weird = {**DEFAULT_USAGE, "prompt_tokens_details": {"audio_tokens": "lots", "text_tokens": 3}}
     with FaultServer(lambda _: ok("hello", usage=weird)) as server:
-        result = await run_transcribe(manifest, tmp_path / "out", base_url=server.base_url,
+        result = await run_transcribe(manifest, tmp_path / "out", **SCRIPTED, base_url=server.base_url,
                                       provider="openai", model="gpt-audio-mini", max_attempts=3)
         assert len(server.requests) == 1  # not retried: it may already be billed
     row = result.item("clip")
@@ -139,7 +141,7 @@ async def test_credentials_in_the_base_url_never_reach_messages(tmp_path) -> Non
     manifest = write_manifest(tmp_path / "m.csv", [{"id": "clip", "audio": str(CLIP)}])
     with FaultServer(lambda _: error(400, "unsupported audio")) as server:
         base_url = server.base_url.replace("http://", "http://gateway-user:s3cretPassw0rd@")
-        result = await run_transcribe(manifest, tmp_path / "out", base_url=base_url)
+        result = await run_transcribe(manifest, tmp_path / "out", **SCRIPTED, base_url=base_url)
     row = result.item("clip")
     assert row["status"] == "failed" and "HTTP 400" in row["error_message"]
     assert "s3cretPassw0rd" not in all_files_text(tmp_path / "out")

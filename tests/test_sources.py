@@ -409,11 +409,11 @@ async def test_enabled_fsspec_scheme_is_copied(tmp_path: Path) -> None:
 
 
 async def test_missing_fsspec_object_and_missing_backend(tmp_path: Path) -> None:
-    policy = FetchPolicy(allowed_schemes=frozenset({"memory", "s3"}))
+    policy = FetchPolicy(allowed_schemes=frozenset({"memory", "gs"}))  # gcsfs is not installed
     with pytest.raises(InputError, match=r"ep: memory://nowhere/x.wav does not exist"):
         await fetch("memory://nowhere/x.wav", tmp_path, policy, label="ep")
-    with pytest.raises(InputError, match=r"reading s3:// needs an extra package .*s3fs"):
-        await fetch("s3://bucket/x.wav", tmp_path, policy, label="ep")
+    with pytest.raises(InputError, match=r"reading gs:// needs an extra package .*gcsfs"):
+        await fetch("gs://bucket/x.wav", tmp_path, policy, label="ep")
 
 
 def test_safe_url_masks_tokens_in_paths_but_keeps_names() -> None:
