@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audiobatch.flows.common import summary_of
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
@@ -61,8 +62,8 @@ def every_third_request_faulty() -> callable:
 
 def run(flow, manifest: Path, out: Path, **options) -> dict:
     model = TranscribeOptions if flow is transcribe_manifest else NarrateOptions
-    return asyncio.run(flow(str(manifest), out=str(out),
-                            options=model.from_flat(progress=False, **options)))
+    return asyncio.run(summary_of(flow(str(manifest), out=str(out), return_state=True,
+                                       options=model.from_flat(progress=False, **options))))
 
 
 def chat_requests(server: FaultServer) -> list[Received]:
