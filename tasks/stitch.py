@@ -40,14 +40,20 @@ _STRETCH_TAIL_S = 0.25         # silence fed after the audio so atempo releases 
 
 
 def finish_narration(parts: list[np.ndarray], sample_rate: int, *, speed: float = 1.0,
-                     target_lufs: float = -16.0, pause_s: float = 0.35) -> np.ndarray:
+                     target_lufs: float = -16.0, pause_s: float = 0.35,
+                     placements: list[float | None] | None = None) -> np.ndarray:
     """Narrated chunks -> one narration: stitch, then loudness, then speed (in that order).
+
+    `placements`, when given, is filled with the time in the finished narration of each part's
+    first sample (None for a silent part left out): captions are timed within each part.
 
     Loudness is set before the stretch, so the speed moves it a little (measured on 172 s of
     speech: -15.5 LUFS at 0.25, -15.9 at 0.5, -16.2 at 1.25, -16.5 at 2.0, -16.8 at 4.0).
     """
     _check_speed(speed)  # fail before doing the work
-    joined = stitch(parts, sample_rate, pause_s=pause_s)
+    joined = stitch(parts, sample_rate, pause_s=pause_s, placements=placements)
+    if placements is not None:
+        placements[:] = [None if at is None else at / speed for at in placements]
     levelled = loudness_normalise(joined, sample_rate, target_lufs=target_lufs)
     stretched = time_stretch(levelled, sample_rate, speed)
     # atempo's overlap-add has not been seen to raise peaks, but the ceiling is a promise
@@ -57,7 +63,7 @@ def finish_narration(parts: list[np.ndarray], sample_rate: int, *, speed: float 
 # --- joins ------------------------------------------------------------------------------
 
 def stitch(parts: list[np.ndarray], sample_rate: int, *, pause_s: float = 0.35,
-           fade_ms: float = 10.0) -> np.ndarray:
+           fade_ms: float = 10.0, placements: list[float | None] | None = None) -> np.ndarray:
     """Join narrated chunks with `pause_s` of true silence between them and no clicks.
 
     Each part loses its leading/trailing near-silence (keeping a short onset and tail) and is
@@ -71,13 +77,16 @@ def stitch(parts: list[np.ndarray], sample_rate: int, *, pause_s: float = 0.35,
         raise InputError(f"cannot stitch at sample_rate={sample_rate}, pause_s={pause_s}, "
                          f"fade_ms={fade_ms}: the rate must be positive and the pause and "
                          "fade not negative.")
-    segments = [_trim_and_fade(_segment(part, sample_rate, index), fade_ms)
-                for index, part in enumerate(parts)]
+    trimmed = [_trim_and_fade(_segment(part, sample_rate, index), fade_ms)
+               for index, part in enumerate(parts)]
+    segments = [segment for segment, _ in trimmed]
     spoken = [segment.raw_data for segment in segments if len(segment.raw_data)]
     if not spoken:
         raise InputError(f"all {len(parts)} narrated audio chunks are silent: the model returned "
                          "no speech; check the voice and the text sent to it.")
     pause = AudioSegment.silent(duration=pause_s * 1000.0, frame_rate=sample_rate).raw_data
+    if placements is not None:
+        placements[:] = _placements(trimmed, len(pause) // 2, sample_rate)
     # One bytes join rather than repeated `+`, which would copy the whole narration per part.
     return _to_float(pause.join(spoken))
 
@@ -91,21 +100,37 @@ def _segment(part: np.ndarray, sample_rate: int, index: int) -> AudioSegment:
                         channels=1)
 
 
-def _trim_and_fade(segment: AudioSegment, fade_ms: float) -> AudioSegment:
+def _trim_and_fade(segment: AudioSegment, fade_ms: float) -> tuple[AudioSegment, int]:
+    """(the part without its edge silence, faded; the samples cut from its start)."""
     if len(segment) == 0 or segment.rms == 0:
-        return segment[:0]
+        return segment[:0], 0
     threshold = segment.max_dBFS - _SILENCE_BELOW_PEAK_DB
     lead = detect_leading_silence(segment, silence_threshold=threshold)
     trail = detect_leading_silence(segment.reverse(), silence_threshold=threshold)
     if lead >= len(segment):
-        return segment[:0]
+        return segment[:0], 0
     start = max(0, lead - _KEEP_LEAD_MS)
     end = len(segment) - max(0, trail - _KEEP_TAIL_MS)
     trimmed = segment[start:end]
     if fade_ms > 0:
         fade = min(fade_ms, len(trimmed) / 2)
         trimmed = trimmed.fade_in(fade).fade_out(fade)
-    return trimmed
+    return trimmed, round(start * segment.frame_rate / 1000)
+
+
+def _placements(trimmed: list[tuple[AudioSegment, int]], pause_samples: int,
+                sample_rate: int) -> list[float | None]:
+    """Where each part's first sample falls in the joined audio (None: a silent part)."""
+    found: list[float | None] = []
+    position = 0
+    for segment, cut in trimmed:
+        samples = len(segment.raw_data) // 2
+        if not samples:
+            found.append(None)
+            continue
+        found.append((position - cut) / sample_rate)
+        position += samples + pause_samples
+    return found
 
 
 def _to_float(pcm16: bytes) -> np.ndarray:

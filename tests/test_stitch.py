@@ -252,3 +252,22 @@ def test_three_minutes_of_narration_finish_in_a_few_seconds(long_speech: np.ndar
     elapsed = time.perf_counter() - started
     assert elapsed < 5.0, f"{elapsed:.2f} s"
     assert abs(len(finished) / SR - (len(long_speech) / SR + 3 * 0.35) / 1.25) < 2.0
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.5])
+def test_placements_say_where_each_part_starts_in_the_finished_narration(clips: list[np.ndarray],
+                                                                        speed: float) -> None:
+    padded = [np.concatenate([np.zeros(int(lead * SR), np.float32), clip]) for lead, clip in
+              zip((0.8, 0.1, 1.5, 0.4), clips)]
+    silent = np.zeros(SR, np.float32)
+    placements: list[float | None] = []
+    out = finish_narration([padded[0], silent, *padded[1:]], SR, speed=speed, placements=placements)
+    assert placements[1] is None and len(placements) == 5  # a silent part is left out
+    for clip, lead, at in zip(clips, (0.8, 0.1, 1.5, 0.4), placements[:1] + placements[2:]):
+        # the clip's own first loud sample is where the placement says it is
+        own = np.flatnonzero(np.abs(clip) > 0.05)[0] / SR
+        found = at + (lead + own) / speed
+        window = out[int((found - 0.02) * SR):int((found + 0.02) * SR)]
+        assert np.abs(window).max() > 0.02, (at, found)
+        before = out[int((found - 0.15) * SR):int((found - 0.05) * SR)]
+        assert np.abs(before).max() < np.abs(window).max()
