@@ -194,6 +194,8 @@ def add_narration_args(parser: argparse.ArgumentParser) -> None:
                        help="do not hear each chunk back (verification is on by default)")
     group.add_argument("--verify-attempts", type=int, default=3,
                        help="takes per chunk when verification mishears it (default 3)")
+    group.add_argument("--no-captions", dest="captions", action="store_false",
+                       help="no .srt/.vtt captions (by default the text is aligned to the audio)")
     group.add_argument("--feed-url", help="public URL where <out>/media/ is served: write a "
                        "podcast feed of the narrations (media/feed.xml), updated run by run")
 

@@ -84,6 +84,15 @@ def wire_transcription_helpers(ctx: RunContext, options: RunOptions, settings: C
         ctx.ears = LocalEars(shared_engines())  # the embedded model needs no second opinion
 
 
+def wire_caption_aligner(ctx: RunContext) -> None:
+    """Narration captions are timed by the embedded Whisper's forced aligner, whichever model
+    narrates (the engines load on first use)."""
+    from audiobatch.localmodel.align import WhisperAligner
+    from audiobatch.localmodel.engines import shared_engines
+
+    ctx.aligner = WhisperAligner(shared_engines())
+
+
 def resolve_profile(options: RunOptions, model: str) -> ModelProfile:
     """The model's profile with the user's per-request budget (audio in, or audio out)."""
     profile = get_profile(model, options.profiles)
@@ -176,6 +185,8 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
         )
         if options.kind == "transcribe":
             wire_transcription_helpers(ctx, options, settings)
+        elif options.captions:
+            wire_caption_aligner(ctx)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         yield ctx, resumed
 

@@ -17,7 +17,9 @@ import numpy as np
 
 from audiobatch.tasks import codecs
 from audiobatch.tasks.audiobook import AudiobookWriter
+from audiobatch.tasks.assemble import Segment, render_srt, render_vtt
 from audiobatch.tasks.books import Book, Chapter, read_book
+from audiobatch.tasks.captions import align_chunk, caption_segments
 from audiobatch.tasks.cache import ReplyRecord
 from audiobatch.tasks.calls import call_model
 from audiobatch.tasks.errors import InputError, ModelError
@@ -30,6 +32,7 @@ from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_ta
 from audiobatch.tasks.sources import FetchPolicy, local_file
 from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration, time_stretch
 from audiobatch.tasks.verify import check, listener_hears
+from audiobatch.tasks.words import Word
 from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
                                    text_language, writing_script)
 
@@ -161,6 +164,7 @@ class NarratedChunk:
     model: str
     checks: list[dict] = field(default_factory=list)  # narration_checks rows, one per take
     flag: str | None = None  # what verification could not fix
+    words: list[Word] | None = None  # the kept take's words, aligned (chunk time, speed 1)
 
 
 async def _hear(ctx: RunContext, samples: np.ndarray, speed: float, language: str) -> str:
@@ -205,6 +209,8 @@ async def _chunk_audio(ctx: RunContext, recorder: ItemRecorder, chunk: PlannedCh
                        f"{kept['wer']:.0%} word errors, take {kept['attempt']} kept)")
     assert best is not None
     await asyncio.to_thread(np.save, result.audio_path, best[1])
+    if ctx.aligner is not None and listener_hears(language):  # captions, beside synthesis
+        result.words = await align_chunk(ctx.aligner, best[1], NARRATION_RATE, chunk.text, language)
     return result
 
 
@@ -212,30 +218,49 @@ def _load(parts: list[NarratedChunk]) -> list[np.ndarray]:
     return [np.load(part.audio_path) for part in parts]
 
 
-def _render(parts: list[NarratedChunk], settings: dict, target_lufs: float) -> tuple[bytes, float, float]:
-    """Join, normalise, stretch and encode: (file bytes, duration_s, loudness LUFS)."""
-    audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["speed"], target_lufs=target_lufs)
-    loudness = measure_lufs(audio, NARRATION_RATE)
+@dataclass
+class Rendered:
+    duration_s: float
+    loudness_lufs: float
+    captions: list[Segment]
+    data: bytes = b""  # the encoded file (not for audiobooks, which are written to disk)
+
+
+def _finish(parts: list[NarratedChunk], settings: dict, target_lufs: float,
+            offset_s: float = 0.0) -> tuple[np.ndarray, list[Segment]]:
+    """Joined, levelled, stretched audio and its captions (offset: a chapter's start)."""
+    placements: list[float | None] = []
+    audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["speed"],
+                             target_lufs=target_lufs, placements=placements)
+    pieces = [(part.chunk.index, part.chunk.text, part.words, at) for part, at in zip(parts, placements)]
+    return audio, caption_segments(pieces, settings["speed"], offset_s)
+
+
+def _render(parts: list[NarratedChunk], settings: dict, target_lufs: float) -> Rendered:
+    """Join, normalise, stretch and encode."""
+    audio, captions = _finish(parts, settings, target_lufs)
     data = codecs.encode(audio, NARRATION_RATE, settings["format"], title=settings["title"])
-    return data, len(audio) / NARRATION_RATE, loudness
+    return Rendered(len(audio) / NARRATION_RATE, measure_lufs(audio, NARRATION_RATE), captions, data)
 
 
 def _render_audiobook(parts: list[NarratedChunk], book: Book, settings: dict, target_lufs: float,
-                      item: Item, path: Path) -> tuple[float, float]:
-    """Each chapter stitched, levelled and stretched on its own, then appended to the m4b:
-    (duration_s, the chapters' mean loudness in LUFS). Memory: one chapter's audio."""
+                      item: Item, path: Path) -> Rendered:
+    """Each chapter stitched, levelled and stretched on its own, then appended to the m4b
+    (loudness: the chapters' mean). Memory: one chapter's audio."""
     loudness: list[float] = []
+    captions: list[Segment] = []
     with AudiobookWriter(path, NARRATION_RATE, title=settings["title"],
                          author=item.metadata.get("author") or book.author,
                          cover=book.cover, cover_type=book.cover_type) as writer:
         for number, chapter in enumerate(book.chapters):
             own = [part for part in parts if part.chunk.chapter == number]
-            audio = finish_narration(_load(own), NARRATION_RATE, speed=settings["speed"],
-                                     target_lufs=target_lufs)
+            audio, chapter_captions = _finish(own, settings, target_lufs,
+                                              writer.samples_written / NARRATION_RATE)
+            captions += chapter_captions
             loudness.append(measure_lufs(audio, NARRATION_RATE))
             writer.add_chapter(chapter.title, audio)
         duration_s = writer.samples_written / NARRATION_RATE
-    return duration_s, float(np.mean(loudness))
+    return Rendered(duration_s, float(np.mean(loudness)), captions)
 
 
 @item_task("narrate-item")
@@ -259,22 +284,29 @@ async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> I
     relative = media_relpath("narrations", ctx.run_id, item.item_id, _EXTENSIONS[settings["format"]])
     if audiobook:
         local = folder / f"book.{AUDIOBOOK}"
-        duration_s, loudness = await asyncio.to_thread(
+        rendered = await asyncio.to_thread(
             _render_audiobook, parts, book, settings, ctx.options.target_lufs, item, local)
         size = local.stat().st_size
         await asyncio.to_thread(ctx.out.put_file, local, relative)
     else:
-        data, duration_s, loudness = await asyncio.to_thread(_render, parts, settings, ctx.options.target_lufs)
-        size = len(data)
-        await asyncio.to_thread(ctx.out.write_bytes, relative, data)
-    text_relative = media_relpath("narrations", ctx.run_id, item.item_id, "txt")  # what is said
-    await asyncio.to_thread(ctx.out.write_bytes, text_relative, (text + "\n").encode("utf-8"))
+        rendered = await asyncio.to_thread(_render, parts, settings, ctx.options.target_lufs)
+        size = len(rendered.data)
+        await asyncio.to_thread(ctx.out.write_bytes, relative, rendered.data)
+    duration_s, loudness = rendered.duration_s, rendered.loudness_lufs
+    texts = {"txt": text + "\n"}  # what is said, word for word; captions when it was aligned
+    if rendered.captions:
+        texts.update(srt=render_srt(rendered.captions), vtt=render_vtt(rendered.captions))
+    paths = {}
+    for extension, content in texts.items():
+        text_relative = media_relpath("narrations", ctx.run_id, item.item_id, extension)
+        await asyncio.to_thread(ctx.out.write_bytes, text_relative, content.encode("utf-8"))
+        paths[f"{extension}_path"] = ctx.out.display(text_relative)
     narration = {"run_id": ctx.run_id, "item_id": item.item_id, "audio_path": ctx.out.display(relative),
                  "format": settings["format"], "voice": settings["voice"], "speed": settings["speed"],
                  "duration_s": duration_s, "n_chunks": len(chunks), "title": settings["title"],
                  "words": count_words(text), "model": parts[0].model, "loudness_lufs": loudness,
                  "chapters": len(book.chapters), "audio_bytes": size,
-                 "txt_path": ctx.out.display(text_relative), "qa_flags": _flags(parts, ctx, language)}
+                 "srt_path": None, "vtt_path": None, **paths, "qa_flags": _flags(parts, ctx, language)}
     status = item_row(ctx, item, "ok", started_at=started_at, duration_s=duration_s,
                       n_chunks=len(chunks), costs=recorder.costs)
     return ItemOutcome(status="ok", duration_s=duration_s,
@@ -286,4 +318,6 @@ def _flags(parts: list[NarratedChunk], ctx: RunContext, language: str) -> list[s
     flags = [part.flag for part in parts if part.flag]
     if ctx.verifier is not None and not listener_hears(language):
         flags.append(f"not verified: the embedded model does not hear {language}")
+    if ctx.aligner is not None and not listener_hears(language):
+        flags.append(f"no captions: the embedded model does not align {language}")
     return flags

@@ -93,6 +93,8 @@ class Narration(_Group):
     verify: bool = Field(True, description="hear each chunk back with the embedded model and "
                          "narrate again what is misheard (tasks/verify.py)")
     verify_attempts: int = Field(3, ge=1, description="takes per chunk before it is flagged")
+    captions: bool = Field(True, description="exact captions (.srt/.vtt): the text's words "
+                           "timed to the audio by forced alignment")
     feed_url: str | None = Field(None, description="public URL of <out>/media/: write a podcast "
                                  "feed of the narrations there (media/feed.xml)")
 

@@ -58,7 +58,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _STR), ("item_id", _STR), ("audio_path", _STR), ("format", _STR),
         ("voice", _STR), ("speed", _F64), ("duration_s", _F64), ("n_chunks", _I32),
         ("title", _STR), ("words", _I32), ("model", _STR), ("loudness_lufs", _F64),
-        ("chapters", _I32), ("audio_bytes", pa.int64()), ("txt_path", _STR),
+        ("chapters", _I32), ("audio_bytes", pa.int64()), ("txt_path", _STR), ("srt_path", _STR),
+        ("vtt_path", _STR),
         ("qa_flags", pa.list_(_STR))]),
     "narration_checks": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),

@@ -83,6 +83,7 @@ class RunOptions:
     feed_url: str | None = None
     verify: bool = True
     verify_attempts: int = 3
+    captions: bool = True
 
     def __post_init__(self) -> None:
         # run ids name folders under the output root: checked here too, for every caller

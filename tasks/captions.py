@@ -1,0 +1,60 @@
+"""Exact captions of a narration: the text's own words, timed by forced alignment of that text
+to the narrated audio (the embedded Whisper's aligner, `tasks.words.Aligner`, the one the
+transcription side uses for word times; flows/runtime.py wires it, tasks never import it).
+
+Each chunk is aligned as soon as its take is kept, beside the synthesis of the others: its
+words (the chunk's speakable text, as `tasks.text.word_breaks` cuts it) get times within the
+chunk. When the narration is rendered, each chunk's place in the file is known
+(`stitch.finish_narration(placements=...)`: trimmed edges, pauses between chunks, speed), so
+a word at t in its chunk is at placement + t / speed. Captions are grouped as transcripts'
+are (`assemble.aligned_segments`: breaks at sentence ends and pauses, at most a line's worth
+of words), and a caption's text is a slice of the text: nothing is re-spelled by a model.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from audiobatch.tasks import codecs
+from audiobatch.tasks.assemble import Segment, aligned_segments
+from audiobatch.tasks.text import word_breaks
+from audiobatch.tasks.words import Word
+
+ALIGN_RATE = 16_000  # what Whisper hears
+
+
+@dataclass(frozen=True)
+class PlacedChunk:
+    """What `aligned_segments` needs to know of a chunk: its index and where it starts."""
+
+    index: int
+    start_s: float
+
+
+def text_words(text: str) -> list[str]:
+    """The words of a chunk's text, one per caption word (`word_breaks`' tokens)."""
+    spans, _ = word_breaks(text)
+    return [text[a:b] for a, b in spans]
+
+
+async def align_chunk(aligner: Any, samples: np.ndarray, sample_rate: int, text: str,
+                      language: str | None) -> list[Word]:
+    """The chunk's words with their times in the chunk (as narrated, before any stretch)."""
+    audio = await asyncio.to_thread(codecs.resample, samples, sample_rate, ALIGN_RATE)
+    return await aligner.align(audio, text_words(text), language)
+
+
+def caption_segments(chunks: list[tuple[int, str, list[Word], float | None]],
+                     speed: float, offset_s: float = 0.0) -> list[Segment]:
+    """Captions of a narration (or of one audiobook chapter starting at `offset_s`) from
+    (chunk index, chunk text, its aligned words, its placement in the narration) per chunk."""
+    segments: list[Segment] = []
+    for index, text, words, placement in chunks:
+        if placement is None or not words:
+            continue  # a silent chunk left out of the narration
+        scaled = [replace(w, start_s=w.start_s / speed, end_s=w.end_s / speed) for w in words]
+        segments += aligned_segments(PlacedChunk(index, offset_s + placement), text, scaled)
+    return segments
