@@ -42,7 +42,8 @@ def run_cli(folder: Path, verify: bool, max_audio_tokens: int) -> tuple[float, f
             writer.writerow([Path(name).stem.replace("_", "-").lower(), str(TEXTS / name)])
     out = folder / ("verified" if verify else "unverified")
     command = [str(ROOT / ".venv" / "bin" / "audiobatch"), "narrate", str(manifest), "--out", str(out),
-               "--format", "wav", "--no-progress", "--max-audio-tokens", str(max_audio_tokens)]
+               "--format", "wav", "--no-progress", "--max-audio-tokens", str(max_audio_tokens),
+               "--no-captions"]  # verification alone (captions are measured apart)
     if not verify:
         command.append("--no-verify")
     started = time.perf_counter()

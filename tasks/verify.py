@@ -31,7 +31,7 @@ from audiobatch.tasks.profiles import LOCAL_MODEL, get_profile
 # "Verification": worst clean chunk 12.3%, a chunk missing one sentence 21% or more).
 THRESHOLDS = {"en": 0.15}
 MIN_ERRORS = 2
-MAX_GAP = 6  # consecutive text words missing from what was heard
+MAX_GAP = 4  # consecutive text words missing from what was heard (clean chunks: at most 1)
 _NORMALISE = EnglishTextNormalizer()
 _BRACKETS = re.compile(r"[()\[\]{}<>]")
 

@@ -8,6 +8,7 @@ import av
 import pytest
 
 from audiobatch.tasks.codecs import decode
+from audiobatch.tasks.feed_transcripts import parse_cues
 from tests.helpers.books import png, write_epub
 from tests.helpers.e2e import run_narrate, write_manifest
 
@@ -52,6 +53,12 @@ async def test_an_epub_becomes_an_m4b_with_one_titled_chapter_per_book_chapter(t
         pictures = [s for s in container.streams if s.disposition & av.stream.Disposition.attached_pic]
         assert len(pictures) == 1 and bytes(next(container.demux(pictures[0]))) == cover
     assert len(decode(path, 24000)) / 24000 == pytest.approx(book["duration_s"], abs=0.1)
+    # captions run through the whole book: each chapter's words inside that chapter's mark
+    cues = parse_cues(Path(book["vtt_path"]).read_text())
+    assert " ".join(c.text for c in cues).split() == Path(book["txt_path"]).read_text().split()
+    for title, start, end in marks:
+        inside = [c for c in cues if c.text.startswith(title)]
+        assert len(inside) == 1 and start <= inside[0].start_s < end, (title, inside)
 
     assert [t for t, _, _ in chapters_of(Path(run.item("notes", "narrations")["audio_path"]))] == ["First", "Second"]
     flat = run.item("flat", "narrations")  # other formats: the whole book in one file
