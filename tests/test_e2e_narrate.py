@@ -44,7 +44,10 @@ async def narrated(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) 
     folder = tmp_path_factory.mktemp("narrate")
     rows = [{"id": item_id, "text_file": str(TEXTS / name), "format": fmt, "title": f"Title {item_id}"}
             for item_id, (name, fmt) in ROUND_TRIP.items()]
-    return await run_narrate(write_manifest(folder / "texts.csv", rows), folder / "out")
+    # Without verification and captions: this measures the pipeline against the engines' floor
+    # (verification and what it changes: benchmarks/verify.py), and saves ~2 min of listening.
+    return await run_narrate(write_manifest(folder / "texts.csv", rows), folder / "out",
+                             verify=False, captions=False)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -123,7 +126,7 @@ async def test_speed_changes_duration_not_words_and_bad_speeds_fail_per_row(tmp_
     # One at a time, so that the repeated texts come from the result cache: the same speech,
     # only the speed differs (and nothing is paid twice). Verification is tested elsewhere.
     run = await run_narrate(write_manifest(tmp_path / "speeds.csv", rows), tmp_path / "out",
-                            audio_format="wav", concurrency=1, verify=False)
+                            audio_format="wav", concurrency=1, verify=False, captions=False)
     statuses = run.statuses()
     assert statuses.pop("too-fast") == "failed"
     assert set(statuses.values()) == {"ok"}
@@ -185,7 +188,8 @@ async def test_chunk_joins_have_no_click_louder_than_the_speech_around_them(tmp_
     manifest = write_manifest(tmp_path / "m.csv",
                               [{"id": "joined", "text_file": str(TEXTS / "long_sentence.txt")}])
     # 500 audio tokens = 25 s per request: the 243-word sentence needs four requests
-    run = await run_narrate(manifest, tmp_path / "out", audio_format="wav", max_audio_tokens=500)
+    run = await run_narrate(manifest, tmp_path / "out", audio_format="wav", max_audio_tokens=500,
+                            verify=False, captions=False)  # the joins alone (both tested elsewhere)
     narration = run.item("joined", "narrations")
     samples = decode(Path(narration["audio_path"]), RATE)
     joins = pauses(samples)
