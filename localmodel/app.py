@@ -25,12 +25,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audiobatch.localmodel import chat
+from audiobatch.localmodel import multilingual
 from audiobatch.localmodel.engines import (OUTPUT_SAMPLE_RATE, PIPER_VOICE_SHA256, PIPER_WEIGHTS, VOICE_NAME,
                                 WHISPER_MODEL_SHA256, WHISPER_WEIGHTS, Engines, shared_engines)
 from audiobatch.localmodel.wire import (INPUT_AUDIO_FORMATS, OUTPUT_AUDIO_FORMATS, APIError, new_id,
                              parse_chat_request)
 from audiobatch.tasks.errors import register_secret
-from audiobatch.tasks.profiles import LOCAL_MODEL, get_profile
+from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, get_profile
 
 log = logging.getLogger("audiobatch.localmodel")
 VOICE_HEADER = "x-audiobatch-voice"
@@ -73,20 +74,28 @@ async def _chat_completions(request: Request) -> Response:
     return JSONResponse(await chat.complete(prepared, engines), headers=headers)
 
 
+def _served() -> list[str]:
+    """The embedded model, and the multilingual one when its extra is installed."""
+    return [LOCAL_MODEL, *([LOCAL_MULTILINGUAL_MODEL] if multilingual.installed() else [])]
+
+
 async def _list_models(request: Request) -> Response:
-    return JSONResponse({"object": "list", "data": [model_card()]})
+    return JSONResponse({"object": "list", "data": [model_card(m) for m in _served()]})
 
 
 async def _get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
-    if model_id != LOCAL_MODEL:
+    if model_id not in _served():
         raise APIError(404, f"The model '{model_id}' does not exist here: this server serves "
-                       f"only '{LOCAL_MODEL}'.", code="model_not_found", param="model")
-    return JSONResponse(model_card())
+                       f"only {' and '.join(map(repr, _served()))}.", code="model_not_found",
+                       param="model")
+    return JSONResponse(model_card(model_id))
 
 
-def model_card() -> dict[str, Any]:
+def model_card(model: str = LOCAL_MODEL) -> dict[str, Any]:
     """OpenAI's model object plus an honest description of what this model is."""
+    if model == LOCAL_MULTILINGUAL_MODEL:
+        return _multilingual_card()
     profile = get_profile(LOCAL_MODEL)
     return {
         "id": LOCAL_MODEL, "object": "model", "created": _STARTED, "owned_by": "audiobatch",
@@ -109,6 +118,17 @@ def model_card() -> dict[str, Any]:
                                "sha256": PIPER_VOICE_SHA256},
         },
     }
+
+
+def _multilingual_card() -> dict[str, Any]:
+    card = model_card(LOCAL_MODEL)
+    card.update(id=LOCAL_MULTILINGUAL_MODEL, languages=["any Whisper language (detected)"],
+                description=("Embedded multilingual transcription (Whisper base) + the same "
+                             "English voice: input_audio is transcribed in its language, which "
+                             "is detected unless the request names it; not a chat model."))
+    card["engines"]["speech_to_text"] = {"engine": "faster-whisper", "weights": multilingual.WEIGHTS,
+                                         "sha256": multilingual.MODEL_SHA256}
+    return card
 
 
 async def read_capped_body(request: Request, limit: int) -> bytes:

@@ -257,7 +257,8 @@ async def test_requests_queue_on_one_inference_thread_and_the_loop_stays_free(ap
 
 async def test_models_lists_the_local_model_honestly(client):
     listing = (await client.get("/v1/models")).json()
-    assert listing["object"] == "list" and [m["id"] for m in listing["data"]] == ["audiobatch-local"]
+    assert listing["object"] == "list" and [m["id"] for m in listing["data"]] == [
+        "audiobatch-local", "audiobatch-local-multilingual"]  # the test extras install both
     card = (await client.get("/v1/models/audiobatch-local")).json()
     assert card == listing["data"][0]
     assert card["object"] == "model" and card["owned_by"] == "audiobatch"
@@ -266,6 +267,8 @@ async def test_models_lists_the_local_model_honestly(client):
     assert card["engines"]["speech_to_text"]["engine"] == "faster-whisper"
     assert card["engines"]["text_to_speech"]["sha256"] == PIPER_VOICE_SHA256
     assert card["audio_tokens_per_second"] == {"input": 10, "output": 20}
+    multilingual = (await client.get("/v1/models/audiobatch-local-multilingual")).json()
+    assert multilingual == listing["data"][1] and "detected" in multilingual["description"]
     openai_error(await client.get("/v1/models/gpt-audio-1.5"), 404, "model_not_found")
 
 
