@@ -126,7 +126,7 @@ def test_quota_exhausted_keeps_finished_items(tmp_path) -> None:
         "pocketsphinx__cards_*.wav"))])
     with FaultServer([ok("one"), ok("two"), insufficient_quota()]) as server:
         summary = run(transcribe_manifest, manifest, tmp_path / "out", base_url=server.base_url,
-                      concurrency=1)
+                      concurrency=1, qa=False)  # "one", "two" are scripted, not transcripts
     statuses = pd.read_parquet(tmp_path / "out" / "items").sort_values("row")["status"].tolist()
     assert statuses == ["ok", "ok", "skipped", "skipped", "skipped"]
     assert "quota" in summary["stop_reason"]
@@ -153,7 +153,8 @@ def test_item_deadline_fails_a_hanging_item_and_the_run_goes_on(tmp_path) -> Non
     script = lambda request: hang(30) if request.index == 0 else ok("fine")  # noqa: E731
     with FaultServer(script) as server:
         summary = run(transcribe_manifest, manifest, tmp_path / "out", base_url=server.base_url,
-                      concurrency=1, timeout_s=60, item_deadline_s=2)
+                      concurrency=1, timeout_s=60, item_deadline_s=2,
+                      qa=False, word_times=False)  # "fine" is scripted; 2 s leave no room for the local engine
     items = pd.read_parquet(tmp_path / "out" / "items").sort_values("row")
     assert items["status"].tolist() == ["failed", "ok"]
     assert items["error_type"].iloc[0] == "deadline_exceeded"
