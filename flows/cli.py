@@ -201,11 +201,10 @@ def add_narration_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve_parser(sub: Any) -> None:
+    from audiobatch.localmodel.server import add_serve_args
+
     parser = sub.add_parser("serve", help="serve the embedded model over HTTP (OpenAI-compatible)")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
-    parser.add_argument("--api-key", help="require this bearer key (or AUDIOBATCH_SERVE_API_KEY)")
-    parser.add_argument("--max-body-mb", type=float, default=64.0, help="request size cap in MB")
+    add_serve_args(parser)
     parser.set_defaults(handler=run_serve)
 
 
@@ -371,9 +370,9 @@ def run_narrate(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from audiobatch.localmodel.server import serve
+    from audiobatch.localmodel.server import serve_from_args
 
-    serve(host=args.host, port=args.port, api_key=args.api_key, max_body_mb=args.max_body_mb)
+    serve_from_args(args)
     return 0
 
 

