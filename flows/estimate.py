@@ -65,6 +65,7 @@ def run_estimate(args: argparse.Namespace) -> int:
                          price_as=args.price_as, max_audio_tokens=args.max_audio_tokens,
                          language=args.language, prompt=args.prompt, instructions=args.instructions,
                          economy=args.economy, economy_speed=args.economy_speed)
+    economy_for(options.economy, options.economy_speed)  # a bad --economy-speed stops here (exit 2)
     if args.json:
         forecasts, priced_as = forecast(options)
         models = [{**row, "usage": asdict(row["usage"])} for row in forecast_table(forecasts)]

@@ -207,3 +207,16 @@ def test_a_manifest_row_may_turn_economy_on_or_off_and_a_bad_value_fails_only_th
     assert "economy" not in items["unset"].options and items["unset"].error is None
     assert items["bad"].error == "row 4: economy '1.5x; rm -rf' is not a yes/no value: write true or false."
     assert economy_for(True, row=items["off"].options["economy"]) is None
+
+
+@pytest.mark.parametrize("command", ["estimate", "transcribe"])
+def test_a_speed_out_of_range_stops_before_anything_runs(command: str, tmp_path: Path, capsys) -> None:
+    from audiobatch.flows.cli import main
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"audio\n{SPEECH / CLIPS[0].name}\n", encoding="utf-8")
+    out = ["--out", str(tmp_path / "o")] if command == "transcribe" else []
+    assert main([command, str(manifest), "--economy-speed", "5", *out]) == 2
+    error = capsys.readouterr().err
+    assert "--economy-speed" in error and "2" in error
+    assert not (tmp_path / "o").exists()
