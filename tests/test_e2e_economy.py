@@ -37,7 +37,9 @@ def manifest(recordings: dict[str, Recording], tmp_path_factory: pytest.TempPath
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def default_run(prefect_api: None, manifest, tmp_path_factory) -> RunResult:
-    return await run_transcribe(manifest, tmp_path_factory.mktemp("default"), price_as="gpt-audio-1.5")
+    # the baseline for tokens and WER only: no word alignment (it changes neither)
+    return await run_transcribe(manifest, tmp_path_factory.mktemp("default"), price_as="gpt-audio-1.5",
+                                word_times=False)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

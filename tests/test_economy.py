@@ -210,13 +210,16 @@ def test_a_manifest_row_may_turn_economy_on_or_off_and_a_bad_value_fails_only_th
 
 
 @pytest.mark.parametrize("command", ["estimate", "transcribe"])
-def test_a_speed_out_of_range_stops_before_anything_runs(command: str, tmp_path: Path, capsys) -> None:
-    from audiobatch.flows.cli import main
+def test_a_speed_out_of_range_stops_before_anything_runs(command: str, tmp_path: Path) -> None:
+    """In its own process: the CLI sets up logging for the process it runs in."""
+    import subprocess
+    import sys
 
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"audio\n{SPEECH / CLIPS[0].name}\n", encoding="utf-8")
     out = ["--out", str(tmp_path / "o")] if command == "transcribe" else []
-    assert main([command, str(manifest), "--economy-speed", "5", *out]) == 2
-    error = capsys.readouterr().err
-    assert "--economy-speed" in error and "2" in error
+    done = subprocess.run([sys.executable, "-m", "audiobatch.flows.cli", command, str(manifest),
+                           "--economy-speed", "5", *out], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--economy-speed" in done.stderr and "2" in done.stderr
     assert not (tmp_path / "o").exists()
