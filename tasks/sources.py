@@ -35,7 +35,7 @@ import fsspec
 import httpx
 
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.netguard import AddressPolicy, BlockedAddress, guarded_transport
+from audiobatch.tasks.netguard import AddressPolicy, BlockedAddress, guarded_transport, tls_context
 
 try:  # advisory file locks: one download per target, across tasks and processes (POSIX only)
     import fcntl
@@ -264,7 +264,7 @@ async def _download_with_retries(url: str, target: Path, policy: FetchPolicy, la
     timeout = httpx.Timeout(policy.timeout_s)
     transport = guarded_transport(policy.addresses) if policy.addresses is not None else None
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, transport=transport,
-                                 max_redirects=policy.max_redirects) as client:
+                                 verify=tls_context(), max_redirects=policy.max_redirects) as client:
         for attempt in range(1, policy.attempts + 1):
             try:
                 content_type = await _stream_once(client, url, part, policy, label)
