@@ -145,7 +145,7 @@ async def complete(prepared: Prepared, engines: Engines) -> dict[str, Any]:
         body.update(language=heard.language, language_probability=round(heard.language_probability, 4))
         return body
     text = await text_to_speak(prepared, engines)
-    samples = await engines.synthesize(text, varied=request.temperature > 0)
+    samples = await engines.synthesize(text, slower=request.temperature / 8)  # a retake: see piper_config
     if samples.size == 0:
         raise APIError(400, "the text produced no speech; give words to speak.",
                        code="missing_text", param="messages")

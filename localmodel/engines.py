@@ -80,17 +80,19 @@ class Heard:
     language_probability: float
 
 
-def piper_config(varied: bool = False) -> Any:
+def piper_config(slower: float = 0.0) -> Any:
     """Piper's sampling noise off by default: the same text always gives the same audio, so runs
     are reproducible and a re-run after faults matches a clean run byte for byte (measured on 400
     words of LJ001: WER 6.7% vs 6.5% with Piper's random sampling). AUDIOBATCH_LOCAL_VARIED_VOICE=1
-    restores the sampling; so does a request with a temperature above 0 (`varied`: a narration
-    chunk asked for again after verification misheard it needs a different take)."""
+    restores the sampling. `slower` (a request's temperature / 8: a narration chunk asked for
+    again after verification misheard it) reads that fraction slower: a different take, and
+    still the same one every time, so retakes stay reproducible too."""
     from piper import SynthesisConfig
 
-    if varied or os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
-        return SynthesisConfig()
-    return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    length_scale = 1.0 + max(0.0, slower)
+    if os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
+        return SynthesisConfig(length_scale=length_scale)
+    return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
 
 
 def sha256_of(path: Path) -> str:
@@ -206,7 +208,7 @@ class Engines:
         text = clean_text([segment.text for segment in _until(stop, segments)])
         return Heard(text, info.language, float(info.language_probability))
 
-    def start_speech(self, text: str, varied: bool = False) -> Iterator[np.ndarray]:
+    def start_speech(self, text: str, slower: float = 0.0) -> Iterator[np.ndarray]:
         """24 kHz float32 audio, one block per sentence, synthesised as it is consumed.
 
         What Piper's own `synthesize` does, with one step between phonemes and speech:
@@ -216,7 +218,7 @@ class Engines:
         hears (whole LJ001 chapter, engines directly: 8.12% WER without the pause, 8.19% with
         0.3 s, 8.22% with 0.5 s), and makes the speech ~3% longer."""
         voice = self.piper()
-        config = piper_config(varied)
+        config = piper_config(slower)
         pause = np.zeros(round(SENTENCE_PAUSE_S * OUTPUT_SAMPLE_RATE), dtype=np.float32)
         sentences = [phonemes for phonemes in voice.phonemize(text) if phonemes]
         for index, phonemes in enumerate(sentences):
@@ -226,9 +228,9 @@ class Engines:
             audio = np.asarray(voice.phoneme_ids_to_audio(ids, config), dtype=np.float32)
             yield to_output_rate(peak_normalised(audio), voice.config.sample_rate)
 
-    def synthesize_blocking(self, text: str, varied: bool = False,
+    def synthesize_blocking(self, text: str, slower: float = 0.0,
                             stop: threading.Event | None = None) -> np.ndarray:
-        blocks = list(_until(stop, self.start_speech(text, varied)))
+        blocks = list(_until(stop, self.start_speech(text, slower)))
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
     # --- async API: everything above, queued on the one worker thread ---------------------
@@ -255,8 +257,8 @@ class Engines:
     async def hear(self, samples: np.ndarray, **options: Any) -> Heard:
         return await self.stoppable(self.hear_blocking, samples, **options)
 
-    async def synthesize(self, text: str, varied: bool = False) -> np.ndarray:
-        return await self.stoppable(self.synthesize_blocking, text, varied)
+    async def synthesize(self, text: str, slower: float = 0.0) -> np.ndarray:
+        return await self.stoppable(self.synthesize_blocking, text, slower)
 
     async def iter_transcript(self, samples: np.ndarray) -> AsyncIterator[str]:
         async for text in self._iterate(self.start_transcript, samples):

@@ -56,7 +56,7 @@ class ChatRequest:
     voice: str | None
     stream: bool
     include_usage: bool
-    temperature: float = 0.0  # above 0: a varied take of the narration (Piper's sampling on)
+    temperature: float = 0.0  # above 0: another take of the narration (read a little slower)
 
     @property
     def wants_audio(self) -> bool:

@@ -183,7 +183,7 @@ class ModelClient:
                       instructions: str | None = None, model: str | None = None,
                       expected_tokens: int | None = None, temperature: float | None = None) -> ModelReply:
         """`text` spoken by `voice`: `reply.audio` in `audio_format`, `reply.text` its transcript.
-        A `temperature` asks for a varied take (a narration retaken after verification)."""
+        A `temperature` asks for another take (a narration retaken after verification)."""
         if not text.strip():
             raise InputError("no text to narrate (empty). Check the item's text.")
         model = model or self.settings.model

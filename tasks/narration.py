@@ -39,7 +39,9 @@ from audiobatch.tasks.text import (count_words, max_words_per_request, speakable
 NARRATION_RATE = 24000  # what OpenAI and the embedded model return; chunks are decoded to it
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
 AUDIOBOOK = "m4b"
-RETAKE_TEMPERATURE = 0.8  # a retake asks for a varied reading (the embedded voice: sampling on)
+# A retake asks for another reading: temperature 0.8 for the second take, 1.0 for the third...
+# (the embedded voice reads temperature/8 slower: 10%, 12.5%..., the same take every time).
+RETAKE_TEMPERATURE = 0.8
 _EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", AUDIOBOOK: "m4b"}
 
 
@@ -134,11 +136,11 @@ def plan_chunks(book: Book, max_words: int) -> list[PlannedChunk]:
 
 async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, text: str,
                          settings: dict, take: int = 1) -> ReplyRecord:
-    """One take of a chunk; takes after the first ask for a varied reading (another request,
+    """One take of a chunk; takes after the first ask for another reading (another request,
     priced like any, with its own cache entry and cost rows numbered after the earlier ones)."""
     params = {"kind": "narrate", "model": settings["model"], "voice": settings["voice"],
               "format": "wav", "instructions": settings["instructions"]}
-    temperature = None if take == 1 else RETAKE_TEMPERATURE
+    temperature = None if take == 1 else round(RETAKE_TEMPERATURE + 0.2 * (take - 2), 2)
     if take > 1:
         params.update(take=take, temperature=temperature)
     expected = expected_narrate_usage(text, ctx.profile, settings["instructions"])

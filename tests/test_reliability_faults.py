@@ -71,6 +71,8 @@ def chat_requests(server: FaultServer) -> list[Received]:
 
 
 def test_thirty_percent_faults_give_the_same_outputs_as_a_clean_run(tmp_path) -> None:
+    # Narration without verification: its retakes are requests too (attempt > 1 without a
+    # fault), and what this test counts is retries after faults.
     transcribe_csv, narrate_csv = transcription_manifest(tmp_path), narration_manifest(tmp_path)
     common = {"max_backoff_s": 1.0, "max_attempts": 8, "timeout_s": TIMEOUT_S, "concurrency": 2,
               "model": "audiobatch-local"}
@@ -80,12 +82,12 @@ def test_thirty_percent_faults_give_the_same_outputs_as_a_clean_run(tmp_path) ->
             run(transcribe_manifest, transcribe_csv, tmp_path / "clean", base_url=clean.base_url,
                 max_audio_tokens=300, **common)
             run(narrate_manifest, narrate_csv, tmp_path / "clean", base_url=clean.base_url,
-                max_audio_tokens=400, **common)
+                max_audio_tokens=400, verify=False, **common)
         with FaultServer(every_third_request_faulty(), upstream=origin) as faulty:
             t = run(transcribe_manifest, transcribe_csv, tmp_path / "faulty",
                     base_url=faulty.base_url, max_audio_tokens=300, **common)
             n = run(narrate_manifest, narrate_csv, tmp_path / "faulty",
-                    base_url=faulty.base_url, max_audio_tokens=400, **common)
+                    base_url=faulty.base_url, max_audio_tokens=400, verify=False, **common)
     assert t["ok"] == t["items"] == len(CLIPS) and n["ok"] == n["items"] == 1
 
     def outputs(root: Path) -> tuple:
