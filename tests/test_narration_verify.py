@@ -50,7 +50,13 @@ def dropping_voice() -> Any:
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
 
-        async def replay() -> dict:
+        sent = False
+
+        async def replay() -> dict:  # the edited body once, then the client's own messages
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
         await app({**scope, "headers": headers}, replay, send)
