@@ -122,6 +122,12 @@ def add_run_args(parser: argparse.ArgumentParser, *, manifest: bool = True) -> N
     group.add_argument("--allow-host", dest="allow_hosts", action="append", default=None,
                        metavar="HOST[:PORT]", help="let URLs in manifests and feeds reach this "
                        "non-public host (intranet); also AUDIOBATCH_ALLOW_HOSTS")
+    group = parser.add_argument_group("scale-out")
+    group.add_argument("--task-runner", default="default", metavar="default|dask|dask://HOST:PORT",
+                       help="where item tasks run: this process, a local Dask cluster, or an "
+                            "existing Dask scheduler (default: this process)")
+    group.add_argument("--dask-workers", type=int, metavar="N",
+                       help="processes of the local Dask cluster (default: one per CPU)")
     group = parser.add_argument_group("re-runs")
     group.add_argument("--run-id", help="use (or resume) this run id")
     group.add_argument("--no-resume", dest="resume", action="store_false",

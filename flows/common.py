@@ -12,14 +12,16 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from audiobatch.flows.logs import route_logs
-from audiobatch.flows.runtime import finish_run, open_run
+from audiobatch.flows.runtime import finish_run, open_run, worker_context
+from audiobatch.flows.task_runners import batch_runner
+from audiobatch.tasks.batches import RunJob, run_items
 from audiobatch.tasks.manifest import Item, read_manifest
 from audiobatch.tasks.outputs import failed_item_ids, publish_run
 from audiobatch.tasks.history import record_from_rows
 from audiobatch.tasks.progress import (RunProgress, RunSummary, publish_artifact, publish_report_artifact,
                                       summarize)
 from audiobatch.tasks.report import render_markdown
-from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions, run_items
+from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions
 from audiobatch.tasks.trust import Trust
 
 log = logging.getLogger("audiobatch")
@@ -62,12 +64,15 @@ async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, 
             def on_done(outcome: ItemOutcome) -> None:
                 nonlocal unlogged
                 progress.item_done(outcome.duration_s)
-                if outcome.status != "ok" and not outcome.logged:
+                if outcome.status != "ok":
                     unlogged += 1  # a 100,000-row manifest of bad rows logs a sample, then a count
                     if unlogged <= LOGGED_FAILURES:
                         log.warning("%s", failure_line(outcome))
 
-            await run_items(ctx, todo, process, on_done)
+            job = RunJob(options=options, run_id=ctx.run_id, trust=trust, connect=worker_context)
+            async with batch_runner(options) as (run_batch_task, lanes):
+                await run_items(ctx, job, todo, process, on_done, run_batch_task=run_batch_task,
+                                lanes=lanes)
             if unlogged > LOGGED_FAILURES:
                 log.warning("... and %d more failed or skipped items (listed in the items dataset)",
                             unlogged - LOGGED_FAILURES)

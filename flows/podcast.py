@@ -94,10 +94,10 @@ def feed_fetch_policy(options: RunOptions, items_trust: Trust, operator_feed: bo
 
 def episode_processor(force: bool) -> ItemFunction:
     """The per-item work: record the feed's own transcript when it has one, else transcribe."""
-    async def process(ctx: RunContext, item: Item, recorder: ItemRecorder, **call: Any) -> Any:
+    async def process(ctx: RunContext, item: Item, recorder: ItemRecorder) -> Any:
         chosen = (record_feed_transcript if "transcript_url" in item.options and not force
                   else transcribe_item)
-        return await chosen(ctx, item, recorder, **call)  # call: how run_items calls a task
+        return await chosen(ctx, item, recorder)
     return process
 
 

@@ -11,18 +11,22 @@ import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 import httpx
 
 from audiobatch.tasks.cache import ResultCache
 from audiobatch.tasks.calls import Budget
 from audiobatch.tasks.errors import ConfigError, register_secret
+from audiobatch.tasks.fleet_limits import FleetLimiter, ensure_fleet_limits
+from audiobatch.tasks.limits import Limiter
 from audiobatch.tasks.model import ClientSettings, ModelClient
 from audiobatch.tasks.outputs import OutputRoot
 from audiobatch.tasks.profiles import LOCAL_MODELS, LOCAL_MULTILINGUAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
 from audiobatch.tasks.runs import (RunContext, RunOptions, choose_run_id, new_job, read_job, run_folder, work_dir,
                                    write_job_file)
-from audiobatch.tasks.staging import RunStaging
+from audiobatch.tasks.staging import RunStaging, new_writer_name
+from audiobatch.tasks.batches import RunJob, opened
 from audiobatch.tasks.netguard import AddressPolicy
 from audiobatch.tasks.sources import FetchPolicy
 from audiobatch.tasks.trust import Trust, allowed_base_urls, check_base_url, normal_base_url
@@ -49,14 +53,37 @@ def client_settings(options: RunOptions) -> ClientSettings:
     return settings
 
 
-def build_client(settings: ClientSettings) -> ModelClient:
+def build_client(settings: ClientSettings, limiter: Any = None) -> ModelClient:
     """A client for the settings; the embedded model when no base URL is configured."""
     transport = None
     if settings.base_url is None:
         from audiobatch.localmodel.app import create_app
 
         transport = httpx.ASGITransport(app=create_app())
-    return ModelClient(settings, transport=transport)
+    return ModelClient(settings, transport=transport, limiter=limiter)
+
+
+def on_shared_server() -> bool:
+    """True when the run reports to a Prefect server other runs share: it runs from a
+    deployment (on a worker), or PREFECT_API_URL is configured (environment or profile).
+    The CLI's own local or temporary server is not shared: its runs limit themselves."""
+    from prefect.runtime import deployment
+    from prefect.settings import Settings
+
+    return deployment.id is not None or bool(Settings().api.url)
+
+
+async def run_limiter(settings: ClientSettings) -> Limiter | FleetLimiter:
+    """The in-process limiter, plus the fleet's (Prefect global concurrency limits) for a
+    remote model on a shared server; the embedded model is per process, never fleet-limited."""
+    local = Limiter(settings.concurrency, settings.requests_per_minute, settings.tokens_per_minute)
+    if settings.base_url is None or not on_shared_server():
+        return local
+    limits = await ensure_fleet_limits(settings.provider, settings.model,
+                                       concurrency=settings.concurrency,
+                                       requests_per_minute=settings.requests_per_minute,
+                                       tokens_per_minute=settings.tokens_per_minute)
+    return FleetLimiter(local, limits)
 
 
 def check_transcription(options: RunOptions, settings: ClientSettings) -> None:
@@ -157,26 +184,50 @@ async def verifier_for(options: RunOptions, settings: ClientSettings,
 async def open_run(options: RunOptions, manifest_bytes: bytes,
                    trust: Trust) -> AsyncIterator[tuple[RunContext, bool]]:
     """Build the run context (resuming an unfinished run of the same job) and close it after."""
-    settings = client_settings(options)
-    check_base_url(settings.base_url, trust.base_urls, operator_run=trust.operator_run)  # before any request
     out = OutputRoot(options.out)
     job_key = options.job_key(manifest_bytes)
     run_id, resumed = choose_run_id(options, out, job_key)
     write_job_file(out, run_id, new_job(job_key, options))
     staging = RunStaging(run_folder(out, run_id))
-    staged = staging.snapshot()
+    async with _context(options, run_id, staging, trust, staging.snapshot().read("costs")) as ctx:
+        async with opened(ctx):  # batches of this run in this process use this context
+            yield ctx, resumed
+
+
+_WORKER_STAGING: dict[str, RunStaging] = {}  # run folder -> this worker process's writer
+
+
+@asynccontextmanager
+async def worker_context(job: RunJob) -> AsyncIterator[RunContext]:
+    """The run's context in a process that did not open it (a Dask worker): the same options
+    and run folder, its own client, limiter and staging file; the engines load once per process.
+    The spend so far is read back only when a budget needs it."""
+    folder = run_folder(OutputRoot(job.options.out), job.run_id)
+    staging = _WORKER_STAGING.setdefault(folder, RunStaging(folder, writer=new_writer_name()))
+    costs = staging.snapshot().read("costs") if job.options.max_cost_usd is not None else []
+    async with _context(job.options, job.run_id, staging, job.trust, costs) as ctx:
+        yield ctx
+
+
+@asynccontextmanager
+async def _context(options: RunOptions, run_id: str, staging: RunStaging, trust: Trust,
+                   costs: list[dict]) -> AsyncIterator[RunContext]:
+    settings = client_settings(options)
+    check_base_url(settings.base_url, trust.base_urls, operator_run=trust.operator_run)  # before any request
+    out = OutputRoot(options.out)
     profile = resolve_profile(options, settings.model)
     prices, priced_as = resolve_pricing(options, settings.model, settings.provider)
-    spent = sum(r["cost_usd"] or 0.0 for r in staged.read("costs"))
-    # the client's limiter: the settings' concurrency and rates
-    async with build_client(settings) as client, verifier_for(options, settings, client) as verifier:
+    spent = sum(r["cost_usd"] or 0.0 for r in costs)
+    # the client's limiter: the settings' concurrency and rates (and the fleet's, on a shared server)
+    async with build_client(settings, await run_limiter(settings)) as client, \
+            verifier_for(options, settings, client) as verifier:
         ctx = RunContext(
             options=options, run_id=run_id, out=out, staging=staging, work_dir=work_dir(out, run_id),
             client=client, model=settings.model, provider=settings.provider, profile=profile,
             prices=prices, priced_as=priced_as, cache=ResultCache(out, enabled=options.use_cache),
             budget=Budget(options.max_cost_usd, spent_usd=spent),
             fetch_policy=fetch_policy(options, trust),
-            paid_chunks={(r["item_id"], r["chunk_index"]) for r in staged.read("costs")
+            paid_chunks={(r["item_id"], r["chunk_index"]) for r in costs
                          if not r.get("cached") and r.get("http_status") == 200},
             verifier=verifier,
             endpoint=normal_base_url(settings.base_url) if settings.base_url else "embedded",
@@ -188,7 +239,7 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
         elif options.captions:
             wire_caption_aligner(ctx)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        yield ctx, resumed
+        yield ctx
 
 
 def preflight(options: RunOptions) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import struct
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,19 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from audiobatch.tasks.codecs import DecodeReport, iter_decoded, to_int16
 from audiobatch.tasks.economy import Economy, TimeMap, shorten_pauses
 from audiobatch.tasks.errors import ConfigError, InputError
-from audiobatch.tasks.loudness import StreamingLoudness, loudness_gain_db
+from audiobatch.tasks.loudness import BLOCK_S, StreamingLoudness, loudness_gain_db
 from audiobatch.tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
 from audiobatch.tasks.stitch import time_stretch
 from audiobatch.tasks.streaming import Handoff, produced_in_thread
 from audiobatch.tasks.vad import VAD_RATE, pause_mask
 
 __all__ = ["PREPARE_RATE", "DEFAULT_SEARCH_WINDOW_S", "Chunk", "PreparedAudio", "CutRules", "Span",
-           "max_chunk_seconds", "plan_cuts", "prepare_chunks", "stream_chunks", "chunk_rules"]
+           "max_chunk_seconds", "plan_cuts", "prepare_chunks", "stream_chunks", "chunk_rules",
+           "remove_chunk_files"]
 
 PREPARE_RATE = 16000
 DEFAULT_SEARCH_WINDOW_S = 8.0  # capped at half a chunk for small budgets
@@ -186,18 +187,19 @@ class _ChunkWriter:
                 "source_end_s": float(timeline.to_original(end_s)),
                 "splices_s": tuple(t - start_s for t in timeline.splices(start_s, end_s))}
 
-    def write(self, samples: np.ndarray, span: Span) -> None:
+    def write(self, samples: np.ndarray, span: Span, lufs: float | None = None) -> None:
+        """`lufs`: the samples' loudness if already known (measured again when stretched)."""
         if self.timeline is not None and self.timeline.speed != 1.0:
-            samples = time_stretch(samples, self.sample_rate, self.timeline.speed)
-        gain_db, silent = loudness_gain_db(samples, self.sample_rate, self.target_lufs)
+            samples, lufs = time_stretch(samples, self.sample_rate, self.timeline.speed), None
+        gain_db, silent = loudness_gain_db(samples, self.sample_rate, self.target_lufs, lufs)
         index = len(self.chunks)
         path = self.work_dir / f"{self.stem}.{index:05d}.wav"
         partial = path.with_suffix(".wav.part")
         gain = np.float32(10.0 ** (gain_db / 20.0))
-        with sf.SoundFile(partial, "w", samplerate=self.sample_rate, channels=1, format="WAV",
-                          subtype="PCM_16") as out:
+        with open(partial, "wb") as out:  # not libsndfile: its close fsyncs every chunk file
+            out.write(pcm16_wav_header(len(samples), self.sample_rate))
             for start in range(0, len(samples), self._PIECE):
-                out.write(to_int16(samples[start:start + self._PIECE] * gain))
+                out.write(to_int16(samples[start:start + self._PIECE] * gain).tobytes())
         partial.replace(path)  # a crash never leaves a truncated chunk under the final name
         chunk = Chunk(index=index, path=path, start_sample=span.start, end_sample=span.end,
                       cut=span.cut, gain_db=gain_db, silent=silent, **self._times(span))
@@ -210,6 +212,19 @@ class _ChunkWriter:
             chunk.path.unlink(missing_ok=True)
         for partial in self.work_dir.glob(f"{self.stem}.*.wav.part"):
             partial.unlink(missing_ok=True)
+
+
+def pcm16_wav_header(n_samples: int, sample_rate: int) -> bytes:
+    """The 44-byte header of a mono 16-bit PCM wav (byte for byte what libsndfile writes)."""
+    size = n_samples * 2
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1,
+                       sample_rate, sample_rate * 2, 2, 16, b"data", size)
+
+
+def remove_chunk_files(work_dir: Path, label: str) -> None:
+    """Delete the chunk files `prepare_chunks` wrote for `label` (items share a work folder)."""
+    for path in Path(work_dir).glob(f"{_file_stem(label)}.*"):
+        path.unlink(missing_ok=True)
 
 
 def _file_stem(label: str) -> str:
@@ -254,7 +269,11 @@ def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWri
             start = span.end - rules.overlap_samples
             buffer.drop_before(start)
     if buffer.end > start:
-        writer.write(buffer.samples(start, buffer.end), Span(start, buffer.end, "end"))
+        # a file that is one chunk (many short clips): its loudness is the stream's, measured
+        whole = start == 0 and buffer.end >= round(BLOCK_S * meter.sample_rate)
+        measured = meter.integrated_lufs() if whole else None
+        known = (-math.inf if measured is None else measured) if whole else None
+        writer.write(buffer.samples(start, buffer.end), Span(start, buffer.end, "end"), known)
     return buffer.end
 
 

@@ -101,9 +101,10 @@ class ResultCache:
         if not self.enabled:
             return
         if reply.audio is not None:
-            self.out.write_bytes(self._base(key) + ".audio", reply.audio)
+            self.out.write_bytes(self._base(key) + ".audio", reply.audio, durable=False)
         entry = {"text": reply.text, "audio_format": reply.audio_format, "model": reply.model,
                  "usage": asdict(reply.usage), "request_id": reply.request_id,
                  "has_audio": reply.audio is not None,
                  **{k: getattr(reply, k) for k in _OPTIONAL}}
-        self.out.write_bytes(self._base(key) + ".json", json.dumps(entry).encode("utf-8"))
+        # not fsync'd: an entry lost with the machine costs one request again, not a wrong answer
+        self.out.write_bytes(self._base(key) + ".json", json.dumps(entry).encode("utf-8"), durable=False)

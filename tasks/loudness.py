@@ -28,6 +28,7 @@ class StreamingLoudness:
     """Integrated loudness of a mono stream fed block by block, in constant memory."""
 
     def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
         self._filter = _KWeighting(sample_rate)
         self._step = max(1, round(BLOCK_S / 4 * sample_rate))
         self._batch = max(1, round(_BATCH_S * sample_rate))
@@ -155,12 +156,15 @@ def sample_peak(samples: np.ndarray) -> float:
     return float(max(samples.max(), -samples.min())) if len(samples) else 0.0
 
 
-def loudness_gain_db(samples: np.ndarray, sample_rate: int, target_lufs: float) -> tuple[float, bool]:
+def loudness_gain_db(samples: np.ndarray, sample_rate: int, target_lufs: float,
+                     loudness: float | None = None) -> tuple[float, bool]:
     """(gain in dB that brings `samples` to `target_lufs` with the peak under -1 dBFS, silent).
 
     Silence (below -60 LUFS) gets no gain, so that noise is not pumped up to speech level.
+    `loudness`: the samples' loudness when already measured (a file that is one chunk).
     """
-    loudness = measure_lufs(samples, sample_rate)
+    if loudness is None:
+        loudness = measure_lufs(samples, sample_rate)
     if not loudness > SILENCE_LUFS:
         return 0.0, True
     gain_db = target_lufs - loudness

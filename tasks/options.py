@@ -62,6 +62,20 @@ class Reruns(_Group):
                                      "that failed in that run ('last' for the latest)")
 
 
+class ScaleOut(_Group):
+    """Where the work runs: shards on a work pool's workers, item tasks on Dask."""
+
+    shards: int = Field(1, ge=1, le=1000, description="split the manifest into this many flow "
+                        "runs of this deployment, run by any workers of its pool")
+    shard: int | None = Field(None, ge=0, description="set by a sharded run for its children: "
+                              "the shard this run works on (0-based)")
+    task_runner: str = Field("default", pattern=r"^(default|dask|dask://[A-Za-z0-9.\-\[\]:]+)$",
+                             description="'default' (this process), 'dask' (a local cluster) or "
+                             "dask://HOST:PORT (an existing Dask scheduler)")
+    dask_workers: int | None = Field(None, ge=1, le=256, description="processes of the local "
+                                     "Dask cluster (default: one per CPU)")
+
+
 class Transcription(_Group):
     language: str | None = Field(None, description="ISO 639-1 language (default: per row)")
     prompt: str | None = Field(None, description="context: names, spellings, topic")
@@ -105,6 +119,7 @@ class JobOptions(_Group):
     model: ModelChoice = Field(default_factory=ModelChoice)
     throughput: Throughput = Field(default_factory=Throughput)
     reruns: Reruns = Field(default_factory=Reruns)
+    scale: ScaleOut = Field(default_factory=ScaleOut)
     progress: bool | None = Field(None, description="progress bar (default: on a terminal)")
 
     @classmethod

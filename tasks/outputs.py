@@ -108,6 +108,12 @@ class OutputRoot:
         self.url = str(root)
         self.fs, self.path = fsspec.core.url_to_fs(self.url)
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        self._made: set[str] = set()
+
+    def _makedirs(self, folder: str) -> None:
+        if folder not in self._made:  # once per folder: many small files go to few folders
+            self.fs.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
 
     def full(self, relative: str) -> str:
         return f"{self.path.rstrip('/')}/{relative}"
@@ -122,18 +128,22 @@ class OutputRoot:
     def read_bytes(self, relative: str) -> bytes:
         return self.fs.cat_file(self.full(relative))
 
-    def write_bytes(self, relative: str, data: bytes) -> str:
+    def write_bytes(self, relative: str, data: bytes, *, durable: bool = True) -> str:
+        """Write a whole file atomically (readers see the old file or the new one). `durable`:
+        also fsync it; files that can be made again (cache entries, an item's media, redone by
+        a resumed run) skip that, which on a busy disk costs several ms per file."""
         target = self.full(relative)
         parent = target.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
+        self._makedirs(parent)
         if not self.is_local:
             self.fs.pipe_file(target, data)  # object stores publish whole objects
             return target
         temp = f"{parent}/.{target.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:8]}.tmp"
         with open(temp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temp, target)
         return target
 

@@ -1,7 +1,7 @@
 """A run: its options, its shared context, resuming after a crash, and every item's status.
 
 The flow builds one `RunContext` per run (the model client, limiter, cache and staging live
-there) and hands items to `run_items`, which runs the per-item Prefect task for each with a
+there) and hands items to `tasks.batches.run_items`, which runs them in batch task runs with a
 bounded number in flight. Every manifest row ends in exactly one `items` row: ok | failed |
 skipped, with the reason. A run-fatal error (bad key, no quota, budget) stops new work; what
 finished is kept; the rest is skipped.
@@ -9,12 +9,10 @@ finished is kept; the rest is skipped.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -62,6 +60,11 @@ class RunOptions:
     download_deadline_s: float = 3600.0
     min_download_kb_s: float = 16.0
     progress: bool | None = None
+    # scale-out (tasks/options.ScaleOut)
+    shards: int = 1
+    shard: int | None = None
+    task_runner: str = "default"
+    dask_workers: int | None = None
     # transcription
     language: str | None = None
     prompt: str | None = None
@@ -105,7 +108,8 @@ class RunOptions:
                    if k not in {"concurrency", "requests_per_minute", "tokens_per_minute", "progress",
                                 "max_attempts", "max_backoff_s", "timeout_s", "item_deadline_s", "max_cost_usd",
                                 "resume", "use_cache", "manifest", "run_id", "allow_hosts",
-                                "download_deadline_s", "min_download_kb_s"}}
+                                "download_deadline_s", "min_download_kb_s", "shards", "shard",
+                                "task_runner", "dask_workers"}}
         digest = hashlib.sha256(manifest_bytes)
         digest.update(json.dumps(shaping, sort_keys=True, default=str).encode())
         return digest.hexdigest()[:24]
@@ -142,6 +146,10 @@ class RunContext:
     endpoint: str = "embedded"  # the normalised base URL: part of every cache key
     # model -> (prices, label): each request is priced at its own model's rates
     price_book: Callable[[str], tuple[Prices | None, str]] | None = None
+    item_slots: asyncio.Semaphore = field(init=False)  # items worked on at once in this process
+
+    def __post_init__(self) -> None:
+        self.item_slots = asyncio.Semaphore(max(1, self.options.concurrency))
 
     def pricing(self, model: str) -> tuple[Prices | None, str]:
         if self.price_book is None or model == self.model:
@@ -158,7 +166,6 @@ class ItemOutcome:
     duration_s: float | None = None
     error_type: str | None = None
     error_message: str | None = None
-    logged: bool = False  # its task run already logged the failure (one line per failure)
 
 
 class ItemRecorder:
@@ -268,91 +275,41 @@ def failed_outcome(ctx: RunContext, item: Item, error: BaseException, recorder: 
 ItemFunction = Callable[..., Awaitable[Any]]
 
 
-def item_task(name: str) -> Callable[[ItemFunction], Any]:
-    """Make an item function the Prefect task of its kind, one task run per item.
-
-    Expected problems (AudiobatchError) end the task run as Failed with their one-line message
-    rather than a traceback in the log; anything else is a bug and keeps its traceback."""
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-    from prefect.states import Failed
-
-    def decorate(function: ItemFunction) -> Any:
-        @functools.wraps(function)
-        async def guarded(ctx: RunContext, item: Item, recorder: ItemRecorder) -> Any:
-            try:
-                return await function(ctx, item, recorder)
-            except AudiobatchError as error:
-                return Failed(message=str(error), data=error)
-
-        return task(name=name, cache_policy=NO_CACHE,
-                    task_run_name=name.split("-")[0] + " {item.item_id}")(guarded)
+def item_task(name: str) -> Callable[[ItemFunction], ItemFunction]:
+    """Name an item function (`transcribe-item`, ...). Items run inside batch task runs
+    (tasks/batches.py); an AudiobatchError it raises fails that item alone, with its message."""
+    def decorate(function: ItemFunction) -> ItemFunction:
+        function.item_kind = name  # type: ignore[attr-defined]
+        return function
 
     return decorate
-
-
-def _not_started(ctx: RunContext, item: Item) -> ItemOutcome:
-    """An item the run never got to: invalid row (failed) or the run stopped (skipped)."""
-    recorder, now = ItemRecorder(item), datetime.now(timezone.utc)
-    if item.error:
-        return failed_outcome(ctx, item, InputError(item.error), recorder, now)
-    return failed_outcome(ctx, item, RunFatalError(f"not started: {ctx.stop_reason}"),
-                          recorder, now, status="skipped")
 
 
 async def run_one(ctx: RunContext, item: Item, process: ItemFunction) -> ItemOutcome:
     """One item start to end; never raises (except cancellation): failures become outcomes."""
     started_at = datetime.now(timezone.utc)
     recorder = ItemRecorder(item)
-    state = None
     try:
         async with asyncio.timeout(ctx.options.item_deadline_s):
-            state = await process(ctx, item, recorder, return_state=True)
-            result = await state.result(raise_on_failure=False)
-        if isinstance(result, BaseException):
-            raise result
-        return result
+            return await process(ctx, item, recorder)
     except TimeoutError:
         error = ItemDeadlineExceeded(
             f"{item.item_id}: gave up after the per-item deadline of "
             f"{ctx.options.item_deadline_s:g} s; raise --item-deadline-s or check the endpoint")
-        outcome = failed_outcome(ctx, item, error, recorder, started_at)
+        return failed_outcome(ctx, item, error, recorder, started_at)
     except RunFatalError as error:
         # Not this item's fault (bad key, no quota, budget, dead endpoint): it is skipped like
         # the rest, and the run reports the reason once.
         ctx.stop_reason = ctx.stop_reason or str(error)
-        outcome = failed_outcome(ctx, item, error, recorder, started_at, status="skipped")
+        return failed_outcome(ctx, item, error, recorder, started_at, status="skipped")
     except Exception as error:  # noqa: BLE001 - any item's failure must not stop the run
-        outcome = failed_outcome(ctx, item, error, recorder, started_at)
-    outcome.logged = state is not None and state.is_failed()  # Prefect logged its Failed state
-    return outcome
+        return failed_outcome(ctx, item, error, recorder, started_at)
 
 
-def _stage_all(ctx: RunContext, outcomes: list[ItemOutcome],
-               on_done: Callable[[ItemOutcome], None]) -> None:
-    """Stage many quick outcomes in one write (a 100,000-row manifest of bad rows stays fast)."""
-    rows = [row for outcome in outcomes for row in outcome.rows["items"]]
-    ctx.staging.stage_rows("items", rows)
-    for outcome in outcomes:
-        on_done(outcome)
-
-
-async def run_items(ctx: RunContext, items: list[Item], process: ItemFunction,
-                    on_done: Callable[[ItemOutcome], None]) -> None:
-    """Run items with `options.concurrency` in flight; stage each outcome as it finishes.
-
-    Invalid rows fail without a task run; after a run-fatal error no new item starts and the
-    rest are staged as skipped."""
-    _stage_all(ctx, [_not_started(ctx, item) for item in items if item.error], on_done)
-    queue = deque(item for item in items if not item.error)
-
-    async def worker() -> None:
-        while queue and not ctx.stop_reason:
-            item = queue.popleft()
-            outcome = await run_one(ctx, item, process)
-            ctx.staging.stage_item(outcome.rows)
-            on_done(outcome)
-
-    await asyncio.gather(*(worker() for _ in range(max(1, min(ctx.options.concurrency, len(queue))))))
-    _stage_all(ctx, [_not_started(ctx, item) for item in queue], on_done)
-    ctx.staging.flush()
+def not_started(ctx: RunContext, item: Item) -> ItemOutcome:
+    """An item the run never got to: invalid row (failed) or the run stopped (skipped)."""
+    recorder, now = ItemRecorder(item), datetime.now(timezone.utc)
+    if item.error:
+        return failed_outcome(ctx, item, InputError(item.error), recorder, now)
+    return failed_outcome(ctx, item, RunFatalError(f"not started: {ctx.stop_reason}"),
+                          recorder, now, status="skipped")

@@ -8,12 +8,13 @@ same output root) redoes exactly the items without an `items` row.
 Where: `<out>/_runs/<run_id>/` (a folder or an fsspec URL such as s3://bucket/out/_runs/ID).
 - Local folders: JSON lines appended to `<dataset>.jsonl` (another process writing the same
   run, e.g. a Dask worker, appends to its own `<dataset>.<writer>.jsonl`). Each stage is one
-  write() (it survives the process being killed); rows of paid requests are also fsync'd at
-  once, the rest when the run flushes.
+  write(), so it survives the process being killed. Rows of paid requests are fsync'd at
+  once unless the last fsync is under `SYNC_GROUP_S` old (then with the next one: a burst of
+  short requests shares one), the rest whenever the run flushes (after each batch).
 - Object stores cannot append: rows are buffered and put as whole segment objects
-  `<dataset>.<writer>.<seq>.jsonl`, at once for paid requests, else at most `FLUSH_S` after
-  they were staged and whenever the run flushes (a crash loses at most that much bookkeeping,
-  which the resumed run redoes from the result cache, paying nothing).
+  `<dataset>.<writer>.<seq>.jsonl`: rows of paid requests under the same grouping, others at
+  most `FLUSH_S` after they were staged, and whenever the run flushes (a crash loses at most
+  that much bookkeeping, which the resumed run redoes from the result cache, paying nothing).
 Segments sort by writer start time, so a resumed run's rows come after the crashed run's.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from audiobatch.tasks.outputs import ROW_KEYS, SCHEMAS
 
 FLUSH_S = 2.0  # object stores: longest time a staged row waits to be put
+SYNC_GROUP_S = 0.2  # paid rows staged this soon after a sync wait for the next one
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -94,6 +96,7 @@ class RunStaging:
         self._writer = writer or (None if self.is_local else new_writer_name())
         self._buffer: list[tuple[str, str]] = []  # (dataset, line) waiting for the next put
         self._oldest = 0.0
+        self._synced = 0.0  # time.monotonic() of the last fsync or put
         self._segments = 0
         self._unsynced: set[str] = set()
         self._lock = threading.Lock()  # stages may come from threads (e.g. a Dask worker's)
@@ -123,16 +126,18 @@ class RunStaging:
 
     def _stage(self, lines: list[tuple[str, str]], durable: bool) -> None:
         with self._lock:
+            now = time.monotonic()
+            due = durable and now - self._synced >= SYNC_GROUP_S
             if self.is_local:
                 for dataset, text in lines:
                     self._append_local(dataset, text)
-                if durable:
+                if due:
                     self._flush_locked()
                 return
             if not self._buffer:
-                self._oldest = time.monotonic()
+                self._oldest = now
             self._buffer += lines
-            if durable or time.monotonic() - self._oldest >= FLUSH_S:
+            if due or now - self._oldest >= FLUSH_S:
                 self._flush_locked()
 
     def _file(self, dataset: str) -> str:
@@ -145,6 +150,7 @@ class RunStaging:
         self._unsynced.add(dataset)
 
     def _flush_locked(self) -> None:
+        self._synced = time.monotonic()
         if self.is_local:
             for dataset in self._unsynced:
                 fd = os.open(self._file(dataset), os.O_RDONLY)

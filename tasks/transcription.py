@@ -11,7 +11,6 @@ granularity is the item, never the request (a Prefect task run costs ~50 ms here
 from __future__ import annotations
 
 import asyncio
-import shutil
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -19,7 +18,7 @@ import soundfile as sf
 
 from audiobatch.tasks.assemble import (Segment, build_segments, join_transcripts, kept_word_ranges,
                                       render_json, render_srt, render_vtt)
-from audiobatch.tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, stream_chunks
+from audiobatch.tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, remove_chunk_files, stream_chunks
 from audiobatch.tasks.cache import ReplyRecord
 from audiobatch.tasks.calls import attempts_before, call_model
 from audiobatch.tasks.economy import economy_for
@@ -215,7 +214,8 @@ def _write_media(ctx: RunContext, item: Item, text: str, segments: list[Segment]
     paths = {}
     for extension in output_formats(ctx.options.output_format):
         relative = media_relpath("transcripts", ctx.run_id, item.item_id, extension)
-        ctx.out.write_bytes(relative, render[extension]().encode("utf-8"))
+        ctx.out.write_bytes(relative, render[extension]().encode("utf-8"),
+                           durable=False)  # made again by a resumed run
         paths[f"{extension}_path"] = ctx.out.display(relative)
     return paths
 
@@ -228,7 +228,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
     fetched = await fetch(item.source, ctx.work_dir / "downloads", ctx.fetch_policy,
                           label=item.item_id)
     max_s = max_chunk_seconds(ctx.profile.max_input_audio_tokens, ctx.profile.input_audio_tokens_per_s)
-    work = ctx.work_dir / "chunks" / item.item_id
+    work = ctx.work_dir / "chunks"  # shared by the run's items: no folder made and removed per item
     try:
         async with stream_chunks(fetched.path, work, max_chunk_s=max_s, label=item.item_id,
                                  overlap_s=ctx.options.overlap_s,
@@ -250,7 +250,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
         words = _words_on_recording_timeline(words, prepared)
         paths = await asyncio.to_thread(_write_media, ctx, item, text, segments, heard[0])
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_chunk_files(work, item.item_id)
         if fetched.downloaded:
             fetched.path.unlink(missing_ok=True)
     outcome = _ok_outcome(ctx, item, recorder, started_at, prepared, text, segments, paths,
