@@ -91,6 +91,7 @@ def _deploy_parser(sub: Any) -> None:
         parser = kinds.add_parser(kind, help=f"the {kind}-manifest flow, for `audiobatch submit`")
         parser.add_argument("--manifest", help="a manifest to run on every schedule (optional)")
         add_run_args(parser, manifest=False)
+        add_shards_arg(parser)
         add_kind_args(parser)
     inbox = kinds.add_parser("inbox", conflict_handler="resolve",
                              help="run every manifest dropped into a folder, on a schedule")
@@ -110,11 +111,20 @@ def _submit_parser(sub: Any) -> None:
     parser.add_argument("--deployment", default="audiobatch",
                         help="deployment name (default audiobatch; see `audiobatch deploy`)")
     parser.add_argument("--strict", action="store_true", help="submit nothing if any row is bad")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait until the run (and its shards) end; exit 0 all ok, 1 some not")
     add_run_args(parser, manifest=False)
+    add_shards_arg(parser)
     add_transcription_args(parser)
     add_narration_args(parser)
-    typed_only(parser, keep=("kind", "deployment", "strict"))
+    typed_only(parser, keep=("kind", "deployment", "strict", "wait"))
     parser.set_defaults(handler=run_submit)
+
+
+def add_shards_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", type=int, metavar="K",
+                        help="split the manifest into K flow runs of the deployment, run by any "
+                             "workers of its pool (one parent run waits for them)")
 
 
 def typed_only(parser: argparse.ArgumentParser, keep: tuple[str, ...] = ()) -> None:
@@ -200,13 +210,23 @@ def run_submit(args: argparse.Namespace) -> int:
     from audiobatch.flows.submit import submit_manifest
 
     top, flat = split_args(args)
-    flat = {k: v for k, v in flat.items() if k not in ("kind", "deployment", "strict")}
+    flat = {k: v for k, v in flat.items() if k not in ("kind", "deployment", "strict", "wait")}
     top.pop("manifest")
     params = flow_parameters(args.kind, top, flat, option_flags(args))
+    shards = getattr(args, "shards", None) or 1
+    if args.wait and shards > 1:  # this process is the parent; the shards go to the workers
+        from audiobatch.flows.submit import submit_sharded_and_wait
+
+        return submit_sharded_and_wait(args.manifest, args.kind, params, deployment=args.deployment,
+                                       strict=args.strict)
     submitted = submit_manifest(args.manifest, args.kind, params, deployment=args.deployment,
                                 strict=args.strict)
-    print(f"submitted {submitted.rows} rows to {submitted.deployment}\n"
-          f"flow run: {submitted.flow_run_id}")
+    print(f"submitted {submitted.rows} rows to {submitted.deployment}"
+          f"{f' in {shards} shards' if shards > 1 else ''}\nflow run: {submitted.flow_run_id}", flush=True)
     if submitted.ui_url:
-        print(f"watch it: {submitted.ui_url}")
-    return 0
+        print(f"watch it: {submitted.ui_url}", flush=True)
+    if not args.wait:
+        return 0
+    from audiobatch.flows.submit import wait_for_run
+
+    return wait_for_run(submitted.flow_run_id)

@@ -13,6 +13,7 @@ from prefect.states import Completed, Failed
 
 from audiobatch.flows.logs import route_logs
 from audiobatch.flows.runtime import finish_run, open_run, worker_context
+from audiobatch.flows.shards import run_shards, shard_items
 from audiobatch.flows.task_runners import batch_runner
 from audiobatch.tasks.batches import RunJob, run_items
 from audiobatch.tasks.manifest import Item, read_manifest
@@ -54,6 +55,10 @@ async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, 
     if items is None:
         source_bytes = read_manifest_bytes(options.manifest)
         items = read_manifest(options.manifest, options.kind)
+        if options.shards > 1 and options.shard is None:
+            return await run_shards(options, items)  # the parent of a sharded submission
+        if options.shard is not None:
+            items = shard_items(items, options.shard, options.shards)
     async with open_run(options, source_bytes, trust) as (ctx, resumed):
         todo = items_to_run(ctx, items)
         if resumed:

@@ -64,16 +64,41 @@ def submit_manifest(manifest: str, kind: str, parameters: dict[str, Any], *,
                     deployment: str = DEFAULT_NAME, strict: bool = False) -> Submitted:
     """Validate `manifest`, then create a flow run of `<kind flow>/<deployment>`."""
     api_url = require_api_url()
-    remote = is_remote(api_url)
-    parameters = worker_parameters({**parameters, "manifest": manifest}, remote)
+    parameters, rows, problems = checked_parameters(manifest, kind, parameters, strict, api_url)
+    full_name = f"{FLOWS[kind].name}/{deployment}"
+    flow_run = _create_flow_run(full_name, parameters, api_url)
+    return Submitted(str(flow_run.id), full_name, flow_run_link(str(flow_run.id)), rows, problems)
+
+
+def checked_parameters(manifest: str, kind: str, parameters: dict[str, Any], strict: bool,
+                       api_url: str) -> tuple[dict[str, Any], int, list[str]]:
+    """The run's parameters as the worker will read them, after checking the manifest here."""
+    parameters = worker_parameters({**parameters, "manifest": manifest}, is_remote(api_url))
     rows, problems = manifest_problems(parameters["manifest"], kind)
     report_problems(parameters["manifest"], rows, problems)
     if problems and strict:
         raise InputError(f"--strict: not submitted, {len(problems)} row(s) of "
                          f"{safe_url(manifest)} need fixing (listed above).")
+    return parameters, rows, problems
+
+
+def submit_sharded_and_wait(manifest: str, kind: str, parameters: dict[str, Any], *,
+                            deployment: str = DEFAULT_NAME, strict: bool = False) -> int:
+    """`submit --shards K --wait`: this process is the parent (flows/shards.py); its shards run
+    on the deployment's workers. Returns the exit code of a run."""
+    import asyncio
+
+    from audiobatch.flows.common import summary_of
+    from audiobatch.flows.shards import submission_flow
+
+    api_url = require_api_url()
+    parameters, _, _ = checked_parameters(manifest, kind, parameters, strict, api_url)
     full_name = f"{FLOWS[kind].name}/{deployment}"
-    flow_run = _create_flow_run(full_name, parameters, api_url)
-    return Submitted(str(flow_run.id), full_name, flow_run_link(str(flow_run.id)), rows, problems)
+    merged = deep_merge(_stored_parameters(full_name, api_url), parameters)
+    state = asyncio.run(submission_flow()(deployment=full_name, parameters=merged, kind=kind,
+                                          return_state=True))
+    summary = asyncio.run(summary_of(state))
+    return 0 if summary["ok"] == summary["items"] else 1
 
 
 def _deployment_parameters(full_name: str) -> dict[str, Any]:
@@ -86,14 +111,19 @@ def _deployment_parameters(full_name: str) -> dict[str, Any]:
 
 
 def _create_flow_run(full_name: str, parameters: dict[str, Any], api_url: str) -> Any:
-    import httpx
     from prefect.deployments import run_deployment
+
+    stored = _stored_parameters(full_name, api_url)
+    return run_deployment(full_name, parameters=deep_merge(stored, parameters), timeout=0)
+
+
+def _stored_parameters(full_name: str, api_url: str) -> dict[str, Any]:
+    import httpx
     from prefect.exceptions import ObjectNotFound
 
     kind = next(k for k, ref in FLOWS.items() if full_name.startswith(f"{ref.name}/"))
     try:
-        stored = _deployment_parameters(full_name)
-        return run_deployment(full_name, parameters=deep_merge(stored, parameters), timeout=0)
+        return _deployment_parameters(full_name)
     except ObjectNotFound:
         raise ConfigError(
             f"no deployment {full_name} on the Prefect server at {api_url}: create it with "
@@ -102,3 +132,21 @@ def _create_flow_run(full_name: str, parameters: dict[str, Any], api_url: str) -
     except httpx.TransportError as exc:
         raise ConfigError(f"cannot reach the Prefect server at {api_url} ({type(exc).__name__}): "
                           "is `prefect server start` running, and is PREFECT_API_URL right?") from None
+
+
+def wait_for_run(flow_run_id: str, poll_s: float = 2.0) -> int:
+    """Wait until the submitted run is final; print how it ended; the exit code of a run
+    (0 every item ok, 1 some failed or were skipped, or the run itself failed)."""
+    import time
+
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                break
+            time.sleep(poll_s)
+    state = run.state
+    print(f"{state.name}: {state.message or ''}".rstrip(": "), flush=True)
+    return 0 if state.is_completed() else 1

@@ -2,29 +2,21 @@
 all under s3:// on a real S3-compatible server (moto on 127.0.0.1, reached by s3fs over HTTP).
 
 What a user notices: a job whose every file lives in a bucket runs and writes its datasets and
-media there; nothing the job needs to resume stays on the machine that ran it (a run killed on
-one machine is finished on another, paying nothing twice); the same job again is answered
-from the cache in the bucket. The model is real (embedded) where the answers matter, a stub on
-127.0.0.1 where the test must stop the run at a chosen request.
+media there; nothing the job needs to resume stays on the machine that ran it; the same job
+again is answered from the cache in the bucket; a run id (data, in a submitted run) cannot
+name a folder outside the run folders. The model is the embedded one. A shard killed on one
+worker and finished by another from the run state in the bucket: tests/test_fleet.py.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from prefect.settings import PREFECT_API_URL
 
 from audiobatch.tasks.outputs import OutputRoot, read_dataset
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import run_transcribe, write_manifest
-from tests.helpers.faultserver import FaultServer, hang, ok
 
 CLIPS = ["pocketsphinx__goforward.wav", "deepspeech__LDC93S1.wav", "speech_recognition__english.wav"]
 
@@ -63,57 +55,6 @@ async def test_a_job_whose_files_all_live_in_s3(prefect_api, s3, tmp_path, monke
     again = costs[costs["run_id"] == second.summary["run_id"]]
     assert second.summary["ok"] == 2 and len(again) == 2 and again["cached"].all()
     assert again["cost_usd"].sum() == 0
-
-
-def _command(manifest: str, out: str, base_url: str) -> list[str]:
-    return [sys.executable, "-m", "audiobatch.flows.cli", "transcribe", manifest, "--out", out,
-            "--base-url", base_url, "--model", "audiobatch-local", "--allow-scheme", "s3",
-            "--concurrency", "1", "--no-progress"]
-
-
-def _machine(s3, folder: Path) -> dict[str, str]:
-    """Another machine: its own state folder and working folder, the same bucket and server."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, **s3.env, "PREFECT_API_URL": PREFECT_API_URL.value(),
-            "AUDIOBATCH_STATE_DIR": str(folder / "state"),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-
-
-def test_a_run_killed_on_one_machine_finishes_on_another(prefect_api, s3, tmp_path) -> None:
-    bucket = s3.bucket("job-resume")
-    manifest = upload_job(s3, bucket, CLIPS, tmp_path)
-    out = f"{bucket}/out"
-    answered = {"n": 0}
-
-    def script(request):  # two answers, then the first machine hangs until it is killed
-        answered["n"] += 1
-        return ok(f"words {request.index}") if answered["n"] <= 2 else hang(60)
-
-    with FaultServer(script) as model:
-        first = subprocess.Popen(_command(manifest, out, model.base_url), cwd=tmp_path,
-                                 env=_machine(s3, tmp_path / "a"), start_new_session=True,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while answered["n"] < 3 and time.monotonic() < deadline and first.poll() is None:
-            time.sleep(0.05)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-        assert answered["n"] == 3, first.stderr.read().decode()[-3000:]
-        model.script = lambda request: ok(f"words {request.index}")
-        second = subprocess.run(_command(manifest, out, model.base_url), cwd=tmp_path,
-                                env=_machine(s3, tmp_path / "b"), capture_output=True, text=True,
-                                timeout=300)
-        assert second.returncode == 0, second.stderr[-3000:]
-        asked_again = len(model.requests) - 3
-
-    root = OutputRoot(out)
-    items = read_dataset(root, "items").to_pandas()
-    costs = read_dataset(root, "costs").to_pandas()
-    assert items["run_id"].nunique() == 1 and sorted(items["status"]) == ["ok"] * 3
-    # only the request in flight when the first machine died was asked again
-    assert asked_again == 1
-    paid = costs[~costs["cached"] & (costs["http_status"] == 200)]
-    assert len(paid) == 3 and not paid.duplicated(["item_id", "chunk_index"]).any()
 
 
 def test_a_run_id_cannot_reach_outside_the_run_folders(s3) -> None:
