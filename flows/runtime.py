@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,10 +67,13 @@ def build_client(settings: ClientSettings, limiter: Any = None) -> ModelClient:
 def on_shared_server() -> bool:
     """True when the run reports to a Prefect server other runs share: it runs from a
     deployment (on a worker), or PREFECT_API_URL is configured (environment or profile).
-    The CLI's own local or temporary server is not shared: its runs limit themselves."""
+    The CLI's own local or temporary server is not shared: its runs limit themselves.
+    AUDIOBATCH_FLEET_LIMITS=0 (the worker's environment) makes every run limit itself."""
     from prefect.runtime import deployment
     from prefect.settings import Settings
 
+    if os.environ.get("AUDIOBATCH_FLEET_LIMITS", "1").strip().lower() in ("0", "off", "false", "no"):
+        return False
     return deployment.id is not None or bool(Settings().api.url)
 
 

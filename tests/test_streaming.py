@@ -89,7 +89,8 @@ async def test_requests_leave_while_a_long_file_is_decoding(prefect_api, tmp_pat
     with FaultServer(_counting(out, counts)) as server:
         run = await run_transcribe(manifest, out, base_url=server.base_url, concurrency=2,
                                    max_audio_tokens=160, use_cache=False,
-                                   context_words=0, qa=False)  # parallel requests; "part N" is no transcript
+                                   context_words=0, qa=False,  # parallel requests; "part N" is no transcript
+                                   word_times=False)
     transcript = run.item("long", "transcripts")
     n = transcript["n_chunks"]
     assert run.summary["ok"] == 1 and n >= 10 and len(counts) == n
@@ -107,7 +108,7 @@ async def test_a_failing_request_stops_the_rest_of_the_file(prefect_api, tmp_pat
     manifest = write_manifest(tmp_path / "m.csv", [{"id": "long", "audio": str(LONG)}])
     with FaultServer(_counting(out, counts, refuse_second)) as server:
         run = await run_transcribe(manifest, out, base_url=server.base_url, concurrency=1,
-                                   max_audio_tokens=160, use_cache=False)
+                                   max_audio_tokens=160, use_cache=False, qa=False, word_times=False)
     item = run.item("long")
     assert item["status"] == "failed" and "bad audio" in item["error_message"]
     assert len(counts) == 2  # no request after the refused one; the decoder stopped

@@ -1,6 +1,7 @@
 """A model stub for throughput measurements: answers every chat completion after a fixed
-latency, optionally enforcing a requests-per-minute limit the way OpenAI does (429 with
-retry-after and x-ratelimit headers), and records when each request arrived.
+latency, optionally enforcing a requests-per-minute limit the way OpenAI describes its own
+(a budget that refills continuously: a token bucket holding one minute's requests; 429 with
+retry-after beyond it), and records when each request arrived.
 
 In a test:      with RateLimitedModel(requests_per_minute=40) as model: ... model.base_url
 As a process:   python -m tests.helpers.stubmodel [--latency-s 2] [--rpm 40] [--log FILE]
@@ -14,7 +15,6 @@ import json
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 from tests.helpers.faultserver import Behaviour, FaultServer, Received, ok, rate_limited
@@ -23,15 +23,16 @@ WINDOW_S = 60.0
 
 
 class RateLimitedModel(FaultServer):
-    """Answers after `latency_s`; with `requests_per_minute`, a sliding one-minute window of
-    accepted requests, and 429s (with retry-after) beyond it."""
+    """Answers after `latency_s`; with `requests_per_minute`, a bucket of that many requests
+    refilling at requests_per_minute / 60 a second, and 429s (with retry-after) when empty."""
 
     def __init__(self, *, latency_s: float = 0.0, requests_per_minute: float | None = None,
                  log: Path | None = None) -> None:
         super().__init__(self._decide)
         self.latency_s = latency_s
         self.rpm = requests_per_minute
-        self.accepted: deque[float] = deque()
+        self.level = float(requests_per_minute or 0)
+        self.updated = time.monotonic()
         self.arrivals: list[tuple[float, int]] = []  # (time.time(), status)
         self.log = open(log, "a", encoding="utf-8") if log else None
         self._guard = threading.Lock()
@@ -43,12 +44,15 @@ class RateLimitedModel(FaultServer):
     def _decide(self, request: Received) -> Behaviour:
         now = time.monotonic()
         with self._guard:
-            while self.accepted and now - self.accepted[0] >= WINDOW_S:
-                self.accepted.popleft()
-            full = self.rpm is not None and len(self.accepted) >= self.rpm
-            if not full:
-                self.accepted.append(now)
-            wait = WINDOW_S - (now - self.accepted[0]) if full else 0.0
+            full, wait = False, 0.0
+            if self.rpm is not None:
+                rate = self.rpm / WINDOW_S
+                self.level = min(float(self.rpm), self.level + (now - self.updated) * rate)
+                self.updated = now
+                full = self.level < 1.0
+                wait = (1.0 - self.level) / rate if full else 0.0
+                if not full:
+                    self.level -= 1.0
             status = 429 if full else 200
             self.arrivals.append((time.time(), status))
             if self.log:
