@@ -65,23 +65,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
     """The options of `audiobatch serve` (and `python -m audiobatch.localmodel.server`)."""
     defaults = ServeLimits.defaults()
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; "
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1; "
                         "another needs --api-key)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     parser.add_argument("--api-key", default=None,
                         help=f"require this bearer key (default: ${API_KEY_ENV}, else none)")
     parser.add_argument("--insecure-no-auth", action="store_true",
                         help="serve a non-loopback address without a key (anyone can use it)")
     parser.add_argument("--max-body-mb", type=float, default=64.0,
-                        help="largest request body accepted, in MB (default 64)")
+                        help="largest request body accepted, in MB (default: 64)")
     parser.add_argument("--max-audio-s", type=float, default=defaults.max_audio_s,
-                        help=f"audio per request, seconds (default {defaults.max_audio_s:g}: the "
+                        help=f"audio per request, seconds (default: {defaults.max_audio_s:g}, the "
                         "model's per-request budget)")
     parser.add_argument("--max-text-chars", type=int, default=defaults.max_text_chars,
-                        help=f"text per request (default {defaults.max_text_chars:,})")
+                        help=f"text per request (default: {defaults.max_text_chars:,})")
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
                         help=f"requests waiting beyond the one being worked on; more get 429 "
-                        f"(default {defaults.max_queue})")
+                        f"(default: {defaults.max_queue})")
 
 
 def serve_from_args(args: argparse.Namespace, log_level: str = "info") -> None:
