@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.options import deep_merge
 
 LOCAL_MODEL = "audiobatch-local"
 LOCAL_MULTILINGUAL_MODEL = "audiobatch-local-multilingual"  # extra [multilingual]
@@ -76,23 +77,13 @@ def _replace(profile: ModelProfile, **changes: object) -> ModelProfile:
     return ModelProfile(**values)  # type: ignore[arg-type]
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @lru_cache(maxsize=8)
 def _load(user_file: str | None) -> dict:
     data = tomllib.loads(SHIPPED_PROFILES.read_text())
     if user_file:
         path = Path(user_file)
         try:
-            data = _merge(data, tomllib.loads(path.read_text()))
+            data = deep_merge(data, tomllib.loads(path.read_text()))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read the profile file {path}: {exc}. Fix or remove it "
                               "(--profiles / AUDIOBATCH_PROFILES).") from exc
