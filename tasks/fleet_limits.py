@@ -26,6 +26,11 @@ from dataclasses import dataclass
 from audiobatch.tasks.limits import Limiter
 
 log = logging.getLogger("audiobatch")
+# A request's fleet concurrency slot is a lease the holder renews; a worker killed mid-request
+# stops renewing, and its slot returns when the lease ends (plus the server's 15 s sweep).
+# Prefect's default is 300 s: a killed run then blocked the next one for 5 minutes. 60 s is
+# the shortest lease the server accepts.
+SLOT_LEASE_S = 60.0
 
 
 def limit_name(provider: str, model: str, what: str) -> str:
@@ -94,7 +99,8 @@ class FleetLimiter:
                 await rate_limit(self.limits.tokens, strict=True,
                                  occupy=min(tokens, self.limits.largest_token_request))
             if self.limits.concurrency:
-                async with concurrency(self.limits.concurrency, occupy=1, strict=True):
+                async with concurrency(self.limits.concurrency, occupy=1, strict=True,
+                                       lease_duration=SLOT_LEASE_S):
                     yield
             else:
                 yield

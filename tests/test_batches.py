@@ -33,7 +33,10 @@ def _command(manifest: Path, out: Path, base_url: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+    # In-process limits only: the run killed here dies holding fleet concurrency slots, which a
+    # real server frees when their lease ends (60 s), but the test harness's ephemeral server
+    # runs no lease repossessor, so they would stay taken. Fleet limits: tests/test_fleet.py.
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "AUDIOBATCH_FLEET_LIMITS": "0",
             "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
