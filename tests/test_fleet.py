@@ -99,6 +99,7 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
     manifest = s3.upload(write_manifest(tmp_path / "m.csv", rows), f"{bucket}/job/m.csv")
     out = f"{bucket}/out"
     ensure_work_pool(POOL)
+    _drop_fleet_limits()
     with RateLimitedModel(requests_per_minute=RPM, latency_s=0.3) as model:
         assert main(["deploy", "transcribe", "--work-pool", POOL, "--out", out, "--base-url",
                      model.base_url, "--model", "gpt-audio-1.5", "--allow-scheme", "s3",
@@ -165,6 +166,20 @@ def await_names() -> dict[str, str]:
 def _run_counts(flow_run_ids: set[str]) -> list[int]:
     with get_client(sync_client=True) as client:
         return [client.read_flow_run(run_id).run_count for run_id in flow_run_ids]
+
+
+def _drop_fleet_limits() -> None:
+    """This test's limits are its own: earlier tests of the session may have made limits of
+    the same name (127.0.0.1, gpt-audio-1.5) with other values, or died holding their slots
+    (the test server sweeps no expired leases)."""
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for what in ("concurrency", "rpm", "tpm"):
+            try:
+                client.delete_global_concurrency_limit_by_name(limit_name("127.0.0.1", "gpt-audio-1.5", what))
+            except ObjectNotFound:
+                pass
 
 
 def _fleet_limit() -> int:

@@ -112,7 +112,10 @@ def test_unknown_model_is_not_found(client: openai.OpenAI, jfk_wav: bytes):
 
 
 def test_models_list(client: openai.OpenAI):
-    assert [model.id for model in client.models.list()] == ["audiobatch-local"]
+    from audiobatch.localmodel import multilingual
+
+    expected = ["audiobatch-local"] + (["audiobatch-local-multilingual"] if multilingual.installed() else [])
+    assert [model.id for model in client.models.list()] == expected
 
 
 def test_body_limit_of_a_served_model(jfk_wav: bytes):

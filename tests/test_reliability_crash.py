@@ -30,8 +30,9 @@ def _command(manifest: Path, out: Path, base_url: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    # The runs use this session's Prefect API rather than starting their own.
-    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+    # The runs use this session's Prefect API rather than starting their own. In-process limits:
+    # the killed run dies holding fleet slots, which the test server (no lease sweep) never frees.
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "AUDIOBATCH_FLEET_LIMITS": "0",
             "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 

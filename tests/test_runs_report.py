@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import FlowRunSort
 
 from audiobatch.flows.cli import main
 from tests.helpers.data import SPEECH
@@ -54,7 +55,8 @@ def test_exit_code_summary_and_flow_state_agree(failed_run) -> None:
 
     async def flow_run_and_logs():
         async with get_client() as client:
-            runs = await client.read_flow_runs(limit=50)
+            # newest first: the session's server holds every earlier test's runs too
+            runs = await client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_DESC)
             run = next(r for r in runs if r.state and summary["run_id"] in (r.state.message or ""))
             logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
             return run, logs
