@@ -5,8 +5,8 @@ transcription side uses for word times; flows/runtime.py wires it, tasks never i
 Each chunk is aligned as soon as its take is kept, beside the synthesis of the others: its
 words (the chunk's speakable text, as `tasks.text.word_breaks` cuts it) get times within the
 chunk. When the narration is rendered, each chunk's place in the file is known
-(`stitch.finish_narration(placements=...)`: trimmed edges, pauses between chunks, speed), so
-a word at t in its chunk is at placement + t / speed. Captions are grouped as transcripts'
+(`stitch.finish_narration(placements=...)`: trimmed edges, pauses between chunks, pauses
+shortened and the speed), so a word at t in its chunk is at clock(t). Captions are grouped as transcripts'
 are (`assemble.aligned_segments`: breaks at sentence ends and pauses, at most a line's worth
 of words), and a caption's text is a slice of the text: nothing is re-spelled by a model.
 """
@@ -20,6 +20,7 @@ import numpy as np
 
 from audiobatch.tasks import codecs
 from audiobatch.tasks.assemble import Segment, aligned_segments
+from audiobatch.tasks.stitch import PartClock
 from audiobatch.tasks.text import word_breaks
 from audiobatch.tasks.words import Word
 
@@ -47,14 +48,14 @@ async def align_chunk(aligner: Any, samples: np.ndarray, sample_rate: int, text:
     return await aligner.align(audio, text_words(text), language)
 
 
-def caption_segments(chunks: list[tuple[int, str, list[Word], float | None]],
-                     speed: float, offset_s: float = 0.0) -> list[Segment]:
+def caption_segments(chunks: list[tuple[int, str, list[Word], PartClock | None]],
+                     offset_s: float = 0.0) -> list[Segment]:
     """Captions of a narration (or of one audiobook chapter starting at `offset_s`) from
-    (chunk index, chunk text, its aligned words, its placement in the narration) per chunk."""
+    (chunk index, chunk text, its aligned words, its clock in the narration) per chunk."""
     segments: list[Segment] = []
-    for index, text, words, placement in chunks:
-        if placement is None or not words:
+    for index, text, words, clock in chunks:
+        if clock is None or not words:
             continue  # a silent chunk left out of the narration
-        scaled = [replace(w, start_s=w.start_s / speed, end_s=w.end_s / speed) for w in words]
-        segments += aligned_segments(PlacedChunk(index, offset_s + placement), text, scaled)
+        placed = [replace(w, start_s=clock(w.start_s), end_s=clock(w.end_s)) for w in words]
+        segments += aligned_segments(PlacedChunk(index, offset_s), text, placed)
     return segments

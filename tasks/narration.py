@@ -30,7 +30,7 @@ from audiobatch.tasks.outputs import media_relpath
 from audiobatch.tasks.profiles import ModelProfile
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
 from audiobatch.tasks.sources import FetchPolicy, local_file
-from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, finish_narration, time_stretch
+from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, PartClock, finish_narration, speed_up
 from audiobatch.tasks.verify import check, listener_hears
 from audiobatch.tasks.words import Word
 from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
@@ -172,7 +172,7 @@ class NarratedChunk:
 async def _hear(ctx: RunContext, samples: np.ndarray, speed: float, language: str) -> str:
     """The chunk as the embedded model hears it, at the speed the listener will hear it."""
     def as_delivered() -> bytes:
-        return codecs.encode(time_stretch(samples, NARRATION_RATE, speed), NARRATION_RATE, "wav")
+        return codecs.encode(speed_up(samples, NARRATION_RATE, speed)[0], NARRATION_RATE, "wav")
 
     reply = await ctx.verifier.transcribe(await asyncio.to_thread(as_delivered), "wav", language=language)
     return reply.text or ""
@@ -231,11 +231,11 @@ class Rendered:
 def _finish(parts: list[NarratedChunk], settings: dict, target_lufs: float,
             offset_s: float = 0.0) -> tuple[np.ndarray, list[Segment]]:
     """Joined, levelled, stretched audio and its captions (offset: a chapter's start)."""
-    placements: list[float | None] = []
+    placements: list[PartClock | None] = []
     audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["speed"],
                              target_lufs=target_lufs, placements=placements)
     pieces = [(part.chunk.index, part.chunk.text, part.words, at) for part, at in zip(parts, placements)]
-    return audio, caption_segments(pieces, settings["speed"], offset_s)
+    return audio, caption_segments(pieces, offset_s)
 
 
 def _render(parts: list[NarratedChunk], settings: dict, target_lufs: float) -> Rendered:

@@ -2,7 +2,8 @@
 
 `finish_narration` is the whole path: `stitch` (trim each chunk's edge silence, fade its edges,
 put a pause of true silence between chunks) -> `loudness_normalise` (BS.1770 integrated loudness
-to a target, then a peak ceiling) -> `time_stretch` (FFmpeg's pitch-preserving `atempo`).
+to a target, then a peak ceiling) -> `speed_up` (pauses shortened more than the speech, then
+FFmpeg's pitch-preserving `atempo` over the whole).
 Encoding to a file format is `tasks.codecs.encode`.
 
 Samples are float32 mono arrays in [-1, 1]. Joins go through pydub on 16-bit PCM, which is
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -37,25 +40,32 @@ _KEEP_TAIL_MS = 120            # the natural decay of the last word
 _LIMITER_WINDOW_S = 0.04       # peak limiter: gain changes over ~40 ms
 _STRETCH_BLOCK = 8192          # samples per frame pushed through the filter graph
 _STRETCH_TAIL_S = 0.25         # silence fed after the audio so atempo releases all of it
+_PAUSE_FRAME_S = 0.01          # speed_up: pauses are found in 10 ms frames ...
+_PAUSE_MIN_S = 0.1             # ... at least this long (shorter gaps are inside words)
+_PAUSE_KEEP_S = 0.15           # a pause is never cut shorter than this (if it was longer)
+
+PartClock = Callable[[float], float]  # a time in a narrated part -> its time in the narration
 
 
 def finish_narration(parts: list[np.ndarray], sample_rate: int, *, speed: float = 1.0,
                      target_lufs: float = -16.0, pause_s: float = 0.35,
-                     placements: list[float | None] | None = None) -> np.ndarray:
+                     placements: list[PartClock | None] | None = None) -> np.ndarray:
     """Narrated chunks -> one narration: stitch, then loudness, then speed (in that order).
 
-    `placements`, when given, is filled with the time in the finished narration of each part's
-    first sample (None for a silent part left out): captions are timed within each part.
+    `placements`, when given, is filled with one clock per part: the time in the finished
+    narration of a time in the part as narrated (None for a silent part left out), so captions
+    timed within each part land on the narration.
 
     Loudness is set before the stretch, so the speed moves it a little (measured on 172 s of
     speech: -15.5 LUFS at 0.25, -15.9 at 0.5, -16.2 at 1.25, -16.5 at 2.0, -16.8 at 4.0).
     """
     _check_speed(speed)  # fail before doing the work
-    joined = stitch(parts, sample_rate, pause_s=pause_s, placements=placements)
-    if placements is not None:
-        placements[:] = [None if at is None else at / speed for at in placements]
+    starts: list[float | None] = []
+    joined = stitch(parts, sample_rate, pause_s=pause_s, placements=starts)
     levelled = loudness_normalise(joined, sample_rate, target_lufs=target_lufs)
-    stretched = time_stretch(levelled, sample_rate, speed)
+    stretched, timeline = speed_up(levelled, sample_rate, speed)
+    if placements is not None:
+        placements[:] = [None if at is None else _clock(timeline, at) for at in starts]
     # atempo's overlap-add has not been seen to raise peaks, but the ceiling is a promise
     return _limit_peaks(stretched, sample_rate, 10.0 ** (_PEAK_DBFS / 20.0))
 
@@ -210,6 +220,74 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 # --- speed ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where a time of the narration before `speed_up` lands after it: the pieces kept (pauses
+    cut shorter), joined, then all stretched `factor` times faster."""
+
+    kept: np.ndarray  # (n, 2) sample ranges [start, end) of the input kept, in order
+    factor: float
+    sample_rate: int
+
+    def at(self, seconds: float) -> float:
+        sample = seconds * self.sample_rate
+        piece = max(0, int(np.searchsorted(self.kept[:, 0], sample, side="right")) - 1)
+        start, end = self.kept[piece]
+        before = int((self.kept[:piece, 1] - self.kept[:piece, 0]).sum())
+        within = min(max(sample - start, 0.0), end - start)  # a cut-out moment: its pause's cut
+        return (before + within) / self.factor / self.sample_rate
+
+
+def _clock(timeline: Timeline, start_s: float) -> PartClock:
+    return lambda t: timeline.at(start_s + t)
+
+
+def speed_up(samples: np.ndarray, sample_rate: int, speed: float) -> tuple[np.ndarray, Timeline]:
+    """`speed` times shorter, the pitch kept, with exactly round(len / speed) samples.
+
+    Faster than 1.0, pauses of 0.1 s or more (45 dB under the peak) are first cut to 1/speed²
+    of their length (keeping at least 0.15 s), then the whole is stretched by what is still
+    needed: at 1.5 the speech itself is played ~1.4x and the pauses ~2.2x. Whisper tiny.en hears
+    this voice better so (three shared texts, 3,600 words: 8.96% WER against 9.67% with the
+    same speed-up spread evenly; 7.27% at 1.0; README "Speed"). Slower speeds stretch evenly.
+    """
+    _check_speed(speed)
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    whole = np.array([[0, len(samples)]], dtype=np.int64)
+    kept = _kept_around_pauses(samples, sample_rate, speed) if speed > 1.0 else whole
+    shortened = np.concatenate([samples[a:b] for a, b in kept]) if len(kept) > 1 else samples
+    target = round(len(samples) / speed)
+    if len(shortened) < target:  # mostly pauses: cutting them would slow the speech down
+        kept, shortened = whole, samples
+    factor = len(shortened) / target if target else speed
+    stretched = time_stretch(shortened, sample_rate, factor) if target else shortened[:0]
+    return stretched, Timeline(kept, factor, sample_rate)
+
+
+def _kept_around_pauses(samples: np.ndarray, sample_rate: int, speed: float) -> np.ndarray:
+    """Sample ranges to keep: everything but the middle of each pause, of which 1/speed² is
+    kept (half at each end, at least _PAUSE_KEEP_S)."""
+    frame = max(1, round(_PAUSE_FRAME_S * sample_rate))
+    n = len(samples) // frame
+    if n == 0 or not np.any(samples):
+        return np.array([[0, len(samples)]], dtype=np.int64)
+    frames = samples[:n * frame].reshape(n, frame)
+    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames) / frame)
+    quiet = rms < np.abs(samples).max() * 10.0 ** (-_SILENCE_BELOW_PEAK_DB / 20.0)
+    edges = np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1) * frame, np.flatnonzero(edges == -1) * frame
+    kept, at = [], 0
+    for start, end in zip(starts, ends):
+        length = end - start
+        if length < _PAUSE_MIN_S * sample_rate:
+            continue
+        keep = min(length, max(round(_PAUSE_KEEP_S * sample_rate), round(length / speed ** 2)))
+        kept.append((at, start + keep // 2))
+        at = end - (keep - keep // 2)
+    kept.append((at, len(samples)))
+    return np.array(kept, dtype=np.int64)
+
 
 def time_stretch(samples: np.ndarray, sample_rate: int, speed: float) -> np.ndarray:
     """Play `speed` times faster (0.25-4.0) without changing pitch, with FFmpeg's atempo.

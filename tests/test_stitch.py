@@ -13,7 +13,7 @@ import pytest
 
 from audiobatch.tasks.codecs import decode, encode
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.stitch import finish_narration, loudness_normalise, stitch, time_stretch
+from audiobatch.tasks.stitch import finish_narration, loudness_normalise, speed_up, stitch, time_stretch
 from tests.helpers.data import SPEECH
 
 SR = 24_000
@@ -226,6 +226,37 @@ def test_out_of_range_speed_is_an_input_error(clips: list[np.ndarray], speed: fl
         finish_narration(clips, SR, speed=speed)
 
 
+def quiet_runs(samples: np.ndarray, min_s: float = 0.05) -> list[int]:
+    """Lengths (samples) of the runs of at least `min_s` under 1/1000 of full scale: pauses."""
+    quiet = np.concatenate([[False], np.abs(samples) < 1e-3, [False]]).astype(np.int8)
+    starts, ends = np.flatnonzero(np.diff(quiet) == 1), np.flatnonzero(np.diff(quiet) == -1)
+    return [int(e - s) for s, e in zip(starts, ends) if e - s >= min_s * SR]
+
+
+def test_speeding_up_shortens_the_pauses_more_than_the_speech(clips: list[np.ndarray]) -> None:
+    # Whisper hears fast speech worse: at 1.5 the pauses take more of the speed-up than speech
+    narration = loudness_normalise(stitch(clips, SR, pause_s=0.5), SR)
+    faster, _ = speed_up(narration, SR, 1.5)
+    assert len(faster) == round(len(narration) / 1.5)
+    paused, paused_faster = sum(quiet_runs(narration)) / SR, sum(quiet_runs(faster)) / SR
+    spoken, spoken_faster = len(narration) / SR - paused, len(faster) / SR - paused_faster
+    print(f"pauses {paused:.2f} -> {paused_faster:.2f} s, speech {spoken:.2f} -> {spoken_faster:.2f} s")
+    assert paused / paused_faster > 2.0
+    assert 1.2 < spoken / spoken_faster < 1.45
+    # every pause is still there (no two sentences run together), only shorter
+    assert len(quiet_runs(faster)) == len(quiet_runs(narration))
+
+
+def test_speeding_up_what_is_mostly_silence_stretches_it_evenly(clips: list[np.ndarray]) -> None:
+    # cutting 20 s of silence to 1/16 would leave less than the asked length: nothing is cut
+    # then (which would have meant slowing the speech down), all of it is sped up alike
+    word = clips[0][:int(0.5 * SR)]
+    audio = np.concatenate([word, np.zeros(20 * SR, np.float32)])
+    faster, timeline = speed_up(audio, SR, 4.0)
+    assert np.array_equal(faster, time_stretch(audio, SR, 4.0))
+    assert timeline.at(20.5) == pytest.approx(20.5 / 4.0)
+
+
 # --- the whole path -----------------------------------------------------------------------
 
 def test_finish_narration_levels_and_speeds_up_real_speech(clips: list[np.ndarray]) -> None:
@@ -260,13 +291,13 @@ def test_placements_say_where_each_part_starts_in_the_finished_narration(clips: 
     padded = [np.concatenate([np.zeros(int(lead * SR), np.float32), clip]) for lead, clip in
               zip((0.8, 0.1, 1.5, 0.4), clips)]
     silent = np.zeros(SR, np.float32)
-    placements: list[float | None] = []
+    placements: list = []
     out = finish_narration([padded[0], silent, *padded[1:]], SR, speed=speed, placements=placements)
     assert placements[1] is None and len(placements) == 5  # a silent part is left out
     for clip, lead, at in zip(clips, (0.8, 0.1, 1.5, 0.4), placements[:1] + placements[2:]):
         # the clip's own first loud sample is where the placement says it is
         own = np.flatnonzero(np.abs(clip) > 0.05)[0] / SR
-        found = at + (lead + own) / speed
+        found = at(lead + own)
         window = out[int((found - 0.02) * SR):int((found + 0.02) * SR)]
         assert np.abs(window).max() > 0.02, (at, found)
         before = out[int((found - 0.15) * SR):int((found - 0.05) * SR)]
