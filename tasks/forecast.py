@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from audiobatch.tasks import codecs
-from audiobatch.tasks.audio import max_chunk_seconds
+from audiobatch.tasks.audio import context_words_for, max_chunk_seconds
 from audiobatch.tasks.cost import Usage, cost_usd
 from audiobatch.tasks.economy import Economy, shortened_seconds
 from audiobatch.tasks.errors import AudiobatchError
@@ -77,6 +77,7 @@ def forecast_transcription(item: Item, profile: ModelProfile, *, prompt: str | N
     recorded, seconds, listened = _sent_seconds(item, economy)
     max_s = max_chunk_seconds(profile.max_input_audio_tokens, profile.input_audio_tokens_per_s)
     requests = max(1, math.ceil(seconds / max_s))
+    context_words = context_words_for(context_words, max_s)
     usage = Usage()
     words_per_request = seconds / requests * profile.speech_words_per_minute / 60.0
     for index in range(requests):  # every request after the first carries context

@@ -18,7 +18,8 @@ import soundfile as sf
 
 from audiobatch.tasks.assemble import (Segment, build_segments, join_transcripts, kept_word_ranges,
                                       render_json, render_srt, render_vtt)
-from audiobatch.tasks.audio import Chunk, PreparedAudio, max_chunk_seconds, remove_chunk_files, stream_chunks
+from audiobatch.tasks.audio import (Chunk, PreparedAudio, context_words_for, max_chunk_seconds, remove_chunk_files,
+                                    stream_chunks)
 from audiobatch.tasks.cache import ReplyRecord
 from audiobatch.tasks.calls import attempts_before, call_model
 from audiobatch.tasks.economy import economy_for
@@ -145,14 +146,13 @@ async def _qa_facts(ctx: RunContext, chunk: Chunk, language: str | None) -> tupl
 
 
 async def _transcribe_stream(ctx: RunContext, recorder: ItemRecorder,
-                             chunks: Handoff[Chunk, PreparedAudio], ask: Ask) -> list[ChunkText]:
-    """Each chunk's transcript as the decoder hands the chunks over. With context (the
-    default), a chunk is sent with the tail of the transcript before it, so one item's
-    chunks go one after another while the next is decoded (items still run concurrently);
-    without, as soon as a request slot is free. Overlapping chunks get no context: the
-    overlap already repeats the audio, and a model told what was just said skips the words
-    it hears again (measured: 47 of 439 words lost with 3 s overlap)."""
-    words = 0 if ctx.options.overlap_s else ctx.options.context_words
+                             chunks: Handoff[Chunk, PreparedAudio], ask: Ask,
+                             max_request_s: float) -> list[ChunkText]:
+    """Each chunk's transcript as the decoder hands the chunks over. With context (short
+    requests: `context_words_for`), a chunk is sent with the tail of the transcript before it,
+    so one item's chunks go one after another while the next is decoded (items still run
+    concurrently); without, as soon as a request slot is free."""
+    words = context_words_for(ctx.options.context_words, max_request_s, ctx.options.overlap_s)
     if words:
         results: list[ChunkText] = []
         while (chunk := await chunks.next_item()) is not None:
@@ -234,7 +234,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                                  overlap_s=ctx.options.overlap_s,
                                  economy=economy_for(ctx.options.economy, ctx.options.economy_speed,
                                                      item.options.get("economy"))) as chunks:
-            results = await _transcribe_stream(ctx, recorder, chunks, ask)
+            results = await _transcribe_stream(ctx, recorder, chunks, ask, max_s)
         prepared = chunks.result
         if prepared.silent:
             raise InputError(f"{item.item_id}: the audio is silent from start to end; there is "

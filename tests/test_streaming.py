@@ -113,3 +113,20 @@ async def test_a_failing_request_stops_the_rest_of_the_file(prefect_api, tmp_pat
     assert item["status"] == "failed" and "bad audio" in item["error_message"]
     assert len(counts) == 2  # no request after the refused one; the decoder stopped
     assert chunk_files(out / "_runs") == 0  # and its chunk files are gone
+
+
+@pytest.mark.parametrize("max_audio_tokens, with_context", [(160, True), (900, False)])
+async def test_context_goes_with_short_requests_only(prefect_api, tmp_path: Path, max_audio_tokens: int,
+                                                     with_context: bool) -> None:
+    # The transcript so far helps a 16 s request and makes a 90 s one drop passages
+    # (tasks.audio.CONTEXT_MAX_REQUEST_S): only short requests carry it.
+    from audiobatch.tasks.prompts import CONTEXT_LEAD
+
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "long", "audio": str(LONG)}])
+    with FaultServer(lambda request: ok(f"words of part {request.index}")) as server:
+        run = await run_transcribe(manifest, tmp_path / "out", base_url=server.base_url, use_cache=False,
+                                   max_audio_tokens=max_audio_tokens, qa=False, word_times=False)
+        bodies = [r.body.decode() for r in server.requests if r.path.endswith("/chat/completions")]
+    assert run.summary["ok"] == 1 and len(bodies) >= 2
+    assert CONTEXT_LEAD not in bodies[0]  # nothing came before the first chunk
+    assert all((CONTEXT_LEAD in body) == with_context for body in bodies[1:])
