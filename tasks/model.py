@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +37,7 @@ from audiobatch.tasks.limits import Limiter
 from audiobatch.tasks.sources import safe_url
 from audiobatch.tasks.model_wire import Attempt, ModelReply, error_for_response, parse_reply
 from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcribe_usage
+from audiobatch.tasks.request_body import FileAsBase64, json_content
 from audiobatch.tasks.profiles import DEFAULT_REMOTE_MODEL, LOCAL_MODEL, ModelProfile, get_profile, provider_for
 from audiobatch.tasks.prompts import (STRICT_TRANSCRIPT, TRANSCRIPT_ONLY, context_instruction,
                                       narration_system_prompt, transcribe_instruction)
@@ -140,15 +142,15 @@ class ModelClient:
 
     # --- the two jobs -------------------------------------------------------------------
 
-    async def transcribe(self, audio: bytes | Callable[[], bytes], audio_format: str, *,
+    async def transcribe(self, audio: bytes | Callable[[], bytes] | Path, audio_format: str, *,
                          prompt: str | None = None, language: str | None = None,
                          model: str | None = None, expected_tokens: int | None = None,
                          context: str | None = None, strict: bool = False) -> ModelReply:
         """The verbatim transcript of `audio` (wav or mp3 bytes) as `reply.text`.
 
-        `audio` may be a function returning the bytes (e.g. reading a chunk file): it is then
-        called only once a limiter slot is held, for each attempt, so a chunk waiting its
-        turn costs no memory. `context`: the transcript just before this audio (sent as its
+        `audio` may be a chunk file's path (read piece by piece while the request is sent,
+        tasks/request_body.py) or a function returning the bytes: either is read only once a
+        limiter slot is held, for each attempt, so a chunk waiting its turn costs no memory. `context`: the transcript just before this audio (sent as its
         own text part, marked as context). `strict`: the re-ask after a failed check
         (tasks/qa.py): a firmer instruction; temperature is 0 either way."""
         model = model or self.settings.model
@@ -156,19 +158,19 @@ class ModelClient:
         instruction = transcribe_instruction(prompt, language)
         if strict:
             instruction += "\n" + STRICT_TRANSCRIPT
-        read = audio if callable(audio) else (lambda: audio)
-        if not callable(audio):
+        read = audio.read_bytes if isinstance(audio, Path) else audio if callable(audio) else (lambda: audio)
+        if isinstance(audio, bytes):
             _require_audio(audio)
             if expected_tokens is None:
                 expected_tokens = _transcribe_tokens(audio, audio_format, prompt, language, profile)
 
         def body() -> dict:
-            data = _require_audio(read())
             content: list[dict[str, Any]] = [{"type": "text", "text": instruction}]
             if context:
                 content.append({"type": "text", "text": context_instruction(context)})
             content.append({"type": "input_audio", "input_audio": {
-                "data": base64.b64encode(data).decode("ascii"), "format": audio_format}})
+                "data": _audio_data(audio if isinstance(audio, Path) else read()),
+                "format": audio_format}})
             return {
                 "model": model, "modalities": ["text"], "temperature": 0,
                 "max_completion_tokens": profile.max_output_text_tokens,
@@ -303,7 +305,8 @@ class ModelClient:
     async def _capped_request(self, method: str, path: str, body: dict | None, url: str) -> httpx.Response:
         """The answer, its body read up to `max_response_mb` (a reply is from someone else)."""
         cap = int(self.settings.max_response_mb * 1024 * 1024)
-        async with self._http.stream(method, path, json=body) as streamed:
+        headers, content = json_content(body) if body is not None else ({}, None)
+        async with self._http.stream(method, path, content=content, headers=headers) as streamed:
             declared = streamed.headers.get("content-length", "")
             chunks, size = [], int(declared) if declared.isdigit() else 0
             if size <= cap:
@@ -362,6 +365,16 @@ def _require_audio(audio: bytes) -> bytes:
     if not audio:
         raise InputError("no audio to transcribe (0 bytes). Check the chunk or file.")
     return audio
+
+
+def _audio_data(audio: bytes | Path) -> str | FileAsBase64:
+    """The request's base64 audio: a file (a chunk) is read piece by piece as it is sent."""
+    if isinstance(audio, Path):
+        data = FileAsBase64(audio)
+        if not data.size:
+            raise InputError("no audio to transcribe (0 bytes). Check the chunk or file.")
+        return data
+    return base64.b64encode(_require_audio(audio)).decode("ascii")
 
 
 def _transcribe_tokens(audio: bytes, audio_format: str, prompt: str | None,

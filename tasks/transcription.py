@@ -104,7 +104,7 @@ async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: A
         ctx, recorder, chunk_index=chunk.index, payload=chunk.path, params=params, expected=expected,
         audio_s=(chunk.recorded_s, chunk.duration_s),
         reask_reason=reask, first_attempt=attempts_before(recorder, chunk.index) + 1,
-        send=lambda: ctx.client.transcribe(chunk.path.read_bytes, "wav", prompt=ask.prompt,
+        send=lambda: ctx.client.transcribe(chunk.path, "wav", prompt=ask.prompt,
                                            language=ask.language, model=ask.model,
                                            expected_tokens=expected.total_tokens,
                                            context=context, strict=strict))

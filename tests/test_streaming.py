@@ -9,12 +9,15 @@ request stops the decoder. Real decoding of real speech; a real HTTP model stub 
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import pytest
 
 from audiobatch.tasks.audio import stream_chunks
+from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.model import ClientSettings, ModelClient
+from audiobatch.tasks.request_body import PIECE_BYTES
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import run_transcribe, write_manifest
 from tests.helpers.faultserver import Behaviour, FaultServer, Received, error, ok
@@ -73,6 +76,26 @@ async def test_a_chunk_is_read_only_when_its_request_may_go() -> None:
     assert [r.text for r in replies] == ["first", "second"]
     # the second chunk was read after the first request had gone (one slot), not up front
     assert seen_when_read == [0, 1]
+
+
+async def test_a_chunk_file_is_sent_in_pieces_as_the_same_request(tmp_path: Path) -> None:
+    chunk = tmp_path / "chunk.wav"
+    chunk.write_bytes(LONG.read_bytes()[: 2 * PIECE_BYTES + 5])  # three pieces, the last padded
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    prompt = 'names: "Zoë", Ōsaka'  # quotes and non-ASCII text around the streamed audio
+    with FaultServer([ok("heard")]) as server:
+        settings = ClientSettings(base_url=server.base_url, api_key="sk-test")
+        async with ModelClient(settings) as client:
+            reply = await client.transcribe(chunk, "wav", prompt=prompt, expected_tokens=50)
+            with pytest.raises(InputError, match="0 bytes"):
+                await client.transcribe(empty, "wav", expected_tokens=50)
+    assert reply.text == "heard" and len(server.requests) == 1  # the empty file was never sent
+    sent = server.requests[0]
+    assert int(sent.headers["content-length"]) == len(sent.body)
+    content = sent.json["messages"][0]["content"]
+    assert prompt in content[0]["text"]
+    assert base64.b64decode(content[-1]["input_audio"]["data"]) == chunk.read_bytes()
 
 
 def _counting(out: Path, counts: list[int], behaviour=None):
