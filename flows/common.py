@@ -17,6 +17,7 @@ from audiobatch.flows.shards import run_shards, shard_items
 from audiobatch.flows.task_runners import batch_runner
 from audiobatch.tasks.batches import RunJob, run_items
 from audiobatch.tasks.manifest import Item, read_manifest
+from audiobatch.tasks.memory import return_large_buffers
 from audiobatch.tasks.outputs import failed_item_ids, publish_run
 from audiobatch.tasks.history import record_from_rows
 from audiobatch.tasks.progress import (RunProgress, RunSummary, publish_artifact, publish_report_artifact,
@@ -52,6 +53,7 @@ async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, 
     bytes again resume an unfinished run)."""
     wall_start = time.monotonic()
     route_logs()
+    return_large_buffers()
     if items is None:
         source_bytes = read_manifest_bytes(options.manifest)
         items = read_manifest(options.manifest, options.kind)

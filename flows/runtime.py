@@ -21,6 +21,7 @@ from audiobatch.tasks.calls import Budget
 from audiobatch.tasks.errors import ConfigError, register_secret
 from audiobatch.tasks.fleet_limits import FleetLimiter, ensure_fleet_limits
 from audiobatch.tasks.limits import Limiter
+from audiobatch.tasks.memory import return_large_buffers
 from audiobatch.tasks.model import ClientSettings, ModelClient
 from audiobatch.tasks.outputs import OutputRoot
 from audiobatch.tasks.profiles import LOCAL_MODELS, LOCAL_MULTILINGUAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
@@ -206,6 +207,7 @@ async def worker_context(job: RunJob) -> AsyncIterator[RunContext]:
     """The run's context in a process that did not open it (a Dask worker): the same options
     and run folder, its own client, limiter and staging file; the engines load once per process.
     The spend so far is read back only when a budget needs it."""
+    return_large_buffers()  # a Dask worker process decodes and sends chunks too
     folder = run_folder(OutputRoot(job.options.out), job.run_id)
     staging = _WORKER_STAGING.setdefault(folder, RunStaging(folder, writer=new_writer_name()))
     costs = staging.snapshot().read("costs") if job.options.max_cost_usd is not None else []
