@@ -170,8 +170,11 @@ def _run_counts(flow_run_ids: set[str]) -> list[int]:
 
 def _drop_fleet_limits() -> None:
     """This test's limits are its own: earlier tests of the session may have made limits of
-    the same name (127.0.0.1, gpt-audio-1.5) with other values, or died holding their slots
-    (the test server sweeps no expired leases)."""
+    the same name (127.0.0.1, gpt-audio-1.5) with other values, or died holding their slots.
+    The concurrency limit is made roomier than the runs ask (2 each): the worker taken down may
+    die holding its slots, and the test server has no lease sweep to free them (a real server
+    frees them after 60 s); the rate limit under test is the rpm one."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
@@ -180,6 +183,8 @@ def _drop_fleet_limits() -> None:
                 client.delete_global_concurrency_limit_by_name(limit_name("127.0.0.1", "gpt-audio-1.5", what))
             except ObjectNotFound:
                 pass
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
+            name=limit_name("127.0.0.1", "gpt-audio-1.5", "concurrency"), limit=8, active=True))
 
 
 def _fleet_limit() -> int:
