@@ -66,6 +66,17 @@ def fleet_worker(name: str, log: Path, env: dict[str, str]) -> Iterator[subproce
                     worker.wait()
 
 
+def _shut_down(worker: subprocess.Popen) -> None:
+    """What a machine shutting down does: SIGTERM to every process, SIGKILL after a grace
+    period (the worker waits for its flow run's process to wind up, slow on a loaded machine)."""
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
 def _submit(manifest: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "audiobatch.flows.cli", "submit", manifest,
                              "--kind", "transcribe", "--shards", str(SHARDS), "--wait"],
@@ -117,8 +128,7 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
                 time.sleep(0.2)
             assert len(model.arrivals) >= CLIPS // 4, logs["worker-a"].read_text()[-3000:]
             victim, survivor = "worker-a", "worker-b"
-            os.killpg(worker_a.pid, signal.SIGTERM)
-            worker_a.wait(timeout=30)
+            _shut_down(worker_a)
             output, _ = first.communicate(timeout=300)
             assert first.returncode == 0, output + logs[survivor].read_text()[-4000:]
             paid_first = len([s for _, s in model.arrivals if s == 200])

@@ -2,6 +2,7 @@
 state and logs in Prefect, `audiobatch runs`, and `audiobatch report` rendered by Chromium."""
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -58,10 +59,12 @@ def test_exit_code_summary_and_flow_state_agree(failed_run) -> None:
             # newest first: the session's server holds every earlier test's runs too
             runs = await client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_DESC)
             run = next(r for r in runs if r.state and summary["run_id"] in (r.state.message or ""))
-            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            for _ in range(40):  # log lines reach the API in batches, a few seconds late
+                logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+                if any(log.message.startswith("failed row-4") for log in logs):
+                    break
+                await asyncio.sleep(0.5)
             return run, logs
-
-    import asyncio
 
     run, logs = asyncio.run(flow_run_and_logs())
     assert run.state.type.value == "FAILED" and "exit code 1" in run.state.message
