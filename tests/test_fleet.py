@@ -58,20 +58,15 @@ def fleet_worker(name: str, log: Path, env: dict[str, str]) -> Iterator[subproce
             yield worker
         finally:
             if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
-                try:
-                    worker.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
-                    worker.wait()
+                _shut_down(worker, grace_s=20)
 
 
-def _shut_down(worker: subprocess.Popen) -> None:
+def _shut_down(worker: subprocess.Popen, grace_s: float = 60) -> None:
     """What a machine shutting down does: SIGTERM to every process, SIGKILL after a grace
     period (the worker waits for its flow run's process to wind up, slow on a loaded machine)."""
     os.killpg(worker.pid, signal.SIGTERM)
     try:
-        worker.wait(timeout=60)
+        worker.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
