@@ -124,6 +124,7 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
             assert len(model.arrivals) >= CLIPS // 4, logs["worker-a"].read_text()[-3000:]
             victim, survivor = "worker-a", "worker-b"
             _shut_down(worker_a)
+            _sweep_dead_workers_slots()
             output, _ = first.communicate(timeout=300)
             assert first.returncode == 0, output + logs[survivor].read_text()[-4000:]
             paid_first = len([s for _, s in model.arrivals if s == 200])
@@ -175,11 +176,7 @@ def _run_counts(flow_run_ids: set[str]) -> list[int]:
 
 def _drop_fleet_limits() -> None:
     """This test's limits are its own: earlier tests of the session may have made limits of
-    the same name (127.0.0.1, gpt-audio-1.5) with other values, or died holding their slots.
-    The concurrency limit is made roomier than the runs ask (2 each): the worker taken down may
-    die holding its slots, and the test server has no lease sweep to free them (a real server
-    frees them after 60 s); the rate limit under test is the rpm one."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    the same name (127.0.0.1, gpt-audio-1.5) with other values, or died holding their slots."""
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
@@ -188,8 +185,17 @@ def _drop_fleet_limits() -> None:
                 client.delete_global_concurrency_limit_by_name(limit_name("127.0.0.1", "gpt-audio-1.5", what))
             except ObjectNotFound:
                 pass
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
-            name=limit_name("127.0.0.1", "gpt-audio-1.5", "concurrency"), limit=8, active=True))
+
+
+def _sweep_dead_workers_slots() -> None:
+    """What a real server's lease sweep does 60 s after a worker dies holding fleet slots
+    (the test server runs no sweep): the slots come back. Slots still held by the living
+    worker are released later, and the server never counts below zero."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(limit_name("127.0.0.1", "gpt-audio-1.5", "concurrency"),
+                                               GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 def _fleet_limit() -> int:
