@@ -48,7 +48,10 @@ class Handoff(Generic[Item, Result]):
         if entry is _END:
             self._queue.put_nowait(_END)  # every later call also sees the end
             assert self._future is not None
-            await self._future  # the producer's exception, if it failed
+            # The producer's exception, if it failed. Shielded: a consumer cancelled while it
+            # waits here (a task group stopping on a failed request) must not cancel the
+            # producer's future, whose clean-up awaits it on the way out.
+            await asyncio.shield(self._future)
             return None
         self._room.release()
         return entry  # type: ignore[return-value]

@@ -175,7 +175,6 @@ async def _transcribe_parallel(ctx: RunContext, recorder: ItemRecorder,
         finally:
             slots.release()
 
-    asked: list[asyncio.Task] = []
     try:
         async with asyncio.TaskGroup() as requests:
             while True:
@@ -183,12 +182,7 @@ async def _transcribe_parallel(ctx: RunContext, recorder: ItemRecorder,
                 chunk = await chunks.next_item()
                 if chunk is None:
                     break
-                asked.append(requests.create_task(answer(chunk)))
-            # Wait inside the block: a request failing while the group's exit waits cancels
-            # this task in a way Python 3.11 never takes back, and the decoder's clean-up then
-            # died of it (a crashed flow run instead of the item's error).
-            if asked:
-                await asyncio.wait(asked)
+                requests.create_task(answer(chunk))
     except BaseExceptionGroup as group:
         raise _first_error(group) from None
     return [texts[index] for index in range(len(texts))]
