@@ -17,8 +17,9 @@ import asyncio
 import json
 from typing import Any
 
-from audiobatch.flows.cli import (add_narration_args, add_run_args, add_transcription_args, build_options,
-                                  flag_of, flow_kwargs, run_flow, split_args, use_api_key)
+from audiobatch.flows.cli import run_flow, use_api_key
+from audiobatch.flows.cli_args import (add_narration_args, add_run_args, add_transcription_args, build_options,
+                                       flag_of, flow_kwargs, split_args)
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.options import InboxOptions, TranscribeOptions
 

@@ -18,7 +18,8 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from audiobatch.flows.cli import CLI_ONLY, build_parser, main
+from audiobatch.flows.cli import build_parser, main
+from audiobatch.flows.cli_args import CLI_ONLY
 from audiobatch.flows.cli_ops import NOT_FOR_INBOX, SCHEDULE_DESTS
 from audiobatch.flows.deploy import FLOWS, ensure_work_pool, load_flow
 from audiobatch.tasks.options import flat_names
