@@ -29,7 +29,8 @@ from audiobatch.tasks.progress import summarize
 from audiobatch.tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, run_folder
 from audiobatch.tasks.staging import RunStaging
 from audiobatch.flows.runtime import fetch_policy
-from audiobatch.tasks.sources import FetchPolicy, safe_url
+from audiobatch.tasks.fetch_policy import FetchPolicy
+from audiobatch.tasks.sources import safe_url
 from audiobatch.tasks.transcription import transcribe_item
 from audiobatch.tasks.trust import Trust
 

@@ -30,7 +30,7 @@ from audiobatch.tasks.runs import (RunContext, RunOptions, choose_run_id, new_jo
 from audiobatch.tasks.staging import RunStaging, new_writer_name
 from audiobatch.tasks.batches import RunJob, opened
 from audiobatch.tasks.netguard import AddressPolicy
-from audiobatch.tasks.sources import FetchPolicy
+from audiobatch.tasks.fetch_policy import FetchPolicy
 from audiobatch.tasks.trust import Trust, allowed_base_urls, check_base_url, normal_base_url
 from audiobatch.tasks.transcription import output_formats
 

@@ -24,7 +24,8 @@ import feedparser
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.ids import slugify
 from audiobatch.tasks.manifest import TRANSCRIBE, Item
-from audiobatch.tasks.sources import FetchPolicy, fetch, safe_url
+from audiobatch.tasks.fetch_policy import FetchPolicy
+from audiobatch.tasks.sources import fetch, safe_url
 
 FEED_CONTENT_TYPES = frozenset({"application/rss+xml", "application/atom+xml", "application/xml",
                                 "text/xml", "text/*", "application/octet-stream",

@@ -29,7 +29,8 @@ from audiobatch.tasks.manifest import TEXT_FILE_SUFFIXES, Item
 from audiobatch.tasks.outputs import media_relpath
 from audiobatch.tasks.profiles import ModelProfile
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
-from audiobatch.tasks.sources import FetchPolicy, local_file
+from audiobatch.tasks.fetch_policy import FetchPolicy
+from audiobatch.tasks.sources import local_file
 from audiobatch.tasks.stitch import MAX_SPEED, MIN_SPEED, PartClock, finish_narration, speed_up
 from audiobatch.tasks.verify import check, listener_hears
 from audiobatch.tasks.words import Word

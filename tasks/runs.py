@@ -26,7 +26,8 @@ from audiobatch.tasks.options import JobOptions
 from audiobatch.tasks.outputs import OutputRoot, new_run_id, safe_name
 from audiobatch.tasks.staging import RunStaging
 from audiobatch.tasks.profiles import ModelProfile, Prices
-from audiobatch.tasks.sources import FetchPolicy, safe_url
+from audiobatch.tasks.fetch_policy import FetchPolicy
+from audiobatch.tasks.sources import safe_url
 from audiobatch.tasks.trust import check_run_id
 
 

@@ -6,11 +6,9 @@ Other fsspec URLs (s3://, gs://, memory://...) are copied in blocks, only when t
 enabled their scheme. Every failure is an `InputError` naming the item and the source, with
 credentials stripped from the URL.
 
-Sources come from data that others write (README "Security model"), so by default:
-- http(s) downloads connect only to public addresses, checked on every connection and
-  redirect hop (`tasks.netguard`), within a total deadline and above a minimum rate;
-- local files are read only where the policy says: anywhere for the operator's own manifest
-  (`local_roots=None`), inside the data roots for manifests from others, never for a feed.
+Sources come from data that others write (README "Security model"): what a fetch may reach
+and take (`FetchPolicy`) and the checks that hold it to that are in tasks/fetch_policy.py,
+which network addresses a download may connect to in tasks/netguard.py.
 """
 from __future__ import annotations
 
@@ -23,7 +21,6 @@ import posixpath
 import re
 import socket
 import stat
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,15 +32,14 @@ import fsspec
 import httpx
 
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.netguard import AddressPolicy, BlockedAddress, guarded_transport, tls_context
+from audiobatch.tasks.fetch_policy import FetchPolicy, RateCheck, content_type_problem, too_big, within_roots
+from audiobatch.tasks.netguard import BlockedAddress, guarded_transport, tls_context
 
 try:  # advisory file locks: one download per target, across tasks and processes (POSIX only)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-AUDIO_CONTENT_TYPES = frozenset({"audio/*", "video/*", "application/ogg",
-                                 "application/octet-stream", "binary/octet-stream"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _SECRET_PARAM = re.compile(r"(?i)token|sig|secret|key|passw|auth|credential|session")
 _TOKEN_LIKE = re.compile(r"^[A-Za-z0-9_\-+/=%.~]{24,}$")
@@ -52,28 +48,6 @@ _TOKEN_LIKE = re.compile(r"^[A-Za-z0-9_\-+/=%.~]{24,}$")
 _PATH_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])"
                          r"[A-Za-z0-9]{20,}(?![A-Za-z0-9])")
 _BLOCK = 1 << 16
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    max_bytes: int = 4 * 1024**3
-    timeout_s: float = 60.0  # connect and read timeouts
-    # Users enable other fsspec schemes (s3, gs, memory...) explicitly: --allow-scheme.
-    allowed_schemes: frozenset[str] = frozenset({"file", "http", "https"})
-    # A response without Content-Type is accepted too; "type/*" matches a whole family.
-    allowed_content_types: frozenset[str] = AUDIO_CONTENT_TYPES
-    max_redirects: int = 10
-    attempts: int = 4  # tries for 5xx, 408, 429 and dropped or refused connections
-    backoff_s: float = 1.0  # wait before the first retry; doubles each time
-    # Who may be connected to: public addresses plus the opt-ins (None: no check, for a URL
-    # the operator typed, such as the feed's own).
-    addresses: AddressPolicy | None = AddressPolicy()
-    # Local files: None = any (the operator's own manifest), () = none (URLs from a feed),
-    # else only inside these folders (manifests from the inbox, `submit`, the Prefect API).
-    local_roots: tuple[str, ...] | None = None
-    deadline_s: float = 3600.0  # for the whole download, retries included
-    min_rate_bytes_s: float = 16 * 1024  # averaged over each rate window; 0: no minimum
-    rate_window_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +116,7 @@ def local_file(source: str, policy: FetchPolicy, label: str,
     is_url = source.lower().startswith("file:")
     path = Path(url2pathname(urlsplit(source).path)) if is_url else Path(source).expanduser()
     if policy.local_roots is not None:
-        path = _within_roots(path, policy.local_roots, label, suffixes)
+        path = within_roots(path, policy.local_roots, label, suffixes)
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -161,22 +135,6 @@ def local_file(source: str, policy: FetchPolicy, label: str,
     if not os.access(path, os.R_OK):
         raise InputError(f"{label}: no permission to read {path}: fix its permissions.")
     return FetchedFile(path, info.st_size, mimetypes.guess_type(path.name)[0], downloaded=False)
-
-
-def _within_roots(path: Path, roots: tuple[str, ...], label: str, suffixes: tuple[str, ...]) -> Path:
-    if not roots:
-        raise InputError(f"{label}: {path} is a local path; local files are never read from a "
-                         "feed (a feed must give http(s) URLs).")
-    real = Path(os.path.realpath(path))
-    if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
-        raise InputError(f"{label}: {path} is outside the folders this run may read "
-                         f"({', '.join(roots)}). Manifests from the inbox, `submit` or the "
-                         "Prefect API may only name files inside those folders: move the file "
-                         "there, or ask the operator to add its folder to AUDIOBATCH_DATA_ROOTS.")
-    if suffixes and real.suffix.lower() not in suffixes:
-        raise InputError(f"{label}: {path} is not a {' or '.join(suffixes)} file (it leads to "
-                         f"'{real.name}'): give the text file itself.")
-    return real
 
 
 # --- the download area: names, locks, completed downloads --------------------------------
@@ -233,12 +191,6 @@ async def _exclusive(target: Path) -> AsyncIterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _too_big(label: str, shown: str, size: int | None, policy: FetchPolicy) -> InputError:
-    said = f" ({size:,} bytes)" if size else ""
-    return InputError(f"{label}: {shown} is larger than the download cap of {policy.max_bytes:,} "
-                      f"bytes{said}: raise --max-download-mb or give a shorter file.")
 
 
 # --- http(s) -----------------------------------------------------------------------------
@@ -306,7 +258,7 @@ async def _stream_once(client: httpx.AsyncClient, url: str, part: Path, policy: 
     async with client.stream("GET", url, headers=headers) as response:
         _check_status(response, offset, part, label, shown)
         content_type = response.headers.get("content-type")
-        if problem := _content_type_problem(content_type, policy.allowed_content_types):
+        if problem := content_type_problem(content_type, policy.allowed_content_types):
             part.unlink(missing_ok=True)
             raise InputError(f"{label}: {problem} ({shown}).")
         resuming = offset > 0 and response.status_code == 206
@@ -317,7 +269,7 @@ async def _stream_once(client: httpx.AsyncClient, url: str, part: Path, policy: 
         expected = offset + int(length) if length and length.isdigit() else None
         if expected is not None and expected > policy.max_bytes:
             part.unlink(missing_ok=True)
-            raise _too_big(label, shown, expected, policy)
+            raise too_big(label, shown, expected, policy)
         await _write_body(response, part, resuming, offset, policy, label, shown)
     return content_type
 
@@ -341,50 +293,16 @@ def _check_status(response: httpx.Response, offset: int, part: Path, label: str,
 async def _write_body(response: httpx.Response, part: Path, resuming: bool, offset: int,
                       policy: FetchPolicy, label: str, shown: str) -> None:
     written = offset
-    rate = _RateCheck(policy, label, shown)
+    rate = RateCheck(policy, label, shown)
     with open(part, "ab" if resuming else "wb") as out:
         async for block in response.aiter_bytes():  # as received: a drop loses nothing kept
             written += len(block)
             if written > policy.max_bytes:  # the server sent more than it announced, or nothing said
                 out.close()
                 part.unlink(missing_ok=True)
-                raise _too_big(label, shown, None, policy)
+                raise too_big(label, shown, None, policy)
             out.write(block)
             rate.received(len(block))
-
-
-class _RateCheck:
-    """Fails a download whose server sends less than the minimum rate over a whole window
-    (a server dripping a byte now and then never trips a read timeout)."""
-
-    def __init__(self, policy: FetchPolicy, label: str, shown: str) -> None:
-        self.policy, self.label, self.shown = policy, label, shown
-        self.window_start, self.window_bytes = time.monotonic(), 0
-
-    def received(self, size: int) -> None:
-        self.window_bytes += size
-        elapsed = time.monotonic() - self.window_start
-        if self.policy.min_rate_bytes_s <= 0 or elapsed < self.policy.rate_window_s:
-            return
-        if self.window_bytes < self.policy.min_rate_bytes_s * elapsed:
-            raise InputError(
-                f"{self.label}: {self.shown} is sending too slowly: {self.window_bytes:,} bytes in "
-                f"the last {elapsed:.0f} s, below the minimum of "
-                f"{self.policy.min_rate_bytes_s / 1024:g} KB/s. Try again later (the partial "
-                "download resumes), or lower --min-download-kb-s.")
-        self.window_start, self.window_bytes = time.monotonic(), 0
-
-
-def _content_type_problem(value: str | None, allowed: frozenset[str]) -> str | None:
-    if not value:
-        return None
-    mime = value.split(";")[0].strip().lower()
-    if mime in allowed or f"{mime.split('/')[0]}/*" in allowed:
-        return None
-    if mime in ("text/html", "application/xhtml+xml"):
-        return ("the URL serves an HTML page, not audio (a web or login page?): give the direct "
-                "link to the audio file")
-    return f"the URL serves '{mime}', not audio: give the direct link to the audio file"
 
 
 def _range_start(response: httpx.Response) -> int | None:
@@ -428,13 +346,13 @@ def _copy_fsspec(source: str, target: Path, policy: FetchPolicy, label: str) -> 
         with fsspec.open(source, "rb") as src:
             size = getattr(src, "size", None)
             if size is not None and size > policy.max_bytes:
-                raise _too_big(label, shown, size, policy)
+                raise too_big(label, shown, size, policy)
             with open(part, "wb") as out:
                 written = 0
                 while block := src.read(_BLOCK):
                     written += len(block)
                     if written > policy.max_bytes:
-                        raise _too_big(label, shown, None, policy)
+                        raise too_big(label, shown, None, policy)
                     out.write(block)
     except InputError:
         part.unlink(missing_ok=True)

@@ -22,7 +22,8 @@ from audiobatch.flows.podcast import transcribe_podcast
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.netguard import AddressPolicy, refusal
 from audiobatch.tasks.options import TranscribeOptions
-from audiobatch.tasks.sources import FetchPolicy, fetch
+from audiobatch.tasks.fetch_policy import FetchPolicy
+from audiobatch.tasks.sources import fetch
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import all_files_text, run_transcribe, write_manifest
 

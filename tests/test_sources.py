@@ -17,7 +17,8 @@ import pytest
 
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.netguard import AddressPolicy
-from audiobatch.tasks.sources import FetchPolicy, fetch, safe_url, scheme_of
+from audiobatch.tasks.fetch_policy import FetchPolicy
+from audiobatch.tasks.sources import fetch, safe_url, scheme_of
 from tests.helpers.data import SPEECH
 
 
