@@ -16,9 +16,9 @@ Decisions a reader should know:
 - Chunks are slices of the input, so joining them with spaces gives the input back, word for
   word. Boundaries are always at whitespace: no word is ever cut.
 - Scripts written without spaces (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) are
-  counted and cut per character: each character is a token, weighted by how long it takes to
-  say against an English word (`CHARACTER_WEIGHTS`), and `。！？` (and their NFKC forms) end
-  sentences, `，、；：` end clauses. A 6,400-character Chinese text is ~4,300 word-equivalents.
+  counted and cut per character, each weighted by how long it takes to say; `。！？` end
+  sentences, `，、；：` clauses (tasks/text_cjk.py). A 6,400-character Chinese text is ~4,300
+  word-equivalents.
 """
 from __future__ import annotations
 
@@ -32,46 +32,19 @@ from markdown_it.token import Token
 
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.spoken import spoken_forms
+from audiobatch.tasks.text_cjk import CJK_CLAUSE_END, CJK_CLOSERS, CJK_SENTENCE_END, WORD_TOKEN, token_weight
 
 # --- counting and budgets ---------------------------------------------------------------
-
-
-# Scripts written without spaces between words, and how long one character takes to say in
-# English words (the profiles' speaking rates are in words per minute). Mandarin is read at
-# ~240 characters a minute against ~160 English words (2/3 word per character); Japanese mixes
-# kanji and kana at ~350 a minute (0.45, so Chinese's 2/3 leaves it more room than it needs);
-# Thai, Lao, Khmer and Myanmar spell a syllable in ~3 characters (~0.2). Overestimating a
-# character only makes requests shorter than they could be; underestimating would overrun the
-# audio budget, so the heavier figure is taken where scripts share characters.
-_NO_SPACE_SCRIPTS = (
-    ("\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f", 2 / 3),  # Han
-    ("\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9d", 2 / 3),                         # kana
-    ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff", 0.2),  # Thai, Lao, Myanmar, Khmer
-)
-CHARACTER_WEIGHTS = tuple((re.compile(f"[{chars}]"), weight) for chars, weight in _NO_SPACE_SCRIPTS)
-_NO_SPACE = "".join(chars for chars, _ in _NO_SPACE_SCRIPTS)
-# Punctuation that belongs to the character before it (full-width forms survive NFKC only
-# for some; the ASCII forms NFKC makes of the others are in _SENTENCE_END / _PAUSE_END).
-_CJK_TRAILING = "。．｡、，；：！？」』）》〉】〕ー〜…・\"'”’)\\]!?.,;:"
-_TOKEN = re.compile(f"[{_NO_SPACE}][{_CJK_TRAILING}]*|[^\\s{_NO_SPACE}]+")
-
 
 def count_words(text: str) -> int:
     """Words as the splitter counts them: whitespace-separated tokens, and each character of a
     script written without spaces."""
-    return len(_TOKEN.findall(text))
+    return len(WORD_TOKEN.findall(text))
 
 
 def spoken_words(text: str) -> float:
     """How long `text` takes to say, in English words: what the speaking rates are measured in."""
-    return sum(_token_weight(token) for token in _TOKEN.findall(text))
-
-
-def _token_weight(token: str) -> float:
-    for pattern, weight in CHARACTER_WEIGHTS:
-        if pattern.match(token):
-            return weight
-    return 1.0
+    return sum(token_weight(token) for token in WORD_TOKEN.findall(text))
 
 
 def max_words_per_request(max_output_audio_tokens: int, tokens_per_s: float,
@@ -155,9 +128,9 @@ def _normalise_whitespace(text: str) -> str:
 # --- Markdown ---------------------------------------------------------------------------
 
 _MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-_SENTENCE_END = ".!?…。．｡！？"
-_PAUSE_END = ",;:，、；："
-_CLOSERS = "\"'”’»›)]}」』）》】"
+_SENTENCE_END = ".!?…" + CJK_SENTENCE_END
+_PAUSE_END = ",;:" + CJK_CLAUSE_END
+_CLOSERS = "\"'”’»›)]}" + CJK_CLOSERS
 _HTML_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.DOTALL | re.IGNORECASE)
 
 
@@ -244,7 +217,6 @@ _TITLES = frozenset("mr mrs ms dr prof st rev gen col capt lt sgt hon sen rep go
 _BEFORE_NUMBERS = frozenset("no nos p pp vol vols fig figs ch sec art eq ed".split())
 _INITIALS = re.compile(r"(?:[A-Z]\.)*[A-Z]")      # "J", "U.S", "J.R.R" (the last dot removed)
 _LIST_MARKER = re.compile(r"(?:[-*•+]|\d{1,3}[.)]|[a-zA-Z][.)])")
-_WORD_SPAN = _TOKEN
 
 
 def split_for_narration(text: str, max_words: int) -> list[str]:
@@ -259,11 +231,11 @@ def split_for_narration(text: str, max_words: int) -> list[str]:
     if max_words < 1:
         raise ConfigError(f"max_words must be at least 1 (got {max_words}); raise the "
                           "per-request audio budget.")
-    spans = [(m.start(), m.end()) for m in _WORD_SPAN.finditer(text)]
+    spans = [(m.start(), m.end()) for m in WORD_TOKEN.finditer(text)]
     if not spans:
         return []
     breaks = _break_strengths(text, spans)
-    packer = _Packer(max_words, [_token_weight(text[a:b]) for a, b in spans])
+    packer = _Packer(max_words, [token_weight(text[a:b]) for a, b in spans])
     packer.add_range(0, len(spans), PARAGRAPH, breaks)
     return [text[spans[a][0]:spans[b - 1][1]] for a, b in packer.finish()]
 
@@ -272,7 +244,7 @@ def word_breaks(text: str) -> tuple[list[tuple[int, int]], list[int]]:
     """Word spans of `text` and the strength of the break after each (WORD..PARAGRAPH).
 
     The transcript assembler uses these to match pauses in the audio to breaks in the text."""
-    spans = [(m.start(), m.end()) for m in _WORD_SPAN.finditer(text)]
+    spans = [(m.start(), m.end()) for m in WORD_TOKEN.finditer(text)]
     return spans, _break_strengths(text, spans) if spans else []
 
 
@@ -302,7 +274,7 @@ def _gap_strength(word: str, next_word: str) -> int:
     core = word.rstrip(_CLOSERS)  # a sentence may end inside quotes or brackets: "Stop."
     if not core:
         return WORD
-    if core.endswith(("。", "．", "｡", "！", "？")):
+    if core.endswith(tuple(CJK_SENTENCE_END)):
         return SENTENCE  # ideographic full stops end a sentence whatever follows
     if core.endswith(("...", "…", "!", "?")):
         return SENTENCE if _starts_sentence(next_word) else CLAUSE
