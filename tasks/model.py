@@ -12,6 +12,8 @@ quota, say) would otherwise stall the run silently; raise `backoff_max_s` to wai
 
 The client knows only the wire contract: the embedded model is reached through an httpx
 transport that the caller passes in (flows/runtime.py wires it); tasks/ never imports localmodel.
+Reading what comes back (replies and their checks, errors, retry-after, the reply size limit,
+`GET /models`) is tasks/model_wire.py.
 """
 from __future__ import annotations
 
@@ -31,11 +33,12 @@ from tenacity import (AsyncRetrying, RetryCallState, stop_after_attempt,
 
 from audiobatch.tasks import codecs
 from audiobatch.tasks.cost import Usage
-from audiobatch.tasks.errors import (ConfigError, InputError, ModelError, PermanentModelError, RunFatalError,
-                                     TransientModelError, register_secret)
+from audiobatch.tasks.errors import (ConfigError, InputError, ModelError, RunFatalError, TransientModelError,
+                                     register_secret)
 from audiobatch.tasks.limits import Limiter
 from audiobatch.tasks.sources import safe_url
-from audiobatch.tasks.model_wire import Attempt, ModelReply, error_for_response, parse_reply
+from audiobatch.tasks.model_wire import (Attempt, ModelReply, error_for_response, listed_models, model_list,
+                                         parse_reply, read_capped)
 from audiobatch.tasks.estimate import expected_narrate_usage, expected_transcribe_usage
 from audiobatch.tasks.request_body import FileAsBase64, json_content
 from audiobatch.tasks.profiles import DEFAULT_REMOTE_MODEL, LOCAL_MODEL, ModelProfile, get_profile, provider_for
@@ -232,28 +235,20 @@ class ModelClient:
 
     async def _with_model_list(self, error: ModelError) -> ModelError:
         """After "no such model", say which models the endpoint does list (one GET /models;
-        best effort: the original error if that fails). The ids come from the server: they are
-        shortened and stripped of control characters before they reach a message."""
+        best effort: the original error if that fails). The ids come from the server:
+        `listed_models` shortens them and strips control characters."""
         try:
-            ids = [str(m.get("id"))[:64] for m in await self.list_models() if isinstance(m, dict)]
+            listed = listed_models(await self.list_models())
         except ModelError:
             return error
-        ids = ["".join(c for c in i if c.isprintable()) for i in ids if i]
-        if not ids:
+        if listed is None:
             return error
-        listed = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
         return type(error)(f"{error} {self.base_url}/models lists: {listed}.", status=error.status,
                            code=error.code, request_id=error.request_id)
 
     async def list_models(self) -> list[dict]:
         """The endpoint's `GET /models` list (for `doctor`); one attempt, errors as ModelError."""
-        response = await self._send("GET", "models")
-        data = _json_or_none(response)
-        models = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(models, list):
-            raise TransientModelError(f"{self.shown_url}/models answered without a `data` list; "
-                                      "check that the base URL points at an OpenAI-compatible API.")
-        return models
+        return model_list(await self._send("GET", "models"), self.shown_url)
 
     async def _attempt(self, body: dict | Callable[[], dict], expected_tokens: int,
                        want_audio: bool, attempts: list[Attempt]) -> ModelReply:
@@ -304,28 +299,9 @@ class ModelClient:
 
     async def _capped_request(self, method: str, path: str, body: dict | None, url: str) -> httpx.Response:
         """The answer, its body read up to `max_response_mb` (a reply is from someone else)."""
-        cap = int(self.settings.max_response_mb * 1024 * 1024)
         headers, content = json_content(body) if body is not None else ({}, None)
         async with self._http.stream(method, path, content=content, headers=headers) as streamed:
-            declared = streamed.headers.get("content-length", "")
-            chunks, size = [], int(declared) if declared.isdigit() else 0
-            if size <= cap:
-                size = 0
-                async for chunk in streamed.aiter_bytes():
-                    size += len(chunk)
-                    if size > cap:
-                        break
-                    chunks.append(chunk)
-            if size > cap:
-                raise PermanentModelError(
-                    f"{url} answered HTTP {streamed.status_code} with a body over the "
-                    f"{self.settings.max_response_mb:g} MB reply limit; it was not read. Send "
-                    "smaller requests (a lower audio-token budget) or check the endpoint.",
-                    status=streamed.status_code, request_id=streamed.headers.get("x-request-id"))
-        headers = [(k, v) for k, v in streamed.headers.multi_items()  # the body is decoded now
-                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-        return httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks),
-                              request=streamed.request)
+            return await read_capped(streamed, url, self.settings.max_response_mb)
 
     def _budget_spent(self) -> bool:
         budget = self.settings.retry_budget
@@ -385,13 +361,6 @@ def _transcribe_tokens(audio: bytes, audio_format: str, prompt: str | None,
     except InputError:
         seconds = 0.0  # the server will say what is wrong with it
     return expected_transcribe_usage(seconds, profile, prompt, language).total_tokens
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -2,7 +2,9 @@
 
 Split out of tasks/model.py so that each stays readable. `error_for_response` maps an HTTP
 error to the class that says what the pipeline does with it (DESIGN.md "Errors and what they
-do"); `parse_reply` turns a 200 into a `ModelReply`, treating a malformed 200 as transient.
+do"); `parse_reply` turns a 200 into a `ModelReply`, treating a malformed 200 as transient;
+`read_capped` reads any answer's body up to the reply size limit; `model_list` and
+`listed_models` read a `GET /models` answer.
 """
 from __future__ import annotations
 
@@ -225,3 +227,57 @@ def _audio(message: dict, where: str, want_audio: bool,
                                   status=200, request_id=request_id) from None
     transcript = part.get("transcript")
     return audio, str(transcript) if transcript is not None else None
+
+
+# --- reading any answer, and GET /models ---------------------------------------------------
+
+async def read_capped(streamed: httpx.Response, url: str, max_mb: float) -> httpx.Response:
+    """The streamed answer with its body read, up to `max_mb`: a larger body (announced or not)
+    is refused unread, since the endpoint could otherwise fill memory."""
+    cap = int(max_mb * 1024 * 1024)
+    declared = streamed.headers.get("content-length", "")
+    chunks, size = [], int(declared) if declared.isdigit() else 0
+    if size <= cap:
+        size = 0
+        async for chunk in streamed.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                break
+            chunks.append(chunk)
+    if size > cap:
+        raise PermanentModelError(
+            f"{url} answered HTTP {streamed.status_code} with a body over the "
+            f"{max_mb:g} MB reply limit; it was not read. Send "
+            "smaller requests (a lower audio-token budget) or check the endpoint.",
+            status=streamed.status_code, request_id=streamed.headers.get("x-request-id"))
+    headers = [(k, v) for k, v in streamed.headers.multi_items()  # the body is decoded now
+               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks),
+                          request=streamed.request)
+
+
+def model_list(response: httpx.Response, shown_url: str) -> list[dict]:
+    """The `data` list of a `GET /models` answer; an answer without one is transient."""
+    data = _json_or_none(response)
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise TransientModelError(f"{shown_url}/models answered without a `data` list; "
+                                  "check that the base URL points at an OpenAI-compatible API.")
+    return models
+
+
+def listed_models(models: list) -> str | None:
+    """A `GET /models` list's ids for a message (at most ten named), None when it has none.
+    The ids come from the server: each is shortened and stripped of control characters."""
+    ids = [str(m.get("id"))[:64] for m in models if isinstance(m, dict)]
+    ids = ["".join(c for c in i if c.isprintable()) for i in ids if i]
+    if not ids:
+        return None
+    return ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
