@@ -2,7 +2,9 @@
 
 Levels alone cannot tell a pause under a music bed from speech; Silero VAD hears speech
 itself. It runs on 16 kHz mono in windows of 512 samples (32 ms) at ~0.003 of real time on
-one thread here, so it can be asked about any stretch of audio, however often.
+one thread here, so it can be asked about any stretch of audio, however often. The last few
+answers are remembered by content (`tasks.memo`): the transcript checks and the aligner ask
+about the same chunk.
 
 The interface other stages use (cut planning here, the aligner's clamp in #13, pause
 shortening in #16):
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from audiobatch.tasks.memo import ContentMemo
 from audiobatch.tasks.pauses import frame_levels_db, quiet_runs
 
 VAD_RATE = 16_000
@@ -39,11 +42,19 @@ def _model() -> Any:
     return get_vad_model()
 
 
+# The transcript checks and the aligner both ask about the same chunk: hear it once.
+_heard: ContentMemo[np.ndarray] = ContentMemo(4)
+
+
 def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     """Silero's speech probability for each 32 ms window of 16 kHz mono `samples`."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     if samples.size == 0:
         return np.zeros(0, dtype=np.float32)
+    return _heard.answer(samples, _probabilities).copy()
+
+
+def _probabilities(samples: np.ndarray) -> np.ndarray:
     padded = np.pad(samples, (0, -samples.size % WINDOW_SAMPLES))
     return np.asarray(_model()(padded), dtype=np.float32).reshape(-1)
 

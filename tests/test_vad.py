@@ -88,3 +88,18 @@ def test_speech_spans_start_where_the_clips_start(speech_over_music: tuple[Conca
     # LJ clips begin with 0.05-0.25 s of room tone before the first word
     for true_start, found in zip(clean.starts_s, starts):
         assert true_start - 0.1 <= found <= true_start + 0.4
+
+
+def test_the_same_chunk_is_heard_once_and_a_changed_one_afresh() -> None:
+    """The transcript checks and the aligner both ask about a chunk: Silero runs once for it,
+    with the same answer; a chunk that differs in one sample is heard again."""
+    from audiobatch.tasks import vad
+
+    samples = decode(SPEECH / "openai-whisper__jfk.flac", RATE)
+    first = speech_spans(samples)
+    hits = vad._heard.hits
+    assert speech_spans(samples.copy()) == first and vad._heard.hits == hits + 1
+    changed = samples.copy()
+    changed[len(changed) // 2] += 0.25
+    speech_spans(changed)
+    assert vad._heard.hits == hits + 1

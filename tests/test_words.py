@@ -105,3 +105,24 @@ def test_word_edges_in_a_pause_move_to_the_speech() -> None:
              Word("d", 1.8, 3.6, 0.9)]  # mostly in the second stretch of speech
     assert [(w.start_s, w.end_s) for w in clamp_to_speech(words, spans)] == [
         (1.0, 1.5), (1.6, 2.0), (3.0, 3.5), (3.0, 3.6)]
+
+
+def test_aligning_a_short_request_reuses_the_encoding_whisper_just_heard() -> None:
+    """A request of at most 30 s: hearing it and placing its words run Whisper's encoder once
+    (the encoder is most of an alignment's cost), and the words land exactly where an aligner
+    that encodes afresh puts them."""
+    from audiobatch.localmodel.align import WhisperAligner
+    from audiobatch.localmodel.engines import Engines
+
+    samples = decode(SPEECH / "openai-whisper__jfk.flac", 16000)
+    engines = Engines()  # its own models: nothing remembered from other tests
+    heard = engines.hear_blocking(samples)
+    encodings = engines.whisper().encodings
+    hits = encodings.hits
+    words = WhisperAligner(engines).align_blocking(samples, heard.text.split(), "en")
+    assert encodings.hits == hits + 1
+
+    fresh = Engines()
+    afresh = WhisperAligner(fresh).align_blocking(samples, heard.text.split(), "en")
+    assert fresh.whisper().encodings.hits == 0
+    assert words == afresh and len(words) == len(heard.text.split()) >= 20
