@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -269,6 +270,7 @@ def preflight(options: RunOptions) -> None:
 def warm_up(options: RunOptions) -> None:
     """Load the embedded engine the job needs in a background thread, while Prefect starts
     (about a second of a one-clip run's start-up)."""
+    spare_pyarrow_its_pandas_probe()
     if client_settings(options).base_url is not None:
         return
     import threading
@@ -280,6 +282,31 @@ def warm_up(options: RunOptions) -> None:
     if options.kind == "transcribe" and client_settings(options).model == LOCAL_MULTILINGUAL_MODEL:
         load = engines.multilingual
     threading.Thread(target=load, name="audiobatch-warm-up", daemon=True).start()
+
+
+def spare_pyarrow_its_pandas_probe() -> None:
+    """pyarrow imports pandas (0.3-0.4 s) on its first conversion, only to recognise pandas
+    objects, when pandas is installed (users install it to read the outputs). A CLI run never
+    hands it any, so pyarrow's probe is told pandas is absent; `to_pandas` still works, as
+    pyarrow imports pandas again when asked for it."""
+    if "pandas" in sys.modules:
+        return
+    import pyarrow
+
+    withheld = _WithholdPandas()
+    sys.meta_path.insert(0, withheld)
+    try:
+        pyarrow.array([0])
+    finally:
+        sys.meta_path.remove(withheld)
+
+
+class _WithholdPandas:
+    """An import finder that answers `import pandas` with ImportError, while it is installed."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas":
+            raise ImportError("pandas is withheld from pyarrow's probe")
 
 
 def finish_run(ctx: RunContext, summary: dict) -> None:

@@ -2,6 +2,7 @@
 --version, --help defaults, completion, estimate rows and the advice after a 404."""
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -93,6 +94,32 @@ def test_the_cli_turns_telemetry_off_itself() -> None:
     out = subprocess.run([sys.executable, "-c", probe], env={**env, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "false"]
+
+
+def test_a_run_does_not_pay_for_importing_pandas_yet_pandas_reads_its_outputs(tmp_path) -> None:
+    """pyarrow imports pandas (0.3-0.4 s) on its first conversion when pandas is installed;
+    a CLI run tells it pandas is absent. Reading the Parquet with pandas still works after."""
+    probe = ("import sys, pyarrow as pa, pyarrow.parquet as pq\n"
+             "from audiobatch.flows.runtime import spare_pyarrow_its_pandas_probe\n"
+             "spare_pyarrow_its_pandas_probe()\n"
+             f"pq.write_table(pa.table({{'word': ['ask', 'not']}}), {str(tmp_path / 'w.parquet')!r})\n"
+             "print('pandas' in sys.modules)\n"
+             "import pandas\n"
+             f"print(list(pandas.read_parquet({str(tmp_path / 'w.parquet')!r})['word']))\n")
+    out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["False", "['ask', 'not']"]
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise() -> None:
+    """CTranslate2's OpenMP threads spinning between parallel regions made a one-clip job
+    2-3x slower on a busy machine; `import audiobatch` asks for passive waiting first."""
+    probe = "import os, audiobatch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = functools.partial(subprocess.run, [sys.executable, "-c", probe], capture_output=True,
+                            text=True, check=True)
+    assert run(env=env).stdout.strip() == "PASSIVE"
+    assert run(env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout.strip() == "ACTIVE"
 
 
 def test_estimate_rows_are_named_once_and_only_bad_rows_are_to_fix(tmp_path, capsys) -> None:
