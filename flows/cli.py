@@ -20,12 +20,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
 
 from audiobatch import __version__  # noqa: E402
 from audiobatch.flows.cli_args import (Parser, UsageError, add_economy_args, add_model_args,  # noqa: E402
@@ -235,5 +237,26 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def run() -> NoReturn:
+    """The `audiobatch` command: `main`, then `exit_quickly` with its code."""
+    exit_quickly(main())
+
+
+def exit_quickly(code: int) -> NoReturn:
+    """Exit as Python does, minus tearing the interpreter down.
+
+    Once a run is done, freeing Prefect's and the engines' modules object by object takes
+    0.3-0.6 s of a one-clip job (measured: an exit after loading Whisper, 1.12 s against 0.50 s
+    without the teardown). What a normal exit does before that teardown still happens, in
+    order: threading's exit hooks (where Prefect drains its log and event workers to the API)
+    and the joins of non-daemon threads, then atexit handlers, then the output is flushed."""
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -37,6 +38,16 @@ def _gone(pid: int, within_s: float) -> bool:
     return False
 
 
+def _logged(api: str, text: str) -> bool:
+    """Whether the server holds a log line containing `text` (it stores lines as they come)."""
+    for _ in range(20):
+        logs = httpx.post(f"{api}/logs/filter", json={"limit": 200, "sort": "TIMESTAMP_DESC"}).json()
+        if any(text in log["message"] for log in logs):
+            return True
+        time.sleep(0.25)
+    return False
+
+
 def test_background_server_is_started_once_reused_and_stopped_when_asked(tmp_path) -> None:
     started = _cli(tmp_path, "server", "start")
     assert started.returncode == 0 and started.stdout.startswith("started: http://127.0.0.1:")
@@ -49,6 +60,11 @@ def test_background_server_is_started_once_reused_and_stopped_when_asked(tmp_pat
     assert run.returncode == 0, run.stderr[-2000:]
     assert "started a local Prefect server" not in run.stderr  # it used the running one
     assert psutil.pid_exists(pid)
+    # The command exits without tearing the interpreter down (flows/cli.py exit_quickly), yet
+    # its log lines were handed to the server before it went.
+    api = started.stdout.split()[1] + "/api"
+    run_id = next(line.split()[1] for line in run.stdout.splitlines() if line.strip().startswith("run "))
+    assert _logged(api, f"transcribe run {run_id} completed: 1 items: 1 ok")
     stopped = _cli(tmp_path, "server", "stop")
     assert stopped.stdout.strip() == f"stopped (pid {pid})"
     assert _gone(pid, within_s=10)
