@@ -2,8 +2,8 @@
 
 A Prefect task run costs ~15-50 ms of orchestration here (engine start, state events, a log
 line, parameter visits), so a manifest of 100,000 short rows spent most of its time on
-bookkeeping. `run_items` groups items into batches (one item per task run for small jobs,
-up to `MAX_BATCH` for big ones) and keeps a few batch task runs in flight. Invariants:
+bookkeeping. `run_items` groups items into batches (one item per task run for a job that
+fits in one wave of `concurrency` items, `MIN_BATCH` to `MAX_BATCH` beyond) and keeps a few batch task runs in flight. Invariants:
 - every item ends in exactly one `items` row, staged the moment the item finishes (a crash
   mid-batch loses nothing finished: the resumed run redoes only items without a row);
 - at most `concurrency` items of the run are worked on at once, whatever the batches;
@@ -29,6 +29,11 @@ from audiobatch.tasks.manifest import Item
 from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions, not_started, run_one
 
 MAX_BATCH = 64
+# When answers come back in waves (a model with steady latency), a wave of one-item task runs
+# pays each run's orchestration before the next wave starts: 96 items at concurrency 16
+# against a 2 s model reached 0.82 of the ideal time with one item per task run, 0.89 with 3
+# and 0.90 with 6 (benchmarks/scale.py, load 3.4).
+MIN_BATCH = 3
 SLICES_PER_LANE = 8  # a big job is cut into this many batches per parallel slot, at least
 
 _OPEN: dict[str, RunContext] = {}  # run_id -> the context of a run open in this process
@@ -66,9 +71,13 @@ async def context_for(job: RunJob) -> AsyncIterator[RunContext]:
 
 
 def batch_size(items: int, parallel: int) -> int:
-    """Items per task run: one for small jobs (each item its own run in the UI), more for big
-    ones, so that task runs cost little next to the items' own work."""
-    return max(1, min(MAX_BATCH, items // (max(1, parallel) * SLICES_PER_LANE)))
+    """Items per task run: one while the job fits in one wave of `parallel` items (each item
+    its own run in the UI), at least MIN_BATCH beyond that, more for big jobs, so that task
+    runs cost little next to the items' own work."""
+    parallel = max(1, parallel)
+    if items <= parallel:
+        return 1
+    return max(MIN_BATCH, min(MAX_BATCH, items // (parallel * SLICES_PER_LANE)))
 
 
 def batch_label(kind: str, items: list[Item]) -> str:

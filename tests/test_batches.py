@@ -92,3 +92,10 @@ def test_a_killed_batch_run_resumes_with_one_row_per_item(tmp_path) -> None:
     # few task runs: one per batch (about 48 / 3), not one per item
     new_runs = [run for run in _task_runs() if run.id not in before]
     assert 0 < len(new_runs) <= 2 * (len(rows) // 3 + 2) < 2 * len(rows)
+
+
+def test_items_share_task_runs_only_beyond_one_wave() -> None:
+    """A job whose items all start at once keeps one task run per item (each visible in the
+    UI); beyond one wave, items share task runs, more of them for bigger jobs."""
+    assert [batch_size(n, 16) for n in (1, 16)] == [1, 1]
+    assert [batch_size(n, 16) for n in (17, 96, 1000, 100_000)] == [3, 3, 7, 64]
