@@ -303,3 +303,25 @@ def test_memory_stays_bounded_by_one_chunk_on_a_30_minute_file(tmp_path: Path) -
     decoded_bytes = prepared.duration_s * RATE * 4
     assert peak < 3 * chunk_bytes, f"peak {peak / 1e6:.1f} MB for {chunk_bytes / 1e6:.1f} MB chunks"
     assert peak < decoded_bytes / 20
+
+
+@pytest.mark.parametrize("subtype,fmt", [("PCM_16", "WAV"), ("FLOAT", "WAV"), ("PCM_16", "FLAC")])
+def test_audio_already_at_the_rate_decodes_to_what_ffmpegs_resampler_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subtype: str, fmt: str) -> None:
+    """16 kHz mono input skips building a resampler per file (many short clips paid ~1 ms of
+    held GIL each for it); its samples are exactly what the resampler made of them."""
+    from audiobatch.tasks import codecs
+
+    speech = decode(SPEECH / "pocketsphinx__goforward.wav", 16000)
+    path = tmp_path / f"clip.{fmt.lower()}"
+    sf.write(path, speech, 16000, subtype=subtype, format=fmt)
+    passed = []
+    original = codecs._Resampler._passes_through
+    monkeypatch.setattr(codecs._Resampler, "_passes_through",
+                        lambda self, frame: passed.append(original(self, frame)) or passed[-1])
+    direct = decode(path, 16000)
+    assert passed == [True]
+    monkeypatch.setattr(codecs._Resampler, "_passes_through", lambda self, frame: False)
+    resampled = decode(path, 16000)
+    assert direct.dtype == np.float32 and np.array_equal(direct, resampled)
+    assert len(decode(path, 24000)) == round(len(speech) * 1.5)  # other rates still resample
