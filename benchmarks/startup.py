@@ -13,7 +13,7 @@ Every number is a whole process, as a user meets it (wall time from exec to exit
 
 Prints seconds and ratios to the engine measured in the same run; asserts nothing.
 
-    .venv/bin/python benchmarks/startup.py [--clips N]
+    .venv/bin/python benchmarks/startup.py [--clips N] [--repeat N]
 """
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=4, help="English clips of the corpus to use")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each, alternating; a clip's figure is their median")
     args = parser.parse_args()
     clips = sorted(p for p in SPEECH.iterdir() if p.suffix in (".wav", ".flac")
                    and "ru" not in p.stem and "chinese" not in p.stem)[:: max(1, 24 // args.clips)][:args.clips]
@@ -73,9 +75,11 @@ def main() -> None:
         cold = timed(job(clips[0], "cold"), env)
         rows = []
         for i, clip in enumerate(clips):
-            engine = timed([sys.executable, "-c", ENGINE, str(clip)], env)
-            warm = timed(job(clip, f"warm{i}"), env)
-            rows.append((clip.name, engine, warm))
+            engines, warms = [], []
+            for r in range(args.repeat):  # alternating, so both meet the same moments of load
+                engines.append(timed([sys.executable, "-c", ENGINE, str(clip)], env))
+                warms.append(timed(job(clip, f"warm{i}-{r}"), env))
+            rows.append((clip.name, statistics.median(engines), statistics.median(warms)))
         subprocess.run([*cli, "server", "stop"], env=env, check=True, stdout=subprocess.DEVNULL)
         manifest = Path(folder) / "own.csv"
         manifest.write_text(f"audio\n{clips[0]}\n")

@@ -55,7 +55,8 @@ class Server:
 
     def healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200
+            # plain http on 127.0.0.1: no certificates to load (~30 ms a client)
+            return httpx.get(f"{self.url}/health", timeout=2.0, verify=False).status_code == 200
         except httpx.HTTPError:
             return False
 
