@@ -325,3 +325,16 @@ def test_audio_already_at_the_rate_decodes_to_what_ffmpegs_resampler_gives(
     resampled = decode(path, 16000)
     assert direct.dtype == np.float32 and np.array_equal(direct, resampled)
     assert len(decode(path, 24000)) == round(len(speech) * 1.5)  # other rates still resample
+
+
+@pytest.mark.parametrize("name", ["dashwood.mp3", "printing-history.mp3"])
+def test_decoding_in_blocks_gives_what_decoding_frame_by_frame_gives(
+        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Decoded frames are joined into blocks before conversion (per-frame calls cost more than
+    the work); FFmpeg's resampler is a stream, so the samples are exactly the same."""
+    from audiobatch.tasks import codecs
+
+    path = Path(__file__).resolve().parents[1] / "manifests" / "audio" / name
+    blocked = decode(path, 16000)
+    monkeypatch.setattr(codecs, "BATCH_SAMPLES", 1)  # every frame on its own, as before
+    assert np.array_equal(blocked, decode(path, 16000)) and len(blocked) > 16000 * 5
