@@ -5,7 +5,8 @@ line, parameter visits), so a manifest of 100,000 short rows spent most of its t
 bookkeeping. `run_items` groups items into batches (one item per task run for a job that
 fits in one wave of `concurrency` items, `MIN_BATCH` to `MAX_BATCH` beyond) and keeps a few batch task runs in flight. Invariants:
 - every item ends in exactly one `items` row, staged the moment the item finishes (a crash
-  mid-batch loses nothing finished: the resumed run redoes only items without a row);
+  mid-batch loses nothing finished: the resumed run redoes only items without a row), and is
+  reported to the flow (progress, failure line) as it ends, not when its batch does;
 - at most `concurrency` items of the run are worked on at once, whatever the batches;
 - after a run-fatal error no item starts: the rest are staged `skipped`;
 - requests keep their own retries (tasks/model.py); a batch never retries items wholesale.
@@ -99,7 +100,10 @@ async def run_batch(ctx: RunContext, items: list[Item], process: ItemFunction) -
         async with ctx.item_slots:
             outcome = not_started(ctx, item) if ctx.stop_reason else await run_one(ctx, item, process)
         ctx.staging.stage_item(outcome.rows)
-        return _light(outcome)
+        done = _light(outcome)
+        if ctx.on_item_done is not None:
+            ctx.on_item_done(done)  # progress moves per item, not per batch
+        return done
 
     outcomes = await asyncio.gather(*(one(item) for item in items))
     ctx.staging.flush()
@@ -140,14 +144,33 @@ async def in_this_loop(job: RunJob, items: list[Item], process: ItemFunction,
 async def run_items(ctx: RunContext, job: RunJob, items: list[Item], process: ItemFunction,
                     on_done: Callable[[ItemOutcome], None], *,
                     run_batch_task: Callable[..., Any] = in_this_loop, lanes: int = 1) -> None:
-    """Run every item, in batch task runs; report each outcome to `on_done`.
+    """Run every item, in batch task runs; report each outcome to `on_done`, once: as the
+    item ends when its batch runs in this process, else when its batch returns.
 
     Invalid rows fail without a task run. `lanes`: batches that may run at once elsewhere
     (Dask workers); in this loop the run's item slots bound the work, not the lanes."""
+    reported: set[str] = set()
+
+    def report(outcome: ItemOutcome) -> None:  # once per item, whichever way it comes back
+        item_id = outcome.rows["items"][0]["item_id"]
+        if item_id not in reported:
+            reported.add(item_id)
+            on_done(outcome)
+
+    ctx.on_item_done = report
+    try:
+        await _run_all(ctx, job, items, process, report, run_batch_task, lanes)
+    finally:
+        ctx.on_item_done = None
+
+
+async def _run_all(ctx: RunContext, job: RunJob, items: list[Item], process: ItemFunction,
+                   report: Callable[[ItemOutcome], None], run_batch_task: Callable[..., Any],
+                   lanes: int) -> None:
     early = [not_started(ctx, item) for item in items if item.error]
     ctx.staging.stage_rows("items", [row for outcome in early for row in outcome.rows["items"]])
     for outcome in early:
-        on_done(outcome)
+        report(outcome)
     queue = deque(item for item in items if not item.error)
     parallel = ctx.options.concurrency * lanes
     size = batch_size(len(queue), parallel)
@@ -159,7 +182,7 @@ async def run_items(ctx: RunContext, job: RunJob, items: list[Item], process: It
             outcomes, stop_reason = await run_batch_task(job, batch, process, batch_label(kind, batch))
             ctx.stop_reason = ctx.stop_reason or stop_reason
             for outcome in outcomes:
-                on_done(outcome)
+                report(outcome)
 
     # enough batches in flight to keep every slot busy while one batch waits for its last item
     in_flight = max(1, min(math.ceil(parallel / size) + lanes, math.ceil(len(queue) / size)))
@@ -167,5 +190,5 @@ async def run_items(ctx: RunContext, job: RunJob, items: list[Item], process: It
     rest = [not_started(ctx, item) for item in queue]
     ctx.staging.stage_rows("items", [row for outcome in rest for row in outcome.rows["items"]])
     for outcome in rest:
-        on_done(outcome)
+        report(outcome)
     ctx.staging.flush()

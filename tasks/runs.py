@@ -147,6 +147,9 @@ class RunContext:
     endpoint: str = "embedded"  # the normalised base URL: part of every cache key
     # model -> (prices, label): each request is priced at its own model's rates
     price_book: Callable[[str], tuple[Prices | None, str]] | None = None
+    # the flow's progress and log line for an item, called as the item ends when its batch runs
+    # in this process (tasks.batches.run_items sets it; batches elsewhere report on return)
+    on_item_done: Callable[[ItemOutcome], None] | None = None
     item_slots: asyncio.Semaphore = field(init=False)  # items worked on at once in this process
 
     def __post_init__(self) -> None:

@@ -99,3 +99,22 @@ def test_items_share_task_runs_only_beyond_one_wave() -> None:
     UI); beyond one wave, items share task runs, more of them for bigger jobs."""
     assert [batch_size(n, 16) for n in (1, 16)] == [1, 1]
     assert [batch_size(n, 16) for n in (17, 96, 1000, 100_000)] == [3, 3, 7, 64]
+
+
+def test_an_item_is_reported_when_it_ends_not_when_its_batch_does(tmp_path) -> None:
+    """Items share a task run beyond one wave; the progress and the failure line of each
+    still come as it ends: a missing file is reported before its batch mates are answered."""
+    clips = distinct_clips(tmp_path / "clips", 5)
+    rows = [{"id": "gone0", "audio": str(tmp_path / "gone0.wav")}]
+    rows += [{"id": p.stem, "audio": str(p)} for p in clips]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    assert batch_size(len(rows), 2) == 3  # gone0 shares its task run with two slow clips
+    with FaultServer(lambda request: ok(f"clip {request.index}", delay_s=4.0)) as model:
+        done = subprocess.run(_command(manifest, tmp_path / "out", model.base_url), env=_env(),
+                              capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    failed = next(i for i, line in enumerate(lines) if "failed gone0" in line)
+    batch_end = next(i for i, line in enumerate(lines)
+                     if "3 items: gone0" in line and "Finished in state" in line)
+    assert failed < batch_end
