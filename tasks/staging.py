@@ -12,9 +12,13 @@ Where: `<out>/_runs/<run_id>/` (a folder or an fsspec URL such as s3://bucket/ou
   once unless the last fsync is under `SYNC_GROUP_S` old (then with the next one: a burst of
   short requests shares one), the rest whenever the run flushes (after each batch).
 - Object stores cannot append: rows are buffered and put as whole segment objects
-  `<dataset>.<writer>.<seq>.jsonl`: rows of paid requests under the same grouping, others at
-  most `FLUSH_S` after they were staged, and whenever the run flushes (a crash loses at most
-  that much bookkeeping, which the resumed run redoes from the result cache, paying nothing).
+  `<dataset>.<writer>.<seq>.jsonl`: a paid request's rows at once (with whatever else is
+  buffered), others at most `FLUSH_S` after they were staged, and whenever the run flushes (a
+  crash loses at most that much bookkeeping, which the resumed run redoes from the result
+  cache, paying nothing). Paid rows are never grouped here: a buffered one dies with the
+  process while the answer's cache entry, written next, survives, and the resumed run would
+  then record that answer as a free cache hit (caught by tests/test_fleet.py: 39 paid rows
+  for 40 paid requests).
 Segments sort by writer start time, so a resumed run's rows come after the crashed run's.
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ from fsspec.implementations.local import LocalFileSystem
 from audiobatch.tasks.outputs import ROW_KEYS, SCHEMAS
 
 FLUSH_S = 2.0  # object stores: longest time a staged row waits to be put
-SYNC_GROUP_S = 0.2  # paid rows staged this soon after a sync wait for the next one
+SYNC_GROUP_S = 0.2  # local: paid rows staged this soon after an fsync wait for the next one
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -127,17 +131,16 @@ class RunStaging:
     def _stage(self, lines: list[tuple[str, str]], durable: bool) -> None:
         with self._lock:
             now = time.monotonic()
-            due = durable and now - self._synced >= SYNC_GROUP_S
-            if self.is_local:
+            if self.is_local:  # appended at once: only the fsync of paid rows is grouped
                 for dataset, text in lines:
                     self._append_local(dataset, text)
-                if due:
+                if durable and now - self._synced >= SYNC_GROUP_S:
                     self._flush_locked()
                 return
             if not self._buffer:
                 self._oldest = now
             self._buffer += lines
-            if due or now - self._oldest >= FLUSH_S:
+            if durable or now - self._oldest >= FLUSH_S:
                 self._flush_locked()
 
     def _file(self, dataset: str) -> str:

@@ -66,3 +66,21 @@ def test_a_run_id_cannot_reach_outside_the_run_folders(s3) -> None:
     for hostile in ("../../other-bucket", "a/../../x", "/etc", ".."):
         with pytest.raises(InputError):
             run_folder(root, hostile)
+
+
+def test_a_paid_request_is_in_the_bucket_when_staging_returns(s3) -> None:
+    """Rows of paid requests are put at once, however close together: a buffered one would
+    die with a killed process while the answer's cache entry survived, and the resumed run
+    would record that paid answer as a free cache hit."""
+    from audiobatch.tasks.staging import RunStaging
+
+    folder = f"{s3.bucket('job-paid')}/out/_runs/20260101T000000Z-abc123"
+    writer = RunStaging(folder)
+    for chunk in range(3):  # a burst: all within a few milliseconds
+        writer.stage_rows("costs", [{"item_id": "ep1", "chunk_index": chunk, "cached": False}],
+                          durable=True)
+    writer.stage_rows("costs", [{"item_id": "ep1", "chunk_index": 3, "cached": True}])
+    # another process (the resumed run) reads the bucket; this writer never flushed
+    seen = RunStaging(folder).read("costs")
+    assert sorted(row["chunk_index"] for row in seen if not row["cached"]) == [0, 1, 2]
+    assert all(row["chunk_index"] != 3 for row in seen)  # free rows still wait for a group
