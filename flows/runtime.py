@@ -269,7 +269,8 @@ def preflight(options: RunOptions) -> None:
 
 def warm_up(options: RunOptions) -> None:
     """Load the embedded engine the job needs in a background thread, while Prefect starts
-    (about a second of a one-clip run's start-up)."""
+    (about a second of a one-clip run's start-up); for a transcription also the voice
+    detector and the embedded model's app, which its first item needs next (~0.05 s more)."""
     spare_pyarrow_its_pandas_probe()
     if client_settings(options).base_url is not None:
         return
@@ -281,7 +282,16 @@ def warm_up(options: RunOptions) -> None:
     load = engines.whisper if options.kind == "transcribe" else engines.piper
     if options.kind == "transcribe" and client_settings(options).model == LOCAL_MULTILINGUAL_MODEL:
         load = engines.multilingual
-    threading.Thread(target=load, name="audiobatch-warm-up", daemon=True).start()
+    def load_what_the_first_item_needs() -> None:
+        load()
+        if options.kind == "transcribe":
+            from audiobatch.tasks import vad
+
+            vad.load()
+            import audiobatch.localmodel.app  # noqa: F401
+
+    threading.Thread(target=load_what_the_first_item_needs, name="audiobatch-warm-up",
+                     daemon=True).start()
 
 
 def spare_pyarrow_its_pandas_probe() -> None:

@@ -46,6 +46,11 @@ def _model() -> Any:
 _heard: ContentMemo[np.ndarray] = ContentMemo(4)
 
 
+def load() -> None:
+    """Load Silero now (onnxruntime and its session), not at the first question."""
+    _model()
+
+
 def speech_probabilities(samples: np.ndarray) -> np.ndarray:
     """Silero's speech probability for each 32 ms window of 16 kHz mono `samples`."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
