@@ -107,9 +107,9 @@ def iter_decoded(source: Source, sample_rate: int, label: str = "audio",
                 continue
             for frame in frames:
                 for block in resampler.add(frame, report):
-                    yield _repaired(block, report)
+                    yield _finite(block, report)
         for block in resampler.flush(report):
-            yield _repaired(block, report)
+            yield _finite(block, report)
     if report.unreadable_share > MAX_UNREADABLE_SHARE:
         raise InputError(f"{label}: {report.unreadable_share:.0%} of the audio data could not be "
                          f"decoded ({report.skipped_packets} of {report.packets} packets). The file "
@@ -220,8 +220,9 @@ def _as_float(samples: np.ndarray) -> np.ndarray:
 
 
 def _finite(samples: np.ndarray, report: DecodeReport) -> np.ndarray:
-    """Float samples with NaN/inf set to 0 before resampling, which would smear each one over
-    the filter's length. A finite sum (in float64) means every sample is finite: one pass."""
+    """NaN/inf float samples set to 0, counted: before resampling, which would smear each one
+    over the filter's length, and after it (one would poison every level and gain). A finite
+    sum (in float64) means every sample is finite: one cheap pass in the common case."""
     if samples.dtype.kind != "f" or np.isfinite(samples.sum(dtype=np.float64)):
         return samples
     bad = ~np.isfinite(samples)
@@ -229,15 +230,6 @@ def _finite(samples: np.ndarray, report: DecodeReport) -> np.ndarray:
         return samples
     report.repaired_samples += int(bad.sum())
     return np.where(bad, 0, samples).astype(samples.dtype)
-
-
-def _repaired(block: np.ndarray, report: DecodeReport) -> np.ndarray:
-    """NaN or infinite samples (float files) become 0: one would poison every level and gain."""
-    bad = ~np.isfinite(block)
-    if bad.any():
-        report.repaired_samples += int(bad.sum())
-        block = np.where(bad, np.float32(0.0), block)
-    return block
 
 
 def decode(source: Source, sample_rate: int, label: str = "audio") -> np.ndarray:
