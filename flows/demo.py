@@ -10,9 +10,9 @@ from importlib.resources import files
 from pathlib import Path
 
 import pyarrow.dataset as ds
-from prefect import flow
 
 from audiobatch.flows.common import as_summary, summary_of
+from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 
@@ -20,7 +20,7 @@ from audiobatch.flows.transcribe import transcribe_manifest
 EXAMPLES = Path(str(files("audiobatch.examples")))
 
 
-@flow(name="audiobatch-demo")
+@audiobatch_flow(name="audiobatch-demo")
 async def demo_flow(out: str) -> dict:
     narration = await summary_of(await narrate_manifest(str(EXAMPLES / "articles.csv"), out=out,
                                                         return_state=True))

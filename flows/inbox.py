@@ -29,9 +29,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from prefect import flow
-
 from audiobatch.flows.common import summary_of
+from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import check_inbox, manifests_from_inbox
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
@@ -189,7 +188,7 @@ async def _run_manifest(box: Inbox, name: str, out: str, options: InboxOptions) 
     return Report(name, "failed" if problems else "done", kind, problems=problems, summary=summary)
 
 
-@flow(name="audiobatch-inbox", log_prints=True)
+@audiobatch_flow(name="audiobatch-inbox", log_prints=True)
 async def process_inbox(inbox: str, out: str = "outputs", stale_claim_h: float = 24.0,
                         options: InboxOptions = InboxOptions()) -> dict:
     """Run every manifest waiting in `inbox`, then move each to done/ or failed/ with its summary.

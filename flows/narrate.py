@@ -1,10 +1,10 @@
 """The `narrate-manifest` flow: a manifest of texts in, narrated audio files and costs out."""
 from __future__ import annotations
 
-from prefect import flow
 from prefect.client.schemas.objects import State
 
 from audiobatch.flows.common import execute_run, run_state
+from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import manifest_trust
 from audiobatch.tasks.manifest import NARRATE
 from audiobatch.tasks.narration import narrate_item
@@ -15,7 +15,7 @@ from audiobatch.tasks.runs import RunOptions, run_folder
 from audiobatch.tasks.staging import RunStaging
 
 
-@flow(name="narrate-manifest", log_prints=True)
+@audiobatch_flow(name="narrate-manifest", log_prints=True)
 async def narrate_manifest(manifest: str, out: str = "outputs",
                            options: NarrateOptions = NarrateOptions()) -> State:
     """Narrate every row of `manifest` into audio files under `out`.

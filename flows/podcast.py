@@ -14,9 +14,8 @@ from dataclasses import asdict, replace
 from datetime import date
 from typing import Any
 
-from prefect import flow
-
 from audiobatch.flows.common import execute_run, run_state
+from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import feed_trust
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.feed_state import FeedState, load_state, save_state
@@ -35,7 +34,7 @@ from audiobatch.tasks.transcription import transcribe_item
 from audiobatch.tasks.trust import Trust
 
 
-@flow(name="transcribe-podcast", log_prints=True)
+@audiobatch_flow(name="transcribe-podcast", log_prints=True)
 async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None = None,
                              since: str | None = None, force: bool = False,
                              options: TranscribeOptions = TranscribeOptions()) -> Any:

@@ -187,9 +187,9 @@ async def ensure_watchdog() -> None:
 def submission_flow() -> Any:
     """`audiobatch submit --shards K --wait`: the parent runs in the submitting process (it is
     the one waiting) as a flow run of its own; the shards run on the deployment's workers."""
-    from prefect import flow
+    from audiobatch.flows.flow_class import audiobatch_flow
 
-    @flow(name="audiobatch-submission", log_prints=True)
+    @audiobatch_flow(name="audiobatch-submission", log_prints=True)
     async def submission(deployment: str, parameters: dict, kind: str) -> Any:
         from audiobatch.flows.common import run_state
         from audiobatch.flows.deploy import FLOWS

@@ -1,10 +1,10 @@
 """The `transcribe-manifest` flow: a manifest of audio in, transcripts and cost reports out."""
 from __future__ import annotations
 
-from prefect import flow
 from prefect.client.schemas.objects import State
 
 from audiobatch.flows.common import execute_run, run_state
+from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import manifest_trust
 from audiobatch.tasks.manifest import TRANSCRIBE
 from audiobatch.tasks.options import TranscribeOptions
@@ -12,7 +12,7 @@ from audiobatch.tasks.runs import RunOptions
 from audiobatch.tasks.transcription import transcribe_item
 
 
-@flow(name="transcribe-manifest", log_prints=True)
+@audiobatch_flow(name="transcribe-manifest", log_prints=True)
 async def transcribe_manifest(manifest: str, out: str = "outputs",
                               options: TranscribeOptions = TranscribeOptions()) -> State:
     """Transcribe every row of `manifest` (CSV or Parquet; local path or fsspec URL) into `out`.

@@ -24,8 +24,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audiobatch.flows.cli", *args], env=_env(tmp_path),
+def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audiobatch.flows.cli", *args], env=_env(tmp_path, **env),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -56,15 +56,24 @@ def test_background_server_is_started_once_reused_and_stopped_when_asked(tmp_pat
     assert again.stdout.startswith("already running") and f"pid {pid}" in again.stdout
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"audio\n{ROOT / 'manifests' / 'audio' / 'dashwood.mp3'}\n")
-    run = _cli(tmp_path, "transcribe", str(manifest), "--out", str(tmp_path / "out"), "--no-progress")
+    run = _cli(tmp_path, "transcribe", str(manifest), "--out", str(tmp_path / "out"), "--no-progress",
+               "--concurrency", "3", PYTHONPROFILEIMPORTTIME="1")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "started a local Prefect server" not in run.stderr  # it used the running one
+    # Start-up: neither FastAPI (Prefect's parameter encoder) nor pandas (pyarrow's probe) is
+    # imported by a run, yet the parameters reach the server as JSON, options grouped.
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "numpy" in imported and "fastapi" not in imported
+    assert not [name for name in imported if name.startswith("pandas.")]  # its probe alone is answered
     assert psutil.pid_exists(pid)
     # The command exits without tearing the interpreter down (flows/cli.py exit_quickly), yet
     # its log lines were handed to the server before it went.
     api = started.stdout.split()[1] + "/api"
     run_id = next(line.split()[1] for line in run.stdout.splitlines() if line.strip().startswith("run "))
     assert _logged(api, f"transcribe run {run_id} completed: 1 items: 1 ok")
+    flow_run = httpx.post(f"{api}/flow_runs/filter", json={"limit": 1}).json()[0]
+    assert flow_run["parameters"]["manifest"] == str(manifest)
+    assert flow_run["parameters"]["options"]["throughput"]["concurrency"] == 3
     stopped = _cli(tmp_path, "server", "stop")
     assert stopped.stdout.strip() == f"stopped (pid {pid})"
     assert _gone(pid, within_s=10)
