@@ -119,21 +119,16 @@ def iter_decoded(source: Source, sample_rate: int, label: str = "audio",
 def _packets(container: av.container.InputContainer, stream: Any, label: str) -> Iterator[Any]:
     """The stream's packets; a demuxer that gives up part-way ends the stream (what was read
     is kept), except at the very start, where nothing is readable."""
-    demuxer = container.demux(stream)
     read_any = False
-    while True:
-        try:
-            packet = next(demuxer)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as exc:
-            if not read_any:
-                raise InputError(f"{label}: decoding failed at the start ({exc}). The file may be "
-                                 "corrupt or not audio; re-export or re-download it.") from exc
-            return
-        read_any = True
-        if packet.size:  # the demuxer's empty flush packet carries no data
-            yield packet
+    try:
+        for packet in container.demux(stream):
+            read_any = True
+            if packet.size:  # the demuxer's empty flush packet carries no data
+                yield packet
+    except av.error.FFmpegError as exc:  # raised by the demuxer: the consumer's never reach here
+        if not read_any:
+            raise InputError(f"{label}: decoding failed at the start ({exc}). The file may be "
+                             "corrupt or not audio; re-export or re-download it.") from exc
 
 
 def _skip(packet: Any, report: DecodeReport) -> None:
@@ -178,8 +173,13 @@ class _Resampler:
             self._resampler = None if self._passes_through(frame) else av.AudioResampler(
                 format="flt", layout="mono", rate=self.sample_rate)
             self._setup, self._layout = setup, frame.layout
-        self._pending.append(frame.to_ndarray())
-        self._pending_samples += frame.samples
+        samples = frame.samples
+        if self._resampler is None:  # a view of the mono frame's buffer, (n,): PyAV's to_ndarray
+            # stacks the planes (np.vstack, even of one), a third of decoding a 16 kHz mp3
+            self._pending.append(np.frombuffer(frame.planes[0], _PASS_FORMATS[setup[0]], samples))
+        else:
+            self._pending.append(frame.to_ndarray())
+        self._pending_samples += samples
         if self._pending_samples >= BATCH_SAMPLES:
             blocks += self._convert_pending(report)
         return blocks
@@ -190,11 +190,11 @@ class _Resampler:
     def _convert_pending(self, report: DecodeReport) -> list[np.ndarray]:
         if not self._pending:
             return []
-        samples = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        samples = np.concatenate(self._pending, axis=-1) if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_samples = [], 0
         samples = _finite(samples, report)
         if self._resampler is None:
-            return [_as_float(samples.reshape(-1))]
+            return [_as_float(samples)]
         sample_format, _, rate = self._setup  # type: ignore[misc]
         frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout=self._layout)
         frame.sample_rate = rate  # no pts: the resampler ignores gaps in broken timestamps
@@ -210,7 +210,7 @@ class _Resampler:
                 and frame.format.name in _PASS_FORMATS)
 
 
-_PASS_FORMATS = {"s16", "s16p", "flt", "fltp"}
+_PASS_FORMATS = {"s16": np.int16, "s16p": np.int16, "flt": np.float32, "fltp": np.float32}
 
 
 def _as_float(samples: np.ndarray) -> np.ndarray:
