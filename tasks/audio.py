@@ -284,14 +284,15 @@ def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWri
         buffer.append(block)
         while buffer.end - start > rules.max_chunk_samples:
             span = _next_span(buffer, start, rules, use_vad)
-            writer.write(buffer.samples(span.start, span.end), span)
+            writer.write(buffer.samples(span.start, span.end), span, meter.segment_lufs(span.start, span.end))
             start = span.end - rules.overlap_samples
             buffer.drop_before(start)
+            meter.forget_before(start)
     if buffer.end > start:
         # a file that is one chunk (many short clips): its loudness is the stream's, measured
         whole = start == 0 and buffer.end >= round(BLOCK_S * meter.sample_rate)
-        measured = meter.integrated_lufs() if whole else None
-        known = (-math.inf if measured is None else measured) if whole else None
+        measured = meter.integrated_lufs() if whole else meter.segment_lufs(start, buffer.end)
+        known = -math.inf if whole and measured is None else measured
         writer.write(buffer.samples(start, buffer.end), Span(start, buffer.end, "end"), known)
     return buffer.end
 

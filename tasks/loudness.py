@@ -22,6 +22,10 @@ RELATIVE_GATE_LU = -10.0
 _HIST_TOP_LUFS = 10.0
 _HIST_BIN_LU = 0.01  # gate decisions are exact to within this
 _BATCH_S = 2.0  # filter this much at a time: per-call overhead dominates small decoder blocks
+# A segment's loudness is taken from the stream's steps only from this length on: the grid's
+# edges (up to 100 ms each side) moved 1 s segments by up to 5 LU, 20-400 s ones by <= 0.06 LU.
+SEGMENT_FROM_STEPS_MIN_S = 30.0
+_BIN_EVERY = 4096  # gating blocks (~7 minutes of audio) collected before they are binned
 
 
 class StreamingLoudness:
@@ -39,6 +43,10 @@ class StreamingLoudness:
         n_bins = round((_HIST_TOP_LUFS - ABSOLUTE_GATE_LUFS) / _HIST_BIN_LU) + 1
         self._counts = np.zeros(n_bins, dtype=np.int64)
         self._power_sums = np.zeros(n_bins)
+        self._unbinned: list[np.ndarray] = []  # gating blocks not yet in the histogram
+        self._unbinned_count = 0
+        self._kept_steps: list[np.ndarray] = []  # mean squares of every step since `_first_kept`
+        self._first_kept = 0
 
     def add(self, block: np.ndarray) -> None:
         for start in range(0, len(block), self._batch):  # big blocks in batch-sized pieces
@@ -51,6 +59,7 @@ class StreamingLoudness:
     def integrated_lufs(self) -> float | None:
         """BS.1770 gated loudness so far; None when no block passes the -70 LUFS gate."""
         self._flush()
+        self._bin_blocks()
         if self._counts.sum() == 0:
             return None
         mean_power = self._power_sums.sum() / self._counts.sum()
@@ -59,6 +68,29 @@ class StreamingLoudness:
         above = bin_floor >= relative_gate - _HIST_BIN_LU / 2
         count = self._counts[above].sum()
         return -0.691 + 10.0 * math.log10(self._power_sums[above].sum() / count) if count else None
+
+    def segment_lufs(self, start: int, stop: int) -> float | None:
+        """Gated loudness of samples [start, stop) of the stream so far, from the steps the
+        stream was weighted in (no second filter pass): the 400 ms blocks that lie inside the
+        segment on the stream's 100 ms grid. -inf when silent; None for a segment shorter than
+        SEGMENT_FROM_STEPS_MIN_S or starting before what was forgotten (measure its samples)."""
+        self._flush()
+        first, last = -(-start // self._step), stop // self._step
+        if first < self._first_kept or stop - start < SEGMENT_FROM_STEPS_MIN_S * self.sample_rate:
+            return None
+        kept = np.concatenate(self._kept_steps) if len(self._kept_steps) > 1 else self._kept_steps[0]
+        self._kept_steps = [kept]
+        steps = kept[first - self._first_kept: last - self._first_kept]
+        block_power = np.convolve(steps, np.full(4, 0.25), mode="valid")
+        return _gated_lufs(block_power)
+
+    def forget_before(self, position: int) -> None:
+        """Drop the steps before sample `position`: no segment will start earlier."""
+        drop = position // self._step - self._first_kept
+        if drop > 0 and self._kept_steps:
+            kept = np.concatenate(self._kept_steps)
+            self._kept_steps = [kept[drop:]]
+            self._first_kept += min(drop, len(kept))
 
     def _flush(self) -> None:
         if not self._queued:
@@ -72,19 +104,45 @@ class StreamingLoudness:
         if n_steps == 0:
             return
         whole = weighted[: n_steps * self._step].reshape(n_steps, self._step)
-        steps = np.concatenate([self._recent_steps, np.mean(whole * whole, axis=1)])
+        new_steps = np.mean(whole * whole, axis=1)
+        self._kept_steps.append(new_steps)
+        steps = np.concatenate([self._recent_steps, new_steps])
         self._recent_steps = steps[-3:]
         if len(steps) >= 4:  # a gating block is four steps (np.convolve would swap shorter input)
             self._add_blocks(np.convolve(steps, np.full(4, 0.25), mode="valid"))
 
     def _add_blocks(self, block_power: np.ndarray) -> None:
+        """Into the histogram, a few thousand blocks at a time: per call, binning costs more
+        than the ~20 blocks of one batch."""
+        self._unbinned.append(block_power)
+        self._unbinned_count += len(block_power)
+        if self._unbinned_count >= _BIN_EVERY:
+            self._bin_blocks()
+
+    def _bin_blocks(self) -> None:
+        if not self._unbinned:
+            return
+        block_power = np.concatenate(self._unbinned)
+        self._unbinned, self._unbinned_count = [], 0
         with np.errstate(divide="ignore"):
             lufs = -0.691 + 10.0 * np.log10(block_power)
         keep = lufs >= ABSOLUTE_GATE_LUFS
         bins = np.minimum(((lufs[keep] - ABSOLUTE_GATE_LUFS) / _HIST_BIN_LU).astype(np.int64),
                           len(self._counts) - 1)
-        np.add.at(self._counts, bins, 1)
-        np.add.at(self._power_sums, bins, block_power[keep])
+        self._counts += np.bincount(bins, minlength=len(self._counts))
+        self._power_sums += np.bincount(bins, weights=block_power[keep], minlength=len(self._counts))
+
+
+def _gated_lufs(block_power: np.ndarray) -> float:
+    """BS.1770 integrated loudness of these gating blocks' mean squares (-inf: none above
+    the absolute gate)."""
+    with np.errstate(divide="ignore"):
+        lufs = -0.691 + 10.0 * np.log10(block_power)
+    audible = block_power[lufs >= ABSOLUTE_GATE_LUFS]
+    if len(audible) == 0:
+        return -math.inf
+    relative_gate = -0.691 + 10.0 * math.log10(audible.mean()) + RELATIVE_GATE_LU
+    return -0.691 + 10.0 * math.log10(block_power[lufs >= max(relative_gate, ABSOLUTE_GATE_LUFS)].mean())
 
 
 def k_weighting(sample_rate: int) -> list[tuple[float, ...]]:

@@ -158,13 +158,15 @@ def test_every_format_becomes_16k_mono_chunks_of_the_right_length(tmp_path: Path
     assert not prepared.silent and not prepared.chunks[0].silent
 
 
-def test_chunks_are_normalised_to_the_target_loudness(tmp_path: Path, long_source: np.ndarray) -> None:
+@pytest.mark.parametrize("max_chunk_s", [20.0, 60.0])  # chunks measured alone; from the stream's steps
+def test_chunks_are_normalised_to_the_target_loudness(tmp_path: Path, long_source: np.ndarray,
+                                                     max_chunk_s: float) -> None:
     quiet = tmp_path / "quiet.flac"
     quiet.write_bytes(encode(long_source * 10 ** (-16 / 20), RATE, "flac"))  # about -37 LUFS
     meter = pyloudnorm.Meter(RATE)
     source_lufs = meter.integrated_loudness(decode(quiet, RATE).astype(np.float64))
 
-    prepared = prepare_chunks(quiet, tmp_path / "work", max_chunk_s=30.0, label="quiet",
+    prepared = prepare_chunks(quiet, tmp_path / "work", max_chunk_s=max_chunk_s, label="quiet",
                               target_lufs=-26.0)
 
     assert prepared.source_loudness_lufs == pytest.approx(source_lufs, abs=0.05)
@@ -191,6 +193,23 @@ def test_streaming_loudness_matches_pyloudnorm(long_source: np.ndarray) -> None:
     assert meter.integrated_lufs() == pytest.approx(expected, abs=0.01)
     assert measure_lufs(long_source[:RATE * 5], RATE) == pytest.approx(
         pyloudnorm.Meter(RATE).integrated_loudness(long_source[:RATE * 5].astype(np.float64)), abs=0.01)
+
+
+def test_a_long_segments_loudness_comes_from_the_stream_as_if_measured_alone(
+        long_source: np.ndarray) -> None:
+    """Chunk gains reuse the stream meter's K-weighted steps instead of filtering each chunk
+    again; for chunks of 30 s and more that agrees with measuring the chunk by itself."""
+    meter = StreamingLoudness(RATE)
+    meter.add(long_source)
+    reference = pyloudnorm.Meter(RATE)
+    for start_s, stop_s in ((0.0, 30.0), (12.345, 100.0), (40.01, 171.0)):
+        start, stop = round(start_s * RATE), min(round(stop_s * RATE), len(long_source))
+        alone = reference.integrated_loudness(long_source[start:stop].astype(np.float64))
+        assert meter.segment_lufs(start, stop) == pytest.approx(alone, abs=0.1)
+    assert meter.segment_lufs(0, 29 * RATE) is None  # short: the 100 ms grid's edges weigh
+    meter.forget_before(50 * RATE)
+    assert meter.segment_lufs(40 * RATE, 100 * RATE) is None  # forgotten: measure it alone
+    assert meter.segment_lufs(50 * RATE, 100 * RATE) is not None
 
 
 def test_silence_only_input_is_flagged_and_left_alone(tmp_path: Path) -> None:
