@@ -124,7 +124,9 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
     key; `send` builds the request itself only when the limiter lets it go. `audio_s`, for
     transcription: the chunk's (recorded, sent) seconds, kept on its cost rows."""
     model = params.get("model") or ctx.model
-    key = cache_key(payload, model=model, endpoint=ctx.endpoint, params=params)
+    # --no-cache: no key to look up or store under, so the chunk's audio is not hashed
+    key = (cache_key(payload, model=model, endpoint=ctx.endpoint, params=params)
+           if ctx.cache.enabled else "")
     hit = ctx.cache.get(key)
     item_id = recorder.item.item_id
     if hit is not None:
