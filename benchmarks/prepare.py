@@ -67,6 +67,18 @@ def bare_decode(path: Path) -> dict:
     return {"samples": sum(len(block) for block in iter_decoded(path, 16000, label=path.name))}
 
 
+def pyav_decode(path: Path) -> dict:
+    """PyAV's own idiom, as faster-whisper's `decode_audio` writes it: every decoded frame
+    through an `av.AudioResampler` to 16 kHz mono float, streaming."""
+    samples = 0
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        for frame in container.decode(audio=0):
+            samples += sum(out.samples for out in resampler.resample(frame))
+        samples += sum(out.samples for out in resampler.resample(None))
+    return {"samples": samples}
+
+
 def prepare(path: Path, max_chunk_s: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="audiobatch-bench-chunks-") as work:
         prepared = prepare_chunks(path, Path(work), max_chunk_s=max_chunk_s, label=path.name)
@@ -98,7 +110,8 @@ class RssSampler:
 
 def measure_here(what: str, path: Path, max_chunk_s: float, trace: bool) -> dict:
     """Run one pass in this (fresh) process: time and peak-RSS growth, or tracemalloc peak."""
-    run = (lambda: bare_decode(path)) if what == "decode" else (lambda: prepare(path, max_chunk_s))
+    run = {"decode": lambda: bare_decode(path), "pyav": lambda: pyav_decode(path),
+           "prepare": lambda: prepare(path, max_chunk_s)}[what]
     if trace:
         tracemalloc.start()
     with RssSampler() as rss:
@@ -147,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-chunk-s", type=float, default=max_chunk_seconds(4096, 10.0),
                         help="chunk limit (default: the 4096-token budget at 10 tokens/s)")
     parser.add_argument("--keep", type=Path, help="reuse / keep the generated file at this path")
-    parser.add_argument("--measure", choices=["decode", "prepare"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=["decode", "pyav", "prepare"], help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("path", nargs="?", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
