@@ -173,6 +173,9 @@ class _KWeighting:
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
         self.graph = Graph()
+        # One thread: by default each graph starts a pool of one per core (mono has nothing
+        # to split), two thread starts per file, which was half of building the graph.
+        self.graph.threads = 1
         node = self.graph.add_abuffer(format="dbl", sample_rate=sample_rate, layout="mono")
         for b0, b1, b2, a1, a2 in k_weighting(sample_rate):
             stage = self.graph.add("biquad", f"b0={b0!r}:b1={b1!r}:b2={b2!r}:a0=1:a1={a1!r}:"
