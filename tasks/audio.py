@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import struct
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -35,7 +36,7 @@ from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.loudness import BLOCK_S, StreamingLoudness, loudness_gain_db
 from audiobatch.tasks.pauses import CutRules, Span, choose_end, first_frame, frame_levels_db, plan_cuts, search_window
 from audiobatch.tasks.stitch import time_stretch
-from audiobatch.tasks.streaming import Handoff, produced_in_thread
+from audiobatch.tasks.streaming import HandedOver, Produced, produced_in_thread
 from audiobatch.tasks.vad import VAD_RATE, pause_mask
 
 __all__ = ["PREPARE_RATE", "DEFAULT_SEARCH_WINDOW_S", "Chunk", "PreparedAudio", "CutRules", "Span",
@@ -47,6 +48,14 @@ DEFAULT_SEARCH_WINDOW_S = 8.0  # capped at half a chunk for small budgets
 DEFAULT_MARGIN_TOKENS = 10  # slack for providers that count a little more than seconds x rate
 VAD_CONTEXT_S = 2.0  # audio the detector hears before the search window
 _SLACK_SAMPLES = 1 << 15  # buffer room beyond one chunk for the decoder block that overfills it
+# Audio a file prepared on the event loop may hold (`stream_chunks(in_thread=False)`): a
+# small file is not always short audio (1 MB of FLAC can hold hours of silence), and the
+# loop must not stop for longer than a fraction of a second.
+ON_LOOP_MAX_AUDIO_S = 120.0
+
+
+class AudioLongerThan(Exception):
+    """prepare_chunks(max_audio_s=...) found more audio than allowed (its chunks are removed)."""
 
 
 @dataclass(frozen=True)
@@ -241,9 +250,16 @@ def pcm16_wav_header(n_samples: int, sample_rate: int) -> bytes:
 
 
 def remove_chunk_files(work_dir: Path, label: str) -> None:
-    """Delete the chunk files `prepare_chunks` wrote for `label` (items share a work folder)."""
-    for path in Path(work_dir).glob(f"{_file_stem(label)}.*"):
-        path.unlink(missing_ok=True)
+    """Delete the chunk files `prepare_chunks` wrote for `label` (items share a work folder).
+    A prefix test, not Path.glob, which compiles its pattern on every call (per item)."""
+    prefix = f"{_file_stem(label)}."
+    try:
+        entries = list(os.scandir(work_dir))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name.startswith(prefix):
+            Path(entry.path).unlink(missing_ok=True)
 
 
 def _file_stem(label: str) -> str:
@@ -275,13 +291,15 @@ def _next_span(buffer: _SampleBuffer, start: int, rules: CutRules, use_vad: bool
 
 
 def _cut_stream(blocks: Iterable[np.ndarray], rules: CutRules, writer: _ChunkWriter,
-                meter: StreamingLoudness, use_vad: bool) -> int:
+                meter: StreamingLoudness, use_vad: bool, max_samples: float = math.inf) -> int:
     """Feed decoded blocks through the buffer, writing every chunk; returns the sample count."""
     buffer = _SampleBuffer(rules.max_chunk_samples + 2 * _SLACK_SAMPLES)
     start = 0
     for block in blocks:
         meter.add(block)
         buffer.append(block)
+        if buffer.end > max_samples:
+            raise AudioLongerThan(f"more than {max_samples / meter.sample_rate:g} s of audio")
         while buffer.end - start > rules.max_chunk_samples:
             span = _next_span(buffer, start, rules, use_vad)
             writer.write(buffer.samples(span.start, span.end), span, meter.segment_lufs(span.start, span.end))
@@ -301,7 +319,7 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
                    target_lufs: float = -20.0, search_window_s: float = DEFAULT_SEARCH_WINDOW_S,
                    overlap_s: float = 0.0, sample_rate: int = PREPARE_RATE,
                    vad: bool = True, on_chunk: Callable[[Chunk], None] | None = None,
-                   economy: Economy | None = None) -> PreparedAudio:
+                   economy: Economy | None = None, max_audio_s: float | None = None) -> PreparedAudio:
     """Decode `path`, cut it into chunks of at most `max_chunk_s` and write them to `work_dir`.
 
     Chunks tile the recording exactly (or overlap by `overlap_s`), end in pauses when a pause
@@ -310,6 +328,7 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
     pauses the voice detector hears (`tasks.vad`), also under music. `on_chunk` is called with
     each chunk as soon as its file is complete. With `economy` (16 kHz only), long pauses are
     shortened and speech sped up first; `max_chunk_s` and `overlap_s` then count sent seconds.
+    With `max_audio_s`, more decoded audio than that raises `AudioLongerThan`.
     Raises `InputError` naming `label` for
     unreadable or empty audio, `ConfigError` for impossible chunk settings.
     """
@@ -327,7 +346,8 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
     if economy is not None and timeline is not None:
         blocks = shorten_pauses(blocks, economy, timeline)
     try:
-        total = _cut_stream(blocks, rules, writer, meter, use_vad=vad and sample_rate == VAD_RATE)
+        total = _cut_stream(blocks, rules, writer, meter, use_vad=vad and sample_rate == VAD_RATE,
+                            max_samples=math.inf if max_audio_s is None else max_audio_s * sample_rate)
     except BaseException:
         writer.remove_files()  # a failed item leaves no half set of chunks behind
         raise
@@ -342,9 +362,11 @@ def prepare_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str
 
 
 @asynccontextmanager
-async def stream_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str,
-                        depth: int = 1, **settings: Any) -> AsyncIterator[Handoff[Chunk, PreparedAudio]]:
-    """`prepare_chunks` in a thread, its chunks handed over one by one as they are written.
+async def stream_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label: str, depth: int = 1,
+                        in_thread: bool = True,
+                        **settings: Any) -> AsyncIterator[HandedOver[Chunk, PreparedAudio]]:
+    """`prepare_chunks` in a thread, its chunks handed over one by one as they are written
+    (with `in_thread=False`, for a short file: all at once, on the event loop).
 
         async with stream_chunks(path, work, max_chunk_s=409, label="ep-1") as chunks:
             while (chunk := await chunks.next_item()) is not None:
@@ -354,9 +376,17 @@ async def stream_chunks(path: Path, work_dir: Path, *, max_chunk_s: float, label
     At most `depth` chunks wait untaken; leaving the block early stops the decoder at its
     next chunk (the error that made you leave is the one raised).
     """
-    def produce(put: Callable[[Chunk], None]) -> PreparedAudio:
+    def produce(put: Callable[[Chunk], None], limit_s: float | None = None) -> PreparedAudio:
         return prepare_chunks(path, work_dir, max_chunk_s=max_chunk_s, label=label,
-                              on_chunk=put, **settings)
+                              on_chunk=put, max_audio_s=limit_s, **settings)
 
+    if not in_thread:
+        try:
+            produced = Produced(lambda put: produce(put, ON_LOOP_MAX_AUDIO_S))
+        except AudioLongerThan:
+            pass  # a small file holding long audio (compressed silence, say): in a thread after all
+        else:
+            yield produced
+            return
     async with produced_in_thread(produce, depth) as handoff:
         yield handoff

@@ -80,6 +80,24 @@ class Handoff(Generic[Item, Result]):
             pass
 
 
+class Produced(Generic[Item, Result]):
+    """A `Handoff` whose producer already ran to its end, here on the event loop: the same
+    `next_item` and `result`. For work too small to be worth a thread (a short clip): handing
+    it to a thread and back cost more than the work, and PyAV holds the GIL while it decodes,
+    so the loop was no freer meanwhile."""
+
+    def __init__(self, produce: Callable[[Callable[[Item], None]], Result]) -> None:
+        self._items: list[Item] = []
+        self.result = produce(self._items.append)
+        self._items.reverse()
+
+    async def next_item(self) -> Item | None:
+        return self._items.pop() if self._items else None
+
+
+HandedOver = Handoff[Item, Result] | Produced[Item, Result]
+
+
 @asynccontextmanager
 async def produced_in_thread(produce: Callable[[Callable[[Item], None]], Result],
                              depth: int = 1) -> AsyncIterator[Handoff[Item, Result]]:

@@ -11,15 +11,17 @@ granularity is the item, never the request (a Prefect task run costs ~50 ms here
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 import soundfile as sf
 
 from audiobatch.tasks.assemble import (Segment, build_segments, join_transcripts, kept_word_ranges,
                                       render_json, render_srt, render_vtt)
-from audiobatch.tasks.audio import (Chunk, PreparedAudio, context_words_for, max_chunk_seconds, remove_chunk_files,
-                                    stream_chunks)
+from audiobatch.tasks.audio import (ON_LOOP_MAX_AUDIO_S, Chunk, PreparedAudio, context_words_for,
+                                    max_chunk_seconds, remove_chunk_files, stream_chunks)
 from audiobatch.tasks.cache import ReplyRecord
 from audiobatch.tasks.calls import attempts_before, call_model
 from audiobatch.tasks.economy import economy_for
@@ -31,7 +33,7 @@ from audiobatch.tasks.profiles import LOCAL_MULTILINGUAL_MODEL
 from audiobatch.tasks.qa import Verdict, judge
 from audiobatch.tasks.runs import ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields, item_row
 from audiobatch.tasks.sources import fetch, safe_url
-from audiobatch.tasks.streaming import Handoff
+from audiobatch.tasks.streaming import HandedOver
 from audiobatch.tasks.vad import speech_spans
 from audiobatch.tasks.words import align_item
 
@@ -146,7 +148,7 @@ async def _qa_facts(ctx: RunContext, chunk: Chunk, language: str | None) -> tupl
 
 
 async def _transcribe_stream(ctx: RunContext, recorder: ItemRecorder,
-                             chunks: Handoff[Chunk, PreparedAudio], ask: Ask,
+                             chunks: HandedOver[Chunk, PreparedAudio], ask: Ask,
                              max_request_s: float) -> list[ChunkText]:
     """Each chunk's transcript as the decoder hands the chunks over. With context (short
     requests: `context_words_for`), a chunk is sent with the tail of the transcript before it,
@@ -163,7 +165,7 @@ async def _transcribe_stream(ctx: RunContext, recorder: ItemRecorder,
 
 
 async def _transcribe_parallel(ctx: RunContext, recorder: ItemRecorder,
-                               chunks: Handoff[Chunk, PreparedAudio], ask: Ask) -> list[ChunkText]:
+                               chunks: HandedOver[Chunk, PreparedAudio], ask: Ask) -> list[ChunkText]:
     """Each chunk requested as soon as the decoder hands it over and a request slot is free;
     the first failure stops the decoder and the item's other requests."""
     slots = asyncio.Semaphore(ctx.client.limiter.concurrency)
@@ -220,6 +222,18 @@ def _write_media(ctx: RunContext, item: Item, text: str, segments: list[Segment]
     return paths
 
 
+T = TypeVar("T")
+# A file this small (~30 s of 16 kHz wav, a minute of mp3) is prepared, and its transcript
+# files written, on the event loop (when it holds at most ON_LOOP_MAX_AUDIO_S of audio): with
+# thousands of one-second clips, handing each to a thread and back cost more than the work
+# (GIL hand-overs between 6 pool threads and the loop).
+SMALL_FILE_BYTES = 1 << 20
+
+
+async def _off_the_loop_unless(small: bool, function: Callable[..., T], *args: Any) -> T:
+    return function(*args) if small else await asyncio.to_thread(function, *args)
+
+
 @item_task("transcribe-item")
 async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
@@ -229,13 +243,15 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                           label=item.item_id)
     max_s = max_chunk_seconds(ctx.profile.max_input_audio_tokens, ctx.profile.input_audio_tokens_per_s)
     work = ctx.work_dir / "chunks"  # shared by the run's items: no folder made and removed per item
+    small = fetched.path.stat().st_size <= SMALL_FILE_BYTES
     try:
         async with stream_chunks(fetched.path, work, max_chunk_s=max_s, label=item.item_id,
-                                 overlap_s=ctx.options.overlap_s,
+                                 overlap_s=ctx.options.overlap_s, in_thread=not small,
                                  economy=economy_for(ctx.options.economy, ctx.options.economy_speed,
                                                      item.options.get("economy"))) as chunks:
             results = await _transcribe_stream(ctx, recorder, chunks, ask, max_s)
         prepared = chunks.result
+        small = small and prepared.duration_s <= ON_LOOP_MAX_AUDIO_S  # else it went to a thread too
         if prepared.silent:
             raise InputError(f"{item.item_id}: the audio is silent from start to end; there is "
                              "nothing to transcribe. Check the file or the recording's level.")
@@ -245,10 +261,10 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
         aligned, words = await align_item(ctx.aligner if ctx.options.word_times else None,
                                           ctx.run_id, item.item_id, prepared.chunks, texts,
                                           heard[0], kept_word_ranges(texts, ctx.options.overlap_s))
-        segments = _on_recording_timeline(await asyncio.to_thread(
-            build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned), prepared)
+        segments = _on_recording_timeline(await _off_the_loop_unless(
+            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned), prepared)
         words = _words_on_recording_timeline(words, prepared)
-        paths = await asyncio.to_thread(_write_media, ctx, item, text, segments, heard[0])
+        paths = await _off_the_loop_unless(small, _write_media, ctx, item, text, segments, heard[0])
     finally:
         remove_chunk_files(work, item.item_id)
         if fetched.downloaded:

@@ -12,12 +12,15 @@ import asyncio
 import base64
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audiobatch.tasks.audio import stream_chunks
+from audiobatch.tasks.codecs import decode, encode
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.model import ClientSettings, ModelClient
 from audiobatch.tasks.request_body import PIECE_BYTES
+from audiobatch.tasks.streaming import Handoff, Produced
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import run_transcribe, write_manifest
 from tests.helpers.faultserver import Behaviour, FaultServer, Received, error, ok
@@ -43,6 +46,28 @@ async def test_the_decoder_stays_a_bounded_number_of_chunks_ahead(tmp_path: Path
     assert [index for index, _ in written_when_taken] == list(range(n))
     # taken + one waiting in the queue + one written and waiting for room
     assert all(written <= index + 3 for index, written in written_when_taken), written_when_taken
+
+
+async def test_a_small_file_is_prepared_on_the_loop_unless_it_holds_long_audio(tmp_path: Path) -> None:
+    """Short clips skip the thread (its hand-over cost more than their decoding); a small
+    file is not trusted to be short: 10 minutes of silence in FLAC is ~60 KB, and decoding it
+    must not stop the event loop, so it goes to the thread after all, chunks intact."""
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(encode(decode(LONG, 16000)[: 5 * 16000], 16000, "wav"))
+    silence = tmp_path / "silence.flac"
+    silence.write_bytes(encode(np.zeros(600 * 16000, dtype=np.float32), 16000, "flac"))
+    assert silence.stat().st_size < 1 << 20
+    for path, handed_over, seconds in ((clip, Produced, 5.0), (silence, Handoff, 600.0)):
+        work = tmp_path / f"work-{path.stem}"
+        taken = []
+        async with stream_chunks(path, work, max_chunk_s=CHUNK_S * 4, label=path.stem,
+                                 in_thread=False) as chunks:
+            assert type(chunks) is handed_over
+            while (chunk := await chunks.next_item()) is not None:
+                taken.append(chunk.index)
+        assert chunks.result.duration_s == pytest.approx(seconds)
+        assert taken == list(range(len(chunks.result.chunks)))
+        assert chunk_files(work) == len(taken)  # the loop's aborted attempt left no chunk behind
 
 
 async def test_leaving_early_stops_the_decoder(tmp_path: Path) -> None:
@@ -78,9 +103,11 @@ async def test_a_chunk_is_read_only_when_its_request_may_go() -> None:
     assert seen_when_read == [0, 1]
 
 
-async def test_a_chunk_file_is_sent_in_pieces_as_the_same_request(tmp_path: Path) -> None:
+# three pieces, the last padded (streamed); a short clip's (one bytes body)
+@pytest.mark.parametrize("size", [2 * PIECE_BYTES + 5, 32_001])
+async def test_a_chunk_file_is_sent_in_pieces_as_the_same_request(tmp_path: Path, size: int) -> None:
     chunk = tmp_path / "chunk.wav"
-    chunk.write_bytes(LONG.read_bytes()[: 2 * PIECE_BYTES + 5])  # three pieces, the last padded
+    chunk.write_bytes(LONG.read_bytes()[:size])
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     prompt = 'names: "Zoë", Ōsaka'  # quotes and non-ASCII text around the streamed audio
