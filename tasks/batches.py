@@ -3,11 +3,13 @@
 A Prefect task run costs ~15-50 ms of orchestration here (engine start, state events, a log
 line, parameter visits), so a manifest of 100,000 short rows spent most of its time on
 bookkeeping. `run_items` groups items into batches (one item per task run for a job that
-fits in one wave of `concurrency` items, `MIN_BATCH` to `MAX_BATCH` beyond) and keeps a few batch task runs in flight. Invariants:
+fits in one wave of `concurrency` items, half a wave (at least `MIN_BATCH`) to `MAX_BATCH`
+beyond) and keeps a few batch task runs in flight. Invariants:
 - every item ends in exactly one `items` row, staged the moment the item finishes (a crash
   mid-batch loses nothing finished: the resumed run redoes only items without a row), and is
   reported to the flow (progress, failure line) as it ends, not when its batch does;
-- at most `concurrency` items of the run are worked on at once, whatever the batches;
+- at most `items_at_once(concurrency)` items of the run are worked on at once (a quarter more
+  than the requests the limiter lets go), whatever the batches;
 - after a run-fatal error no item starts: the rest are staged `skipped`;
 - requests keep their own retries (tasks/model.py); a batch never retries items wholesale.
 
@@ -33,8 +35,11 @@ MAX_BATCH = 64
 # When answers come back in waves (a model with steady latency), a wave of one-item task runs
 # pays each run's orchestration before the next wave starts: 96 items at concurrency 16
 # against a 2 s model reached 0.82 of the ideal time with one item per task run, 0.89 with 3
-# and 0.90 with 6 (benchmarks/scale.py, load 3.4).
+# and 0.90 with 6 (benchmarks/scale.py, load 3.4). On a quiet machine later: 0.87-0.88 with 3,
+# 0.91 with 8. So a wave spans at most WAVE_BATCHES task runs (~50 ms to end one and begin
+# the next, on the event loop, each time), and a batch is never under MIN_BATCH items.
 MIN_BATCH = 3
+WAVE_BATCHES = 2
 SLICES_PER_LANE = 8  # a big job is cut into this many batches per parallel slot, at least
 
 _OPEN: dict[str, RunContext] = {}  # run_id -> the context of a run open in this process
@@ -73,12 +78,13 @@ async def context_for(job: RunJob) -> AsyncIterator[RunContext]:
 
 def batch_size(items: int, parallel: int) -> int:
     """Items per task run: one while the job fits in one wave of `parallel` items (each item
-    its own run in the UI), at least MIN_BATCH beyond that, more for big jobs, so that task
-    runs cost little next to the items' own work."""
+    its own run in the UI); beyond that a wave's share (at least MIN_BATCH), more for big jobs,
+    so that task runs cost little next to the items' own work."""
     parallel = max(1, parallel)
     if items <= parallel:
         return 1
-    return max(MIN_BATCH, min(MAX_BATCH, items // (parallel * SLICES_PER_LANE)))
+    wave_share = max(MIN_BATCH, math.ceil(parallel / WAVE_BATCHES))
+    return max(wave_share, min(MAX_BATCH, items // (parallel * SLICES_PER_LANE)))
 
 
 def batch_label(kind: str, items: list[Item]) -> str:
@@ -184,8 +190,10 @@ async def _run_all(ctx: RunContext, job: RunJob, items: list[Item], process: Ite
             for outcome in outcomes:
                 report(outcome)
 
-    # enough batches in flight to keep every slot busy while one batch waits for its last item
-    in_flight = max(1, min(math.ceil(parallel / size) + lanes, math.ceil(len(queue) / size)))
+    # Batches for two waves in flight: when a wave's answers come in together, the next wave's
+    # items are already in started task runs, waiting for slots; with one spare batch, half a
+    # wave waited ~0.2 s for task runs to end and begin (96 items at 16: 0.89 -> 0.9x of ideal).
+    in_flight = max(1, min(math.ceil(2 * parallel / size) + lanes, math.ceil(len(queue) / size)))
     await asyncio.gather(*(lane() for _ in range(in_flight)))
     rest = [not_started(ctx, item) for item in queue]
     ctx.staging.stage_rows("items", [row for outcome in rest for row in outcome.rows["items"]])

@@ -116,6 +116,15 @@ class RunOptions:
         return digest.hexdigest()[:24]
 
 
+def items_at_once(concurrency: int) -> int:
+    """Items worked on at once: the requests `concurrency` allows, and a quarter more being
+    prepared meanwhile, so that a freed request slot finds its next item ready to send
+    instead of waiting for it to be fetched and decoded (when a wave of answers came in
+    together, the last item of each wave started ~0.15 s late, and later waves later still)."""
+    concurrency = max(1, concurrency)
+    return concurrency + concurrency // 4
+
+
 @dataclass
 class RunContext:
     options: RunOptions
@@ -153,7 +162,7 @@ class RunContext:
     item_slots: asyncio.Semaphore = field(init=False)  # items worked on at once in this process
 
     def __post_init__(self) -> None:
-        self.item_slots = asyncio.Semaphore(max(1, self.options.concurrency))
+        self.item_slots = asyncio.Semaphore(items_at_once(self.options.concurrency))
 
     def pricing(self, model: str) -> tuple[Prices | None, str]:
         if self.price_book is None or model == self.model:

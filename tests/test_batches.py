@@ -18,8 +18,9 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from audiobatch.tasks.batches import batch_size
+from audiobatch.tasks.runs import items_at_once
 from tests.helpers.clips import distinct_clips
-from tests.helpers.e2e import write_manifest
+from tests.helpers.e2e import run_transcribe, write_manifest
 from tests.helpers.faultserver import FaultServer, hang, ok
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
@@ -98,7 +99,8 @@ def test_items_share_task_runs_only_beyond_one_wave() -> None:
     """A job whose items all start at once keeps one task run per item (each visible in the
     UI); beyond one wave, items share task runs, more of them for bigger jobs."""
     assert [batch_size(n, 16) for n in (1, 16)] == [1, 1]
-    assert [batch_size(n, 16) for n in (17, 96, 1000, 100_000)] == [3, 3, 7, 64]
+    assert [batch_size(n, 16) for n in (17, 96, 1000, 100_000)] == [8, 8, 8, 64]  # half a wave, at least
+    assert [batch_size(n, 4) for n in (5, 1000)] == [3, 31]
 
 
 def test_an_item_is_reported_when_it_ends_not_when_its_batch_does(tmp_path) -> None:
@@ -118,3 +120,25 @@ def test_an_item_is_reported_when_it_ends_not_when_its_batch_does(tmp_path) -> N
     batch_end = next(i for i, line in enumerate(lines)
                      if "3 items: gone0" in line and "Finished in state" in line)
     assert failed < batch_end
+
+
+async def test_requests_in_flight_never_exceed_concurrency_though_items_are_prepared_ahead(
+        prefect_api, tmp_path) -> None:
+    """A quarter more items than requests are worked on (prepared while they wait for a slot),
+    yet the endpoint never sees more than `--concurrency` requests at once."""
+    assert [items_at_once(n) for n in (1, 4, 16)] == [1, 5, 20]
+    clips = distinct_clips(tmp_path / "clips", 12)
+    arrivals: list[float] = []
+
+    def script(request):
+        arrivals.append(time.monotonic())
+        return ok(f"clip {request.index}", delay_s=0.5)
+
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": p.stem, "audio": str(p)} for p in clips])
+    with FaultServer(script) as model:
+        run = await run_transcribe(manifest, tmp_path / "out", base_url=model.base_url,
+                                   model="gpt-audio-1.5", concurrency=4, qa=False, word_times=False)
+    assert run.summary["ok"] == 12 and len(arrivals) == 12
+    # requests that arrived within 0.45 s of each other were all in flight together
+    busiest = max(sum(1 for other in arrivals if t - 0.45 < other <= t) for t in arrivals)
+    assert busiest == 4
