@@ -35,6 +35,7 @@ from audiobatch.tasks import codecs
 from audiobatch.tasks.cost import Usage
 from audiobatch.tasks.errors import (ConfigError, InputError, ModelError, RunFatalError, TransientModelError,
                                      register_secret)
+from audiobatch.tasks.http11 import Http11Transport, proxy_configured
 from audiobatch.tasks.limits import Limiter
 from audiobatch.tasks.sources import safe_url
 from audiobatch.tasks.model_wire import (Attempt, ModelReply, error_for_response, listed_models, model_list,
@@ -105,6 +106,11 @@ class ClientSettings:
         return cls(**values)
 
 
+def _remote_transport(connections: int) -> httpx.AsyncBaseTransport | None:
+    """The lean HTTP/1.1 transport; None (httpx's own) when a proxy is configured."""
+    return None if proxy_configured() else Http11Transport(max_idle=connections)
+
+
 class ModelClient:
     """Async client for one endpoint; use as `async with ModelClient(settings, ...) as client:`."""
 
@@ -122,9 +128,11 @@ class ModelClient:
                                           settings.tokens_per_minute)
         connections = max(settings.concurrency, self.limiter.concurrency)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url + "/", transport=transport, headers=self._headers(),
+            base_url=self.base_url + "/", transport=transport or _remote_transport(connections),
+            headers=self._headers(),
             timeout=httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 15.0)),
-            limits=httpx.Limits(max_connections=connections + 2, max_keepalive_connections=connections))
+            limits=httpx.Limits(max_connections=connections + 2,  # httpx's transport: proxied runs
+                                max_keepalive_connections=connections))
         self._jitter = wait_random_exponential(multiplier=settings.backoff_initial_s,
                                                max=settings.backoff_max_s)
         self._retries_used = 0

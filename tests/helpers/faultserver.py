@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -149,8 +150,10 @@ class FaultServer:
     """A scripted HTTP server on 127.0.0.1; a context manager exposing `.base_url`, `.requests`."""
 
     def __init__(self, script: Script = (), *, upstream: httpx.AsyncBaseTransport | str | None = None,
-                 default: Behaviour | None = None) -> None:
+                 default: Behaviour | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls  # serve https with this server-side context
+        self.connections_opened = 0
         self.upstream = upstream
         self.default = default or (forward() if upstream is not None else ok())
         self.requests: list[Received] = []
@@ -165,7 +168,7 @@ class FaultServer:
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -190,7 +193,7 @@ class FaultServer:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=self.tls)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stop.wait()
@@ -206,6 +209,7 @@ class FaultServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.connections_opened += 1
         try:
             while (request := await self._read_request(reader)) is not None:
                 if not await self._respond(request, writer):

@@ -1,0 +1,204 @@
+"""The model client's HTTP/1.1 transport for httpx: asyncio streams and h11, with a keep-alive
+pool per origin. It keeps one promise: a connection goes back to the pool only after its
+answer was read to the end; anything else (an error, a timeout, a cancellation, a body left
+unread) closes it.
+
+Why not httpx's own (httpcore on anyio): against a fast endpoint it held the GIL about 2.5 ms
+a request in pool bookkeeping and cancel scopes, a quarter of the whole cost of a one-second
+clip. httpx keeps everything above the wire: URLs, headers, auth, redirects, content
+decoding. With a proxy configured (HTTP(S)_PROXY / ALL_PROXY) httpx's own transports are
+used instead (`proxy_configured`): httpx turns its environment proxies off for a client given
+a transport, and tunnelling is httpcore's job.
+
+Timeouts are httpx's (`connect`, `read`, `write`; the pool never waits: the model client's
+limiter bounds requests) and failures are httpx's exceptions, so callers see no difference.
+What an endpoint sends is hostile: h11 parses it, with its limit on the size of a head.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from typing import Iterator
+
+import h11
+import httpx
+
+READ_SIZE = 64 * 1024
+Origin = tuple[str, str, int]
+
+
+def proxy_configured() -> bool:
+    """Whether httpx would send some request through a proxy from the environment."""
+    return any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
+
+
+class _Connection:
+    """One socket and its h11 state machine."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    def reusable(self) -> bool:
+        """Idle and still open: the server has not closed it (or sent anything) since."""
+        return (self.h11.our_state is h11.IDLE and not self.writer.is_closing()
+                and not self.reader.at_eof())
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def send(self, event: h11.Event, timeout_s: float | None) -> None:
+        self.writer.write(self.h11.send(event) or b"")
+        with _mapped(httpx.WriteTimeout, httpx.WriteError):
+            async with asyncio.timeout(timeout_s):
+                await self.writer.drain()
+
+    async def next_event(self, timeout_s: float | None) -> h11.Event:
+        """The next event of the answer, reading from the socket as h11 needs more."""
+        with _mapped(httpx.ReadTimeout, httpx.ReadError):
+            while (event := self.h11.next_event()) is h11.NEED_DATA:
+                async with asyncio.timeout(timeout_s):
+                    data = await self.reader.read(READ_SIZE)
+                if not data and self.h11.their_state is h11.SEND_RESPONSE:
+                    raise httpx.RemoteProtocolError("the server disconnected without sending an answer")
+                self.h11.receive_data(data)
+        return event
+
+
+@contextmanager
+def _mapped(timeout_error: type[httpx.TimeoutException],
+            os_error: type[httpx.TransportError]) -> Iterator[None]:
+    """asyncio's and h11's errors as httpx's, the kind named by the step that failed."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise timeout_error(str(exc) or "timed out") from exc
+    except h11.RemoteProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc)) from exc
+    except OSError as exc:
+        raise os_error(str(exc) or exc.__class__.__name__) from exc
+
+
+class _AnswerBody(httpx.AsyncByteStream):
+    """The answer's body, read as the caller iterates; at its end the connection is pooled."""
+
+    def __init__(self, pool: Http11Transport, origin: Origin, connection: _Connection,
+                 read_timeout_s: float | None) -> None:
+        self._pool, self._origin, self._connection = pool, origin, connection
+        self._timeout_s = read_timeout_s
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while not self._done:
+            event = await self._connection.next_event(self._timeout_s)
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self._done = True
+                self._pool._release(self._origin, self._connection)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise httpx.RemoteProtocolError("the server closed the connection mid-answer")
+
+    async def aclose(self) -> None:
+        if not self._done:  # left unread: the rest of the answer would poison the next request
+            self._done = True
+            self._pool._discard(self._connection)
+
+
+class Http11Transport(httpx.AsyncBaseTransport):
+    """httpx transport: HTTP/1.1 over asyncio streams, keeping up to `max_idle` connections
+    per origin open between requests."""
+
+    def __init__(self, *, max_idle: int = 16, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._max_idle = max_idle
+        self._ssl_context = ssl_context
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._open: set[_Connection] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        origin = (request.url.scheme, request.url.host, request.url.port
+                  or (443 if request.url.scheme == "https" else 80))
+        connection = self._idle_connection(origin) or await self._connect(origin, timeouts.get("connect"))
+        try:
+            head = await self._exchange(connection, request, timeouts.get("write"), timeouts.get("read"))
+        except BaseException:  # cancelled or failed half-way: the connection's state is unknown
+            self._discard(connection)
+            raise
+        return httpx.Response(head.status_code, headers=head.headers,
+                              stream=_AnswerBody(self, origin, connection, timeouts.get("read")),
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason})
+
+    async def aclose(self) -> None:
+        for connection in list(self._open):
+            self._discard(connection)
+        self._idle.clear()
+
+    async def _exchange(self, connection: _Connection, request: httpx.Request,
+                        write_timeout_s: float | None, read_timeout_s: float | None) -> h11.Response:
+        """Send the request, its body piece by piece, and read the answer's head."""
+        target = request.url.raw_path
+        await connection.send(h11.Request(method=request.method, target=target,
+                                          headers=request.headers.raw), write_timeout_s)
+        try:
+            async for piece in request.stream:  # type: ignore[union-attr]
+                if piece:
+                    await connection.send(h11.Data(data=piece), write_timeout_s)
+            await connection.send(h11.EndOfMessage(), write_timeout_s)
+        except httpx.WriteError as unsent:  # the server may have answered (413, 401) and stopped reading
+            try:
+                return await self._head(connection, read_timeout_s)
+            except httpx.TransportError:
+                raise unsent from None
+        return await self._head(connection, read_timeout_s)
+
+    @staticmethod
+    async def _head(connection: _Connection, read_timeout_s: float | None) -> h11.Response:
+        while True:
+            event = await connection.next_event(read_timeout_s)
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):  # 100 Continue and kin: skip
+                raise httpx.RemoteProtocolError(f"unexpected {event.__class__.__name__} instead of an answer")
+
+    def _idle_connection(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin, [])
+        while idle:
+            connection = idle.pop()
+            if connection.reusable():
+                return connection
+            self._discard(connection)
+        return None
+
+    async def _connect(self, origin: Origin, timeout_s: float | None) -> _Connection:
+        scheme, host, port = origin
+        tls = self._tls() if scheme == "https" else None
+        with _mapped(httpx.ConnectTimeout, httpx.ConnectError):
+            async with asyncio.timeout(timeout_s):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls else None, limit=READ_SIZE)
+        connection = _Connection(reader, writer)
+        self._open.add(connection)
+        return connection
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:  # httpx's defaults: certifi, or SSL_CERT_FILE / SSL_CERT_DIR
+            self._ssl_context = httpx.create_ssl_context()
+        return self._ssl_context
+
+    def _release(self, origin: Origin, connection: _Connection) -> None:
+        """An answer was read to its end: keep the connection if both sides allow it."""
+        if connection.h11.our_state is h11.DONE and connection.h11.their_state is h11.DONE:
+            connection.h11.start_next_cycle()
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < self._max_idle:
+                idle.append(connection)
+                return
+        self._discard(connection)
+
+    def _discard(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+        connection.close()
