@@ -43,9 +43,11 @@ class _Connection:
         self.h11 = h11.Connection(h11.CLIENT)
 
     def reusable(self) -> bool:
-        """Idle and still open: the server has not closed it (or sent anything) since."""
+        """Idle and still open, and the server sent nothing since its last answer: bytes
+        there (a 408 some servers send before closing an idle connection) would be taken
+        for the next request's answer. StreamReader has no public way to ask for them."""
         return (self.h11.our_state is h11.IDLE and not self.writer.is_closing()
-                and not self.reader.at_eof())
+                and not self.reader.at_eof() and not self.reader._buffer)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.writer.close()

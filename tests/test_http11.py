@@ -80,6 +80,30 @@ async def test_an_answer_left_unread_closes_its_connection() -> None:
     assert server.connections_opened == 2
 
 
+async def test_bytes_sent_on_an_idle_connection_are_never_taken_for_the_next_answer() -> None:
+    """Some servers send a 408 on a keep-alive connection before closing it: a connection
+    with anything waiting on it is not reused."""
+    answered = [0]
+
+    async def answer_then_408(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered[0] += 1
+        body = b"answer %d" % answered[0]
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(2)  # and keeps the connection open a while
+
+    with raw_server(answer_then_408) as url:
+        async with httpx.AsyncClient(transport=Http11Transport(), base_url=url + "/") as http:
+            first = await http.get("models")
+            await asyncio.sleep(0.3)  # the stray 408 arrives meanwhile
+            second = await http.get("models")
+    assert (first.status_code, first.text) == (200, "answer 1")
+    assert (second.status_code, second.text) == (200, "answer 2")
+
+
 # --- hostile or broken answers ---------------------------------------------------------------
 
 @contextmanager
