@@ -18,9 +18,11 @@ Invariants:
   Prefect's own retry state, up to `SHARD_RERUNS` times, and any worker takes it.
 
 Hard deaths (a machine lost without a signal) leave a flow run Running with nobody behind
-it. Shards send Prefect flow-run heartbeats every `HEARTBEAT_S`; an automation created on
-first use ("audiobatch: shard without heartbeat") marks a shard Crashed when `SILENCE_S` pass
-without one (Prefect's documented zombie-run pattern); the parent then re-runs it.
+it, and a worker that dies while starting a shard's process leaves it Pending. Shards send
+Prefect flow-run heartbeats every `HEARTBEAT_S`; an automation created on first use
+("audiobatch: shard without heartbeat") marks a shard Crashed when `SILENCE_S` pass after
+it was handed to a worker, started, or last sent one (Prefect's documented zombie-run
+pattern); the parent then re-runs it.
 """
 from __future__ import annotations
 
@@ -160,28 +162,40 @@ async def _summary(options: RunOptions, submission: str, run_ids: list[str], sta
 
 
 async def ensure_watchdog() -> None:
-    """The automation that marks a shard Crashed when its heartbeats stop (created once)."""
+    """The automation that marks a shard Crashed when it falls silent: no heartbeat (nor the
+    start of its flow) within SILENCE_S of being handed to a worker (Pending), of starting
+    (Running) or of its last heartbeat. A worker that dies while starting a shard's process
+    leaves it Pending, with no heartbeat ever. Created once; updated when its rules changed."""
     from prefect import get_client
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.client.schemas.objects import StateType
 
+    finals = {"prefect.flow-run.Completed", "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+              "prefect.flow-run.Crashed"}
+    trigger = EventTrigger(
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related={"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{SHARD_TAG}"},
+        after={"prefect.flow-run.Pending", "prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
+        expect={"prefect.flow-run.Running", "prefect.flow-run.heartbeat", *finals},
+        for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+        within=timedelta(seconds=SILENCE_S))
+    watchdog = AutomationCore(
+        name=WATCHDOG, description="audiobatch shards: a shard that falls silent has lost its "
+        "worker; marked Crashed, its parent runs it again",
+        trigger=trigger, actions=[ChangeFlowRunState(
+            state=StateType.CRASHED, message=f"no heartbeat for {SILENCE_S:g} s: its worker is gone")])
     async with get_client() as client:
-        if await client.read_automations_by_name(WATCHDOG):
-            return
-        trigger = EventTrigger(
-            match={"prefect.resource.id": "prefect.flow-run.*"},
-            match_related={"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{SHARD_TAG}"},
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
-                    "prefect.flow-run.Failed", "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
-            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
-            within=timedelta(seconds=SILENCE_S))
-        await client.create_automation(AutomationCore(
-            name=WATCHDOG, description="audiobatch shards: a shard whose heartbeats stop has lost "
-            "its worker; marked Crashed, its parent runs it again",
-            trigger=trigger, actions=[ChangeFlowRunState(
-                state=StateType.CRASHED, message=f"no heartbeat for {SILENCE_S:g} s: its worker is gone")]))
+        existing = await client.read_automations_by_name(WATCHDOG)
+        if not existing:
+            await client.create_automation(watchdog)
+        elif _watchdog_rules(existing[0]) != _watchdog_rules(watchdog):
+            await client.update_automation(existing[0].id, watchdog)
+
+
+def _watchdog_rules(automation: Any) -> tuple:
+    trigger = automation.trigger
+    return (trigger.after, trigger.expect, trigger.within, automation.actions[0].state)
 
 
 def submission_flow() -> Any:

@@ -87,6 +87,13 @@ def _runs_by_worker(logs: dict[str, Path]) -> dict[str, set[str]]:
     return started
 
 
+def _workers_inside_a_shard(logs: dict[str, Path]) -> list[str]:
+    """The workers whose shard run is Running now."""
+    with get_client(sync_client=True) as client:
+        return [name for name, run_ids in _runs_by_worker(logs).items()
+                if any(client.read_flow_run(run_id).state.is_running() for run_id in run_ids)]
+
+
 async def _shard_names() -> dict[str, str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
@@ -106,8 +113,8 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
     out = f"{bucket}/out"
     ensure_work_pool(POOL)
     _drop_fleet_limits()
-    # 1 s per answer, 2 fleet slots: a shard of 20 takes 10 s or more, so worker A is still
-    # inside its shard when it is taken down (on a busy machine B's shard may start late)
+    # 1 s per answer, 2 fleet slots: a shard of 20 takes 10 s or more, so the worker taken
+    # down is still inside its shard
     with RateLimitedModel(requests_per_minute=RPM, latency_s=1.0) as model:
         assert main(["deploy", "transcribe", "--work-pool", POOL, "--out", out, "--base-url",
                      model.base_url, "--model", "gpt-audio-1.5", "--allow-scheme", "s3",
@@ -116,16 +123,20 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
         env = {**s3.env, "OPENAI_API_KEY": "sk-fleet-test"}
         logs = {name: tmp_path / f"{name}.log" for name in ("worker-a", "worker-b")}
         with fleet_worker("worker-a", logs["worker-a"], env) as worker_a, \
-                fleet_worker("worker-b", logs["worker-b"], env):
+                fleet_worker("worker-b", logs["worker-b"], env) as worker_b:
+            workers = {"worker-a": worker_a, "worker-b": worker_b}
             first = _submit(manifest, env)
-            # once both workers run a shard and requests flow, take worker A's machine down
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and not (
-                    len(model.arrivals) >= 4 and all(_runs_by_worker(logs).values())):
+            # once requests flow and a worker's shard is running (its flow started, not just
+            # handed to the worker: a process killed while starting never reports), take that
+            # worker's machine down
+            deadline, running = time.monotonic() + 240, []
+            while time.monotonic() < deadline and not (len(model.arrivals) >= 4 and running):
                 time.sleep(0.2)
-            assert len(model.arrivals) >= 4, logs["worker-a"].read_text()[-3000:]
-            victim, survivor = "worker-a", "worker-b"
-            _shut_down(worker_a)
+                running = _workers_inside_a_shard(logs)
+            assert len(model.arrivals) >= 4 and running, logs["worker-a"].read_text()[-3000:]
+            victim = running[0]
+            survivor = next(name for name in workers if name != victim)
+            _shut_down(workers[victim])
             _sweep_dead_workers_slots()
             output, _ = first.communicate(timeout=300)
             assert first.returncode == 0, output + logs[survivor].read_text()[-4000:]
@@ -165,6 +176,46 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
     assert paid_second == 0
     second_items = items[items["run_id"].str.startswith(submissions[1])]
     assert len(second_items) == CLIPS and (second_items["status"] == "ok").all()
+
+
+def test_a_shard_whose_worker_died_while_starting_it_is_marked_crashed(prefect_api, monkeypatch) -> None:
+    """A worker that dies while starting a shard's process leaves the run Pending, never
+    heartbeating: the watchdog automation (run by the Prefect server's trigger service) marks
+    it Crashed once the silence is long enough, and the parent then runs it again. The silence
+    is 10 s here (Prefect's least; 90 s by default); the watchdog is put back to the default afterwards."""
+    import asyncio
+
+    from prefect import flow
+    from prefect.states import Pending
+
+    from audiobatch.flows import shards
+
+    @flow(name="audiobatch-test-shard")
+    def a_shard() -> None:
+        pass
+
+    async def started_and_abandoned() -> str:
+        async with get_client() as client:
+            run = await client.create_flow_run(a_shard, tags=[shards.SHARD_TAG])
+            await client.set_flow_run_state(run.id, Pending())  # what a worker does when it takes it
+            return str(run.id)
+
+    monkeypatch.setattr(shards, "SILENCE_S", 10.0)
+    asyncio.run(shards.ensure_watchdog())
+    try:
+        run_id = asyncio.run(started_and_abandoned())
+        deadline, state = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            [run] = _runs({run_id})
+            state = run.state
+            if state.is_crashed():
+                break
+            time.sleep(1)
+        assert state is not None and state.is_crashed(), state
+        assert "no heartbeat for 10 s" in (state.message or "")
+    finally:
+        monkeypatch.undo()
+        asyncio.run(shards.ensure_watchdog())  # the default silence again, for other shards
 
 
 def await_names() -> dict[str, str]:
