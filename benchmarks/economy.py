@@ -5,7 +5,7 @@ pauses (tests/helpers/pauses.py: the 23 short clips as a "conversation" and the 
 as a "lecture", joined with room tone; 384 s, 710 words) and as recorded (the 24 clips, 284 s,
 710 words), with the `transcribe-manifest` flow on the embedded model: once as by default,
 then with economy at several settings (pause threshold, gap, speed 1.0-1.5). Each economy run
-is the `--economy` code path with the candidate put in place of `tasks.economy.PRESET`.
+is the `--economy` code path with the candidate put in place of `tasks.audio.economy.PRESET`.
 Prints one table: audio tokens sent, WER per corpus (Whisper's English normaliser, pooled),
 dollars per recorded audio hour priced as gpt-audio-1.5 and segment-start timing, against
 the default run, and the setting `--economy` should take: the most tokens saved with WER
@@ -36,8 +36,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from audiobatch.tasks import economy  # noqa: E402
-from audiobatch.tasks.economy import Economy  # noqa: E402
+from audiobatch.tasks.audio import economy  # noqa: E402
+from audiobatch.tasks.audio.economy import Economy  # noqa: E402
 from tests.helpers.data import SPEECH  # noqa: E402
 from tests.helpers.e2e import corpus_wer, run_transcribe, write_manifest  # noqa: E402
 from tests.helpers.pauses import (Recording, conversation, english_references, lecture,  # noqa: E402

@@ -33,9 +33,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from audiobatch.tasks.netguard import AddressPolicy  # noqa: E402
-from audiobatch.tasks.fetch_policy import FetchPolicy  # noqa: E402
-from audiobatch.tasks.sources import fetch  # noqa: E402
+from audiobatch.tasks.inputs.netguard import AddressPolicy  # noqa: E402
+from audiobatch.tasks.inputs.fetch_policy import FetchPolicy  # noqa: E402
+from audiobatch.tasks.inputs.sources import fetch  # noqa: E402
 from tests.helpers.data import SPEECH  # noqa: E402  (AUDIOBATCH_TEST_DATA overrides)
 
 

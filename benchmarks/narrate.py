@@ -31,7 +31,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from audiobatch.tasks.text import speakable_text  # noqa: E402
+from audiobatch.tasks.text.speakable import speakable_text  # noqa: E402
 from audiobatch.tasks.options import NarrateOptions
 
 TEXT = ROOT.parent / "shared" / "data" / "texts" / "ljspeech_LJ001.txt"

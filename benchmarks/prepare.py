@@ -1,9 +1,9 @@
-"""Benchmark: audio preparation (tasks.audio.prepare_chunks) against a bare decode of the same file.
+"""Benchmark: audio preparation (tasks.audio.prepare.prepare_chunks) against a bare decode of the same file.
 
 Builds a long recording (default about 3 hours) by encoding real speech from the shared test
 data over and over, block by block, so it is never held in memory; then times
 
-  1. a bare `tasks.codecs.iter_decoded` pass (the floor: decoding and resampling only), and
+  1. a bare `tasks.audio.codecs.iter_decoded` pass (the floor: decoding and resampling only), and
   2. `prepare_chunks` (decode + pause search + loudness + writing 16-bit wav chunks),
 
 and prints the time ratio, x real time and the peak memory of each (tracemalloc peak, and the
@@ -31,8 +31,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from audiobatch.tasks.audio import max_chunk_seconds, prepare_chunks  # noqa: E402
-from audiobatch.tasks.codecs import decode, iter_decoded  # noqa: E402
+from audiobatch.tasks.audio.prepare import max_chunk_seconds, prepare_chunks  # noqa: E402
+from audiobatch.tasks.audio.codecs import decode, iter_decoded  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech" / "audio" / "derived__LJ001-0009_to_0032_concat.wav"
 _CODECS = {"flac": ("flac", "flac"), "mp3": ("mp3", "libmp3lame")}

@@ -30,7 +30,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from audiobatch.tasks.codecs import decode  # noqa: E402
+from audiobatch.tasks.audio.codecs import decode  # noqa: E402
 from tests.helpers.data import TEXTS, spoken_text  # noqa: E402
 from tests.helpers.e2e import corpus_wer, run_narrate, run_transcribe, write_manifest  # noqa: E402
 
@@ -44,7 +44,7 @@ def engines_alone(out: Path, texts: dict[str, str]) -> dict[str, str]:
     entries = [(json.loads(path.read_text()), path.with_suffix(".audio"))
                for path in (out / "_cache").rglob("*.json")]
     # A chunk verification retook has several entries; the first take is the shortest (a
-    # retake is read slower: tasks/narration.py) and the one Piper gives unasked.
+    # retake is read slower: tasks/narration/narrate.py) and the one Piper gives unasked.
     first_takes: dict[str, Path] = {}
     for entry, audio in sorted(entries, key=lambda pair: -pair[1].stat().st_size):
         if entry["has_audio"]:

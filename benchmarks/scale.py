@@ -5,7 +5,7 @@ against a model stub in its own process (tests/helpers/stubmodel.py), as a user 
      once. Per hour of audio, the run's cost (3 h run minus 1 s run) against a bare PyAV
      decode of the same file (target >= 0.5): PyAV's own idiom (frames through
      av.AudioResampler to 16 kHz mono, as faster-whisper decodes), and, stricter, audiobatch's
-     decoder (tasks.codecs.iter_decoded, which joins frames before converting them and skips
+     decoder (tasks.audio.codecs.iter_decoded, which joins frames before converting them and skips
      the resampler for mono audio at the rate); peak RSS growth from 1 s to 3 h (target
      < 150 MB); time to the first request as a share of the run (target < 30%).
   2. 96 short items (3 s of distinct real speech each) at --concurrency 16 against a stub

@@ -32,7 +32,7 @@ ENGINE = """
 import sys
 from pathlib import Path
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines
-from audiobatch.tasks.codecs import decode
+from audiobatch.tasks.audio.codecs import decode
 path = Path(sys.argv[1])
 print(shared_engines().transcribe_blocking(decode(path, WHISPER_SAMPLE_RATE, label=path.name)))
 """

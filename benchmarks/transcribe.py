@@ -36,9 +36,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import prepare as prepare_bench  # noqa: E402  (benchmarks/prepare.py)
 
-from audiobatch.tasks.audio import max_chunk_seconds  # noqa: E402
+from audiobatch.tasks.audio.prepare import max_chunk_seconds  # noqa: E402
 from audiobatch.tasks.options import TranscribeOptions
-from audiobatch.tasks.codecs import decode  # noqa: E402
+from audiobatch.tasks.audio.codecs import decode  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech" / "audio"
 DEFAULT_AUDIO = SPEECH / "derived__LJ001-0009_to_0032_concat.wav"  # 171 s of read speech

@@ -30,9 +30,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from audiobatch.localmodel.align import WhisperAligner  # noqa: E402
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines  # noqa: E402
-from audiobatch.tasks.codecs import decode  # noqa: E402
-from audiobatch.tasks.qa import judge  # noqa: E402
-from audiobatch.tasks.vad import speech_spans  # noqa: E402
+from audiobatch.tasks.audio.codecs import decode  # noqa: E402
+from audiobatch.tasks.transcription.qa import judge  # noqa: E402
+from audiobatch.tasks.audio.vad import speech_spans  # noqa: E402
 from tests.helpers.data import SPEECH  # noqa: E402
 from tests.helpers.e2e import run_transcribe, write_manifest  # noqa: E402
 

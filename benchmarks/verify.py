@@ -9,7 +9,7 @@ texts twice in the same run, each with a fresh output root (nothing from a cache
     added (wall with - wall without);
   - the word error rate of every chunk as the embedded model heard it (first takes), and of the
     same chunks with one sentence taken out of what was heard (a voice that drops a sentence):
-    the English threshold in tasks/verify.py must lie between the two.
+    the English threshold in tasks/narration/verify.py must lie between the two.
 
     .venv/bin/python benchmarks/verify.py [--max-audio-tokens 1200]
 """
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--max-audio-tokens", type=int, default=1200,
                         help="per-request budget: smaller chunks give more of them to measure")
     args = parser.parse_args()
-    from audiobatch.tasks.verify import MAX_GAP, THRESHOLDS, check
+    from audiobatch.tasks.narration.verify import MAX_GAP, THRESHOLDS, check
 
     with tempfile.TemporaryDirectory(prefix="audiobatch-bench-verify-") as work:
         folder = Path(work)
@@ -80,10 +80,10 @@ def main() -> None:
         checks = pd.read_parquet(on / "narration_checks")
         narrations = pd.read_parquet(on / "narrations")
         chunk_texts = {}  # the texts each chunk said: re-plan them as the run did
-        from audiobatch.tasks.books import Book, Chapter
-        from audiobatch.tasks.narration import plan_chunks
-        from audiobatch.tasks.profiles import get_profile
-        from audiobatch.tasks.text import max_words_per_request, speakable_text
+        from audiobatch.tasks.text.books import Book, Chapter
+        from audiobatch.tasks.narration.narrate import plan_chunks
+        from audiobatch.tasks.model.profiles import get_profile
+        from audiobatch.tasks.text.speakable import max_words_per_request, speakable_text
 
         profile = get_profile("audiobatch-local")
         words = max_words_per_request(args.max_audio_tokens, profile.output_audio_tokens_per_s,
@@ -126,7 +126,7 @@ def main() -> None:
           f"over {len(dropped)} chunks")
     print(f"  longest run of words not heard: clean chunks at most {max(gaps)} "
           f"({sorted(gaps)}); one sentence left out: at least {min(dropped_gaps)}")
-    print(f"  thresholds (tasks/verify.py, en): {THRESHOLDS['en']:.0%} WER, a gap of {MAX_GAP} words")
+    print(f"  thresholds (tasks/narration/verify.py, en): {THRESHOLDS['en']:.0%} WER, a gap of {MAX_GAP} words")
 
 
 if __name__ == "__main__":

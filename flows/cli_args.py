@@ -181,7 +181,7 @@ def add_narration_args(parser: argparse.ArgumentParser) -> None:
 
 
 # Destinations that steer the command line itself, never a flow parameter or option.
-CLI_ONLY = {"command", "api_key_env", "handler", "cli_parser", "json"}
+CLI_ONLY = {"command", "api_key_env", "handler", "cli_parser", "root_parser", "json"}
 # Flow parameters of their own; every other destination is an option (tasks/options.py).
 FLOW_PARAMETERS = {"manifest", "out", "feed", "limit", "since", "force", "inbox", "stale_claim_h"}
 # How an option is typed, where that is not --its-name-with-dashes.

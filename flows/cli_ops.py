@@ -17,9 +17,9 @@ import asyncio
 import json
 from typing import Any
 
-from audiobatch.flows.cli import run_flow, use_api_key
-from audiobatch.flows.cli_args import (add_narration_args, add_run_args, add_transcription_args, build_options,
-                                       flag_of, flow_kwargs, split_args)
+from audiobatch.flows.cli_args import (add_narration_args, add_run_args, add_transcription_args,
+                                       build_options, flag_of, flow_kwargs, split_args)
+from audiobatch.flows.cli_jobs import prefect_api, run_flow, use_api_key
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.options import InboxOptions, TranscribeOptions
 
@@ -159,8 +159,6 @@ def run_podcast(args: argparse.Namespace) -> int:
 
 
 def run_inbox(args: argparse.Namespace) -> int:
-    from audiobatch.flows.cli import prefect_api
-
     use_api_key(args)
     top, flat = split_args(args)
     options = build_options(InboxOptions, _inbox_options(flat))
@@ -184,7 +182,7 @@ def _inbox_options(params: dict[str, Any]) -> dict[str, Any]:
 def run_deploy(args: argparse.Namespace) -> int:
     from audiobatch.flows.deploy import DeploymentSpec, deploy, describe, flow_parameters, is_remote
     from audiobatch.flows.deploy import require_api_url, worker_parameters
-    from audiobatch.tasks.feeds import feed_key
+    from audiobatch.tasks.podcast.feeds import feed_key
 
     kind = args.deploy_kind
     top, flat = split_args(args)

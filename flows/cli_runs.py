@@ -42,7 +42,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    from audiobatch.tasks.history import load_history, render_run, render_runs
+    from audiobatch.tasks.reports.history import load_history, render_run, render_runs
 
     history = load_history(args.out)
     if args.run_id:
@@ -56,8 +56,8 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from audiobatch.tasks.history import load_history
-    from audiobatch.tasks.report import write_report
+    from audiobatch.tasks.reports.history import load_history
+    from audiobatch.tasks.reports.report import write_report
 
     run = load_history(args.out).run(args.run_id)
     path = write_report(run, args.html)
@@ -86,7 +86,5 @@ def run_server(args: argparse.Namespace) -> int:
 def run_completion(args: argparse.Namespace) -> int:
     import shtab
 
-    from audiobatch.flows.cli import build_parser
-
-    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    sys.stdout.write(shtab.complete(args.root_parser, shell=args.shell))
     return 0

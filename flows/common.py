@@ -15,16 +15,17 @@ from audiobatch.flows.logs import route_logs
 from audiobatch.flows.runtime import finish_run, open_run, worker_context
 from audiobatch.flows.shards import run_shards, shard_items
 from audiobatch.flows.task_runners import batch_runner
-from audiobatch.tasks.batches import RunJob, run_items
-from audiobatch.tasks.manifest import Item, read_manifest
-from audiobatch.tasks.memory import return_large_buffers
-from audiobatch.tasks.outputs import failed_item_ids, publish_run
-from audiobatch.tasks.history import record_from_rows
-from audiobatch.tasks.progress import (RunProgress, RunSummary, publish_artifact, publish_report_artifact,
-                                      summarize)
-from audiobatch.tasks.report import render_markdown
-from audiobatch.tasks.runs import ItemFunction, ItemOutcome, RunContext, RunOptions
-from audiobatch.tasks.trust import Trust
+from audiobatch.tasks.audio.memory import return_large_buffers
+from audiobatch.tasks.inputs.manifest import Item, read_manifest
+from audiobatch.tasks.inputs.trust import Trust
+from audiobatch.tasks.outputs.datasets import failed_item_ids
+from audiobatch.tasks.outputs.staging import publish_run
+from audiobatch.tasks.reports.history import record_from_rows
+from audiobatch.tasks.reports.progress import (RunProgress, RunSummary, publish_artifact,
+                                               publish_report_artifact, summarize)
+from audiobatch.tasks.reports.report import render_markdown
+from audiobatch.tasks.run.batches import RunJob, run_items
+from audiobatch.tasks.run.context import ItemFunction, ItemOutcome, RunContext, RunOptions
 
 log = logging.getLogger("audiobatch")
 LOGGED_FAILURES = 100  # item failures logged one line each per run; more are counted
@@ -48,7 +49,7 @@ async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, 
                       items: list[Item] | None = None, source_bytes: bytes = b"") -> dict:
     """Run every manifest item through `process`; return the summary as a dict.
 
-    `trust` says what the items may reach (tasks/trust.py). Items from elsewhere (podcast
+    `trust` says what the items may reach (tasks/inputs/trust.py). Items from elsewhere (podcast
     feeds) come ready in `items`, with `source_bytes` naming the job for resuming (the same
     bytes again resume an unfinished run)."""
     wall_start = time.monotonic()

@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.sources import safe_url
-from audiobatch.tasks.options import (InboxOptions, JobOptions, NarrateOptions, TranscribeOptions,
-                                      deep_merge, flat_names, nested)
+from audiobatch.tasks.inputs.sources import safe_url
+from audiobatch.tasks.options import (InboxOptions, JobOptions, NarrateOptions, TranscribeOptions, deep_merge,
+                                      flat_names, nested)
 
 DEFAULT_POOL = "audiobatch"
 DEFAULT_NAME = "audiobatch"  # the deployment `audiobatch submit` uses unless told otherwise

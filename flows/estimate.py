@@ -6,12 +6,12 @@ import json
 from dataclasses import asdict
 
 from audiobatch.flows.runtime import client_settings, resolve_pricing, resolve_profile
-from audiobatch.tasks.economy import economy_for
-from audiobatch.tasks.forecast import (ItemForecast, forecast_items, forecast_table, render_economy,
-                                       render_forecast, render_problems)
-from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE, read_manifest
-from audiobatch.tasks.manifest_io import ManifestError, read_rows
-from audiobatch.tasks.runs import RunOptions
+from audiobatch.tasks.audio.economy import economy_for
+from audiobatch.tasks.inputs.manifest import NARRATE, TRANSCRIBE, read_manifest
+from audiobatch.tasks.inputs.manifest_io import ManifestError, read_rows
+from audiobatch.tasks.run.context import RunOptions
+from audiobatch.tasks.run.forecast import (ItemForecast, forecast_items, forecast_table, render_economy,
+                                           render_forecast, render_problems)
 
 
 def detect_kind(manifest: str) -> str:

@@ -1,5 +1,5 @@
 """What a flow run may do, decided once at its start (README "Security model"; the rules are in
-tasks/trust.py).
+tasks/inputs/trust.py).
 
 Who started the run: a run is the operator's when it was started on the operator's machine, in
 this process: the `audiobatch` command or a Python call. A run started from a deployment
@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.manifest import manifest_base_dir
-from audiobatch.tasks.manifest_io import local_path
+from audiobatch.tasks.inputs.manifest import manifest_base_dir
+from audiobatch.tasks.inputs.manifest_io import local_path
+from audiobatch.tasks.inputs.sources import safe_url, scheme_of
+from audiobatch.tasks.inputs.trust import (DATA_ROOTS_ENV, Trust, allowed_base_urls, data_roots, env_list,
+                                           inside, refuse_widening, widened)
 from audiobatch.tasks.options import JobOptions
-from audiobatch.tasks.runs import RunOptions
-from audiobatch.tasks.sources import safe_url, scheme_of
-from audiobatch.tasks.trust import (DATA_ROOTS_ENV, Trust, allowed_base_urls, data_roots, env_list, inside,
-                                    refuse_widening, widened)
+from audiobatch.tasks.run.context import RunOptions
 
 _FROM_INBOX: ContextVar[bool] = ContextVar("audiobatch_manifest_from_inbox", default=False)
 

@@ -35,13 +35,13 @@ from audiobatch.flows.guard import check_inbox, manifests_from_inbox
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 from audiobatch.tasks.errors import AudiobatchError, redact
-from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE
+from audiobatch.tasks.inputs.manifest import NARRATE, TRANSCRIBE
+from audiobatch.tasks.inputs.manifest_io import ManifestError, read_rows
+from audiobatch.tasks.inputs.sources import safe_url
 from audiobatch.tasks.options import InboxOptions
-from audiobatch.tasks.manifest_io import ManifestError, read_rows
-from audiobatch.tasks.outputs import OutputRoot
-from audiobatch.tasks.runs import run_folder
-from audiobatch.tasks.staging import RunStaging
-from audiobatch.tasks.sources import safe_url
+from audiobatch.tasks.outputs.datasets import OutputRoot
+from audiobatch.tasks.outputs.staging import RunStaging
+from audiobatch.tasks.run.context import run_folder
 
 log = logging.getLogger("audiobatch")
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")

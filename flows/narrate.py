@@ -6,13 +6,13 @@ from prefect.client.schemas.objects import State
 from audiobatch.flows.common import execute_run, run_state
 from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import manifest_trust
-from audiobatch.tasks.manifest import NARRATE
-from audiobatch.tasks.narration import narrate_item
-from audiobatch.tasks.narration_feed import check_feed_url, publish_run_to_feed
+from audiobatch.tasks.inputs.manifest import NARRATE
+from audiobatch.tasks.narration.feed import check_feed_url, publish_run_to_feed
+from audiobatch.tasks.narration.narrate import narrate_item
 from audiobatch.tasks.options import NarrateOptions
-from audiobatch.tasks.outputs import OutputRoot
-from audiobatch.tasks.runs import RunOptions, run_folder
-from audiobatch.tasks.staging import RunStaging
+from audiobatch.tasks.outputs.datasets import OutputRoot
+from audiobatch.tasks.outputs.staging import RunStaging
+from audiobatch.tasks.run.context import RunOptions, run_folder
 
 
 @audiobatch_flow(name="narrate-manifest", log_prints=True)

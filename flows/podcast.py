@@ -2,7 +2,7 @@
 
 A podcast run is a transcription run whose items come from a feed instead of a manifest:
 the same per-item task, outputs and accounting. What was done is remembered per feed under
-the output root (`tasks.feed_state`), so a scheduled run transcribes only new episodes and
+the output root (`tasks.podcast.state`), so a scheduled run transcribes only new episodes and
 retries the ones that failed. Episodes that ship a transcript are recorded, not paid for,
 unless `force`.
 """
@@ -17,21 +17,22 @@ from typing import Any
 from audiobatch.flows.common import execute_run, run_state
 from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import feed_trust
-from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.feed_state import FeedState, load_state, save_state
-from audiobatch.tasks.feed_transcripts import record_feed_transcript
-from audiobatch.tasks.feeds import Episode, Feed, episode_item, episode_item_id, load_feed, select_episodes
-from audiobatch.tasks.manifest import TRANSCRIBE, Item
-from audiobatch.tasks.options import TranscribeOptions
-from audiobatch.tasks.outputs import OutputRoot
-from audiobatch.tasks.progress import summarize
-from audiobatch.tasks.runs import ItemFunction, ItemRecorder, RunContext, RunOptions, run_folder
-from audiobatch.tasks.staging import RunStaging
 from audiobatch.flows.runtime import fetch_policy
-from audiobatch.tasks.fetch_policy import FetchPolicy
-from audiobatch.tasks.sources import safe_url
-from audiobatch.tasks.transcription import transcribe_item
-from audiobatch.tasks.trust import Trust
+from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.inputs.fetch_policy import FetchPolicy
+from audiobatch.tasks.inputs.manifest import TRANSCRIBE, Item
+from audiobatch.tasks.inputs.sources import safe_url
+from audiobatch.tasks.inputs.trust import Trust
+from audiobatch.tasks.options import TranscribeOptions
+from audiobatch.tasks.outputs.datasets import OutputRoot
+from audiobatch.tasks.outputs.staging import RunStaging
+from audiobatch.tasks.podcast.feeds import (Episode, Feed, episode_item, episode_item_id, load_feed,
+                                            select_episodes)
+from audiobatch.tasks.podcast.state import FeedState, load_state, save_state
+from audiobatch.tasks.podcast.transcripts import record_feed_transcript
+from audiobatch.tasks.reports.progress import summarize
+from audiobatch.tasks.run.context import ItemFunction, ItemRecorder, RunContext, RunOptions, run_folder
+from audiobatch.tasks.transcription.transcribe import transcribe_item
 
 
 @audiobatch_flow(name="transcribe-podcast", log_prints=True)

@@ -17,23 +17,24 @@ from typing import Any
 
 import httpx
 
-from audiobatch.tasks.cache import ResultCache
-from audiobatch.tasks.calls import Budget
+from audiobatch.tasks.audio.memory import return_large_buffers
 from audiobatch.tasks.errors import ConfigError, register_secret
-from audiobatch.tasks.fleet_limits import FleetLimiter, ensure_fleet_limits
-from audiobatch.tasks.limits import Limiter
-from audiobatch.tasks.memory import return_large_buffers
-from audiobatch.tasks.model import ClientSettings, ModelClient
-from audiobatch.tasks.outputs import OutputRoot
-from audiobatch.tasks.profiles import LOCAL_MODELS, LOCAL_MULTILINGUAL_MODEL, LOCAL_PROVIDER, ModelProfile, Prices, get_prices, get_profile
-from audiobatch.tasks.runs import (RunContext, RunOptions, choose_run_id, new_job, read_job, run_folder, work_dir,
-                                   write_job_file)
-from audiobatch.tasks.staging import RunStaging, new_writer_name
-from audiobatch.tasks.batches import RunJob, opened
-from audiobatch.tasks.netguard import AddressPolicy
-from audiobatch.tasks.fetch_policy import FetchPolicy
-from audiobatch.tasks.trust import Trust, allowed_base_urls, check_base_url, normal_base_url
-from audiobatch.tasks.transcription import output_formats
+from audiobatch.tasks.inputs.fetch_policy import FetchPolicy
+from audiobatch.tasks.inputs.netguard import AddressPolicy
+from audiobatch.tasks.inputs.trust import Trust, allowed_base_urls, check_base_url, normal_base_url
+from audiobatch.tasks.model.client import ClientSettings, ModelClient
+from audiobatch.tasks.model.fleet_limits import FleetLimiter, ensure_fleet_limits
+from audiobatch.tasks.model.limits import Limiter
+from audiobatch.tasks.model.profiles import (LOCAL_MODELS, LOCAL_MULTILINGUAL_MODEL, LOCAL_PROVIDER,
+                                             ModelProfile, Prices, get_prices, get_profile)
+from audiobatch.tasks.outputs.datasets import OutputRoot
+from audiobatch.tasks.outputs.staging import RunStaging, new_writer_name
+from audiobatch.tasks.run.batches import RunJob, opened
+from audiobatch.tasks.run.cache import ResultCache
+from audiobatch.tasks.run.calls import Budget
+from audiobatch.tasks.run.context import (RunContext, RunOptions, choose_run_id, new_job, read_job,
+                                          run_folder, work_dir, write_job_file)
+from audiobatch.tasks.transcription.transcribe import output_formats
 
 log = logging.getLogger("audiobatch")
 # The embedded engines run one request at a time (2 cores). More requests in flight only queue
@@ -253,8 +254,8 @@ def preflight(options: RunOptions) -> None:
     """Everything about a manifest job that can be checked before Prefect starts: the manifest
     (missing, unreadable, wrong header: ManifestError), the model's profile and prices, and
     the run to re-run. Bad rows are not an error here: they become failed items in the run."""
-    from audiobatch.tasks.manifest import read_manifest
-    from audiobatch.tasks.outputs import failed_item_ids
+    from audiobatch.tasks.inputs.manifest import read_manifest
+    from audiobatch.tasks.outputs.datasets import failed_item_ids
 
     read_manifest(options.manifest, options.kind)
     settings = client_settings(options)
@@ -285,7 +286,7 @@ def warm_up(options: RunOptions) -> None:
     def load_what_the_first_item_needs() -> None:
         load()
         if options.kind == "transcribe":
-            from audiobatch.tasks import vad
+            from audiobatch.tasks.audio import vad
 
             vad.load()
             import audiobatch.localmodel.app  # noqa: F401

@@ -34,12 +34,12 @@ from datetime import timedelta
 from typing import Any
 
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.manifest import Item
+from audiobatch.tasks.inputs.manifest import Item
 from audiobatch.tasks.options import deep_merge
-from audiobatch.tasks.outputs import OutputRoot
-from audiobatch.tasks.progress import publish_artifact, summarize
-from audiobatch.tasks.runs import RunOptions, run_folder
-from audiobatch.tasks.staging import RunStaging
+from audiobatch.tasks.outputs.datasets import OutputRoot
+from audiobatch.tasks.outputs.staging import RunStaging
+from audiobatch.tasks.reports.progress import publish_artifact, summarize
+from audiobatch.tasks.run.context import RunOptions, run_folder
 
 log = logging.getLogger("audiobatch")
 SHARD_TAG = "audiobatch-shard"
@@ -196,25 +196,3 @@ async def ensure_watchdog() -> None:
 def _watchdog_rules(automation: Any) -> tuple:
     trigger = automation.trigger
     return (trigger.after, trigger.expect, trigger.within, automation.actions[0].state)
-
-
-def submission_flow() -> Any:
-    """`audiobatch submit --shards K --wait`: the parent runs in the submitting process (it is
-    the one waiting) as a flow run of its own; the shards run on the deployment's workers."""
-    from audiobatch.flows.flow_class import audiobatch_flow
-
-    @audiobatch_flow(name="audiobatch-submission", log_prints=True)
-    async def submission(deployment: str, parameters: dict, kind: str) -> Any:
-        from audiobatch.flows.common import run_state
-        from audiobatch.flows.deploy import FLOWS
-        from audiobatch.tasks.manifest import read_manifest
-        from prefect import get_client
-
-        options = RunOptions.from_job(kind, parameters["manifest"], parameters.get("out", "outputs"),
-                                      FLOWS[kind].options.model_validate(parameters.get("options", {})))
-        async with get_client() as client:
-            deployment_id = (await client.read_deployment_by_name(deployment)).id
-        items = read_manifest(options.manifest, kind)
-        return run_state(await shard_and_wait(options, items, deployment_id, parameters))
-
-    return submission

@@ -15,9 +15,9 @@ from typing import Any
 
 from audiobatch.flows.deploy import DEFAULT_NAME, FLOWS, is_remote, require_api_url, worker_parameters
 from audiobatch.tasks.errors import ConfigError, InputError
-from audiobatch.tasks.manifest import TRANSCRIBE, read_manifest
+from audiobatch.tasks.inputs.manifest import TRANSCRIBE, read_manifest
+from audiobatch.tasks.inputs.sources import safe_url, scheme_of
 from audiobatch.tasks.options import deep_merge
-from audiobatch.tasks.sources import safe_url, scheme_of
 
 SHOWN_PROBLEMS = 20
 
@@ -89,7 +89,6 @@ def submit_sharded_and_wait(manifest: str, kind: str, parameters: dict[str, Any]
     import asyncio
 
     from audiobatch.flows.common import summary_of
-    from audiobatch.flows.shards import submission_flow
 
     api_url = require_api_url()
     parameters, _, _ = checked_parameters(manifest, kind, parameters, strict, api_url)
@@ -150,3 +149,26 @@ def wait_for_run(flow_run_id: str, poll_s: float = 2.0) -> int:
     state = run.state
     print(f"{state.name}: {state.message or ''}".rstrip(": "), flush=True)
     return 0 if state.is_completed() else 1
+
+
+def submission_flow() -> Any:
+    """`audiobatch submit --shards K --wait`: the parent runs in the submitting process (it is
+    the one waiting) as a flow run of its own; the shards run on the deployment's workers."""
+    from audiobatch.flows.flow_class import audiobatch_flow
+
+    @audiobatch_flow(name="audiobatch-submission", log_prints=True)
+    async def submission(deployment: str, parameters: dict, kind: str) -> Any:
+        from prefect import get_client
+
+        from audiobatch.flows.common import run_state
+        from audiobatch.flows.shards import shard_and_wait
+        from audiobatch.tasks.run.context import RunOptions
+
+        options = RunOptions.from_job(kind, parameters["manifest"], parameters.get("out", "outputs"),
+                                      FLOWS[kind].options.model_validate(parameters.get("options", {})))
+        async with get_client() as client:
+            deployment_id = (await client.read_deployment_by_name(deployment)).id
+        items = read_manifest(options.manifest, kind)
+        return run_state(await shard_and_wait(options, items, deployment_id, parameters))
+
+    return submission

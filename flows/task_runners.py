@@ -2,7 +2,7 @@
 
 `--task-runner dask` starts a `LocalCluster` of `--dask-workers` processes (default: one per
 CPU) for the run; `--task-runner dask://HOST:PORT` uses an existing scheduler. Each batch task
-(tasks/batches.py) is submitted with plain data only (`RunJob`, items, the item function by
+(tasks/run/batches.py) is submitted with plain data only (`RunJob`, items, the item function by
 reference); a Dask worker opens its own context for the run (client, limiter, cache, its own
 staging file) and its engines load once per worker process. Outcomes come back as data.
 
@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from audiobatch.tasks.batches import in_this_loop, item_batch_task
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.runs import RunOptions
+from audiobatch.tasks.run.batches import in_this_loop, item_batch_task
+from audiobatch.tasks.run.context import RunOptions
 
 ALLOWED_ENV = "AUDIOBATCH_DASK_SCHEDULERS"
 

@@ -6,10 +6,10 @@ from prefect.client.schemas.objects import State
 from audiobatch.flows.common import execute_run, run_state
 from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import manifest_trust
-from audiobatch.tasks.manifest import TRANSCRIBE
+from audiobatch.tasks.inputs.manifest import TRANSCRIBE
 from audiobatch.tasks.options import TranscribeOptions
-from audiobatch.tasks.runs import RunOptions
-from audiobatch.tasks.transcription import transcribe_item
+from audiobatch.tasks.run.context import RunOptions
+from audiobatch.tasks.transcription.transcribe import transcribe_item
 
 
 @audiobatch_flow(name="transcribe-manifest", log_prints=True)

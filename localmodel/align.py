@@ -9,8 +9,8 @@ the next words (its share of the text at the text's mean pace, with a margin, at
 MAX_TEXT_TOKENS); words that end more than EDGE_S before the
 window's end are kept (words near the end may belong to audio beyond it, where DTW squeezes
 them) and the next window starts where the last kept word ended. Word edges are then clamped
-to the speech Silero VAD hears, its onsets refined by level (`tasks.words.clamp_to_speech`,
-`tasks.vad.refined_onsets`).
+to the speech Silero VAD hears, its onsets refined by level (`tasks.captions.words.clamp_to_speech`,
+`tasks.audio.vad.refined_onsets`).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines
-from audiobatch.tasks.vad import refined_onsets, speech_spans
-from audiobatch.tasks.words import Word, clamp_to_speech
+from audiobatch.tasks.audio.vad import refined_onsets, speech_spans
+from audiobatch.tasks.captions.words import Word, clamp_to_speech
 
 WINDOW_S = 30.0
 EDGE_S = 1.0
@@ -31,7 +31,7 @@ WORDS_MARGIN = 1.6  # words given to a window beyond its share of the text (spee
 
 
 class WhisperAligner:
-    """The `tasks.words.Aligner` of the embedded model; runs on the engines' inference thread."""
+    """The `tasks.captions.words.Aligner` of the embedded model; runs on the engines' inference thread."""
 
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
@@ -136,7 +136,7 @@ def _monotonic(words: list[Word], duration_s: float) -> list[Word]:
 
 class LocalEars:
     """What the embedded Whisper hears in a chunk: the reference transcript QA compares a
-    remote model's reply with (`tasks.qa`, coverage and "answer" checks)."""
+    remote model's reply with (`tasks.transcription.qa`, coverage and "answer" checks)."""
 
     def __init__(self, engines: Engines) -> None:
         self.engines = engines

@@ -30,14 +30,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audiobatch.localmodel import chat
 from audiobatch.localmodel import multilingual
-from audiobatch.localmodel.protect import Admission, ClientGone, answer_unless_gone, check_text, request_origin_error
+from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, VOICE_NAME, Engines, shared_engines
+from audiobatch.localmodel.protect import (Admission, ClientGone, answer_unless_gone, check_text,
+                                           request_origin_error)
 from audiobatch.localmodel.serving import ServeLimits
-from audiobatch.localmodel.engines import (OUTPUT_SAMPLE_RATE, PIPER_VOICE_SHA256, PIPER_WEIGHTS, VOICE_NAME,
-                                WHISPER_MODEL_SHA256, WHISPER_WEIGHTS, Engines, shared_engines)
+from audiobatch.localmodel.weights import (PIPER_VOICE_SHA256, PIPER_WEIGHTS, WHISPER_MODEL_SHA256,
+                                           WHISPER_WEIGHTS)
 from audiobatch.localmodel.wire import (INPUT_AUDIO_FORMATS, OUTPUT_AUDIO_FORMATS, APIError, new_id,
-                             parse_chat_request)
+                                        parse_chat_request)
 from audiobatch.tasks.errors import register_secret
-from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, get_profile
+from audiobatch.tasks.model.profiles import LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, get_profile
 
 log = logging.getLogger("audiobatch.localmodel")
 VOICE_HEADER = "x-audiobatch-voice"

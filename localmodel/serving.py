@@ -8,7 +8,7 @@ import ipaddress
 import math
 from dataclasses import dataclass
 
-from audiobatch.tasks.profiles import LOCAL_MODEL, get_profile
+from audiobatch.tasks.model.profiles import LOCAL_MODEL, get_profile
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})

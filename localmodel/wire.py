@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from audiobatch.tasks.codecs import ENCODABLE_FORMATS
-from audiobatch.tasks.profiles import LOCAL_MODEL, LOCAL_MODELS
+from audiobatch.tasks.audio.codecs import ENCODABLE_FORMATS
+from audiobatch.tasks.model.profiles import LOCAL_MODEL, LOCAL_MODELS
 
 INPUT_AUDIO_FORMATS = ("wav", "mp3")  # what OpenAI accepts in input_audio
 OUTPUT_AUDIO_FORMATS = ENCODABLE_FORMATS  # wav, mp3, flac, opus, pcm16

@@ -1,0 +1,19 @@
+"""The pipeline's steps, one module per step, grouped by stage in the order data flows through them.
+
+    errors.py, options.py   what every stage shares: the one exception tree; the job's typed options
+    inputs/        manifest rows -> items; where their bytes come from, and what a run may reach
+    audio/         decode, loudness, pauses and voice, chunks cut to the request budget; joins
+    text/          narration text: books and files -> speakable text -> word and sentence breaks
+    model/         the model client: wire contract, HTTP, retries, limits, profiles, prices
+    outputs/       Parquet datasets and media under the output root; a run's staged rows
+    reports/       progress, summaries, past runs, the HTML report
+    captions/      word times and the caption segments and files built from them (both jobs)
+    run/           one run: its context, items in batches, every request's cache/budget/cost
+    transcription/ one item transcribed: chunks -> requests -> QA -> assembled transcript
+    narration/     one item narrated: text -> requests -> verification -> audio, captions, feed
+    podcast/       feeds: episodes -> items, what is new, transcripts a feed ships
+
+A package imports only the packages listed above it (and never flows/ or localmodel/): the
+model client takes its transport as a parameter and the embedded Whisper arrives on the run
+context as an `Aligner` and ears (flows/runtime.py wires them).
+"""

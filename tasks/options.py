@@ -2,7 +2,7 @@
 the Prefect UI shows (one collapsible group per concern).
 
 Flows take `options: TranscribeOptions | NarrateOptions | InboxOptions`; the pipeline itself
-works on the flat, frozen `tasks.runs.RunOptions` made from it (`run_options`). The command
+works on the flat, frozen `tasks.run.context.RunOptions` made from it (`run_options`). The command
 line keeps flat flags (`--concurrency`): `from_flat` files each one under its group.
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from audiobatch.tasks.trust import RUN_ID_PATTERN
+
+# Run ids become folder names: one strict pattern everywhere (tasks.inputs.trust.check_run_id).
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class _Group(BaseModel):
@@ -105,7 +107,7 @@ class Narration(_Group):
     target_lufs: float = Field(-16.0, description="loudness of the finished file")
     max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-out budget")
     verify: bool = Field(True, description="hear each chunk back with the embedded model and "
-                         "narrate again what is misheard (tasks/verify.py)")
+                         "narrate again what is misheard (tasks/narration/verify.py)")
     verify_attempts: int = Field(3, ge=1, description="takes per chunk before it is flagged")
     captions: bool = Field(True, description="exact captions (.srt/.vtt): the text's words "
                            "timed to the audio by forced alignment")

@@ -1,4 +1,4 @@
-"""tasks.assemble: chunk transcripts joined with no lost or doubled words, timed segments that
+"""tasks.transcription.assemble: chunk transcripts joined with no lost or doubled words, timed segments that
 start where the speech does, and well-formed SRT/VTT.
 
 Timing tests use synthetic "speech" (noise bursts at known times) so that the truth is exact;
@@ -15,10 +15,11 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiobatch.tasks.assemble import (CAPTION_LINE_CHARS, CAPTION_MAX_WORDS, Segment, build_segments, chunk_segments,
-                            dedupe_chunk_texts, join_transcripts, kept_word_ranges, render_srt,
-                            render_vtt)
-from audiobatch.tasks.audio import Chunk
+from audiobatch.tasks.audio.prepare import Chunk
+from audiobatch.tasks.captions.files import CAPTION_LINE_CHARS, render_srt, render_vtt
+from audiobatch.tasks.captions.segments import CAPTION_MAX_WORDS, Segment, chunk_segments
+from audiobatch.tasks.transcription.assemble import (build_segments, dedupe_chunk_texts, join_transcripts,
+                                                     kept_word_ranges)
 
 RATE = 16000
 VOCABULARY = [f"w{i}" for i in range(400)]  # distinct words: a join can be checked exactly

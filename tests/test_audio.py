@@ -1,4 +1,4 @@
-"""tasks.audio.prepare_chunks on real speech (../shared/data/speech): decoding every format the
+"""tasks.audio.prepare.prepare_chunks on real speech (../shared/data/speech): decoding every format the
 pipeline meets, chunks within budget that tile the recording, cuts in pauses, loudness, silence,
 bad input, and memory that does not grow with the recording's length."""
 from __future__ import annotations
@@ -13,11 +13,12 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from audiobatch.tasks.audio import PREPARE_RATE, Chunk, PreparedAudio, max_chunk_seconds, prepare_chunks
-from audiobatch.tasks.codecs import decode, encode
+from audiobatch.tasks.audio.codecs import decode, encode
+from audiobatch.tasks.audio.loudness import StreamingLoudness, measure_lufs
+from audiobatch.tasks.audio.pauses import frame_levels_db
+from audiobatch.tasks.audio.prepare import (PREPARE_RATE, Chunk, PreparedAudio, max_chunk_seconds,
+                                            prepare_chunks)
 from audiobatch.tasks.errors import ConfigError, InputError
-from audiobatch.tasks.loudness import StreamingLoudness, measure_lufs
-from audiobatch.tasks.pauses import frame_levels_db
 from tests.helpers.data import SPEECH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def chunk_samples(chunk: Chunk) -> np.ndarray:
     info = sf.info(chunk.path)
     assert (info.samplerate, info.channels, info.subtype) == (RATE, 1, "PCM_16")
     samples, _ = sf.read(chunk.path, dtype="int16")
-    return samples.astype(np.float32) / 32767  # the scale tasks.codecs.to_int16 writes with
+    return samples.astype(np.float32) / 32767  # the scale tasks.audio.codecs.to_int16 writes with
 
 
 def assert_tiles(prepared: PreparedAudio, max_chunk_s: float, overlap_samples: int = 0) -> None:
@@ -329,7 +330,7 @@ def test_audio_already_at_the_rate_decodes_to_what_ffmpegs_resampler_gives(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subtype: str, fmt: str) -> None:
     """16 kHz mono input skips building a resampler per file (many short clips paid ~1 ms of
     held GIL each for it); its samples are exactly what the resampler made of them."""
-    from audiobatch.tasks import codecs
+    from audiobatch.tasks.audio import codecs
 
     speech = decode(SPEECH / "pocketsphinx__goforward.wav", 16000)
     path = tmp_path / f"clip.{fmt.lower()}"
@@ -351,7 +352,7 @@ def test_decoding_in_blocks_gives_what_decoding_frame_by_frame_gives(
         monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Decoded frames are joined into blocks before conversion (per-frame calls cost more than
     the work); FFmpeg's resampler is a stream, so the samples are exactly the same."""
-    from audiobatch.tasks import codecs
+    from audiobatch.tasks.audio import codecs
 
     path = Path(__file__).resolve().parents[1] / "manifests" / "audio" / name
     blocked = decode(path, 16000)

@@ -7,8 +7,8 @@ from pathlib import Path
 import av
 import pytest
 
-from audiobatch.tasks.codecs import decode
-from audiobatch.tasks.feed_transcripts import parse_cues
+from audiobatch.tasks.audio.codecs import decode
+from audiobatch.tasks.podcast.transcripts import parse_cues
 from tests.helpers.books import png, write_epub
 from tests.helpers.e2e import run_narrate, write_manifest
 

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from audiobatch.tasks.batches import batch_size
-from audiobatch.tasks.runs import items_at_once
+from audiobatch.tasks.run.batches import batch_size
+from audiobatch.tasks.run.context import items_at_once
 from tests.helpers.clips import distinct_clips
 from tests.helpers.e2e import run_transcribe, write_manifest
 from tests.helpers.faultserver import FaultServer, hang, ok

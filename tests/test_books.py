@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from audiobatch.tasks.books import (MAX_EPUB_UNPACKED_BYTES, markdown_chapters, read_book,
-                                    text_chapters)
 from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.text.books import MAX_EPUB_UNPACKED_BYTES, markdown_chapters, read_book, text_chapters
 from tests.helpers.books import png, write_epub
 
 CHAPTERS = [("The Harbour", ["Ships came in at dawn.", "The fishermen sang."]),

@@ -13,12 +13,12 @@ from prefect import get_client
 
 from audiobatch.flows.common import summary_of
 from audiobatch.flows.estimate import forecast
-from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 from audiobatch.localmodel.server import parse_args
-from audiobatch.tasks.cost import Usage
-from audiobatch.tasks.runs import RunOptions
+from audiobatch.tasks.model.cost import Usage
+from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
+from audiobatch.tasks.run.context import RunOptions
 from tests.helpers.data import ROOT, SPEECH, TEXTS
 from tests.helpers.e2e import all_files_text
 from tests.helpers.faultserver import FaultServer, error

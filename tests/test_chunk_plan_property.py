@@ -1,4 +1,4 @@
-"""Properties of the chunk planner (tasks.pauses via tasks.audio), on synthetic frame levels.
+"""Properties of the chunk planner (tasks.audio.pauses via tasks.audio.prepare), on synthetic frame levels.
 
 No audio here: the planner is pure, so random recordings are described by their 25 ms frame
 levels (speech frames between -34 and -10 dBFS, pause frames below -62 dBFS) and checked for
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from audiobatch.tasks.audio import PREPARE_RATE, chunk_rules, max_chunk_seconds, plan_cuts
+from audiobatch.tasks.audio.pauses import CutRules, Span, frame_levels_db
+from audiobatch.tasks.audio.prepare import PREPARE_RATE, chunk_rules, max_chunk_seconds, plan_cuts
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.pauses import CutRules, Span, frame_levels_db
 
 RATE = PREPARE_RATE
 PAUSE_DB = -50.0  # ground truth for these tests: every frame below this is a pause frame

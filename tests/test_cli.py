@@ -14,7 +14,7 @@ import pytest
 from audiobatch import __version__
 from audiobatch.flows.cli import main
 from audiobatch.tasks.errors import PermanentModelError
-from audiobatch.tasks.model import ClientSettings, ModelClient
+from audiobatch.tasks.model.client import ClientSettings, ModelClient
 from tests.helpers.data import SPEECH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def test_log_lines_print_above_the_progress_bar_on_a_terminal(tmp_path) -> None:
     report = tmp_path / "report.txt"
     script.write_text(
         "import logging, sys\n"
-        "from audiobatch.tasks.progress import RunProgress\n"
+        "from audiobatch.tasks.reports.progress import RunProgress\n"
         "handler = logging.StreamHandler(sys.stderr)\n"
         "logging.getLogger('demo').addHandler(handler)\n"
         "with RunProgress(2, 'transcribe', enabled=True) as bar:\n"

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from audiobatch.flows.runtime import build_client
-from audiobatch.tasks import codecs
-from audiobatch.tasks.model import ClientSettings, ModelClient
+from audiobatch.tasks.audio import codecs
+from audiobatch.tasks.model.client import ClientSettings, ModelClient
 from tests.helpers.data import SPEECH
 from tests.helpers.localserver import references, running_server, word_error_rate
 
@@ -55,7 +55,7 @@ def test_embedded_model_gets_no_more_requests_than_it_can_run(monkeypatch) -> No
     """Its engines run one request at a time: a queue inside the app would eat the per-attempt
     timeout. A remote endpoint gets the concurrency the user asked for."""
     from audiobatch.flows.runtime import EMBEDDED_IN_FLIGHT, client_settings
-    from audiobatch.tasks.runs import RunOptions
+    from audiobatch.tasks.run.context import RunOptions
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
 

@@ -1,4 +1,4 @@
-"""Decoding through damage (tasks/codecs.py), as the ffmpeg tool does, on real speech:
+"""Decoding through damage (tasks/audio/codecs.py), as the ffmpeg tool does, on real speech:
 podcast audio made of MP3 segments with their own ID3 tags and junk between them (dynamic ad
 insertion), a corrupt stretch, a float WAV with NaN/inf samples, and a file too damaged to use.
 The end-to-end test runs the transcription flow on them and reads what `items` reports."""
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiobatch.tasks.codecs import DecodeReport, decode, encode, iter_decoded
+from audiobatch.tasks.audio.codecs import DecodeReport, decode, encode, iter_decoded
 from audiobatch.tasks.errors import InputError
 from tests.helpers.data import REFERENCES, SPEECH
 from tests.helpers.e2e import corpus_wer, run_transcribe, write_manifest

@@ -10,7 +10,7 @@ import pytest
 
 from audiobatch.flows.task_runners import dask_address
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.runs import RunOptions
+from audiobatch.tasks.run.context import RunOptions
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import run_transcribe, write_manifest
 

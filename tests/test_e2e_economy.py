@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from audiobatch.tasks.progress import RunSummary
-from audiobatch.tasks.runs import RunOptions
+from audiobatch.tasks.reports.progress import RunSummary
+from audiobatch.tasks.run.context import RunOptions
 from tests.helpers.e2e import RunResult, corpus_wer, run_transcribe, write_manifest
 from tests.helpers.pauses import Recording, conversation, lecture, start_errors
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from audiobatch.tasks.codecs import decode
+from audiobatch.tasks.audio.codecs import decode
 from tests.helpers.data import TEXTS, spoken_text
 from tests.helpers.e2e import (RunResult, corpus_wer, run_narrate, run_transcribe,
                                write_manifest)

@@ -1,4 +1,4 @@
-"""Pause shortening and its timeline map (tasks/economy.py), and prepare with economy.
+"""Pause shortening and its timeline map (tasks/audio/economy.py), and prepare with economy.
 
 The decisions and the map are pure, so they are property-tested without audio: whatever the
 labels and however they arrive, speech is kept whole, only middles of long pauses go, and
@@ -16,13 +16,13 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiobatch.tasks.audio import prepare_chunks
-from audiobatch.tasks.codecs import decode, iter_decoded
-from audiobatch.tasks.economy import (OFFSET_PAD_S, ONSET_PAD_S, PRESET, Economy, Keep,
-                                      PauseShortener, TimeMap, economy_for, shorten_pauses)
+from audiobatch.tasks.audio.codecs import decode, iter_decoded
+from audiobatch.tasks.audio.economy import (OFFSET_PAD_S, ONSET_PAD_S, PRESET, Economy, Keep, PauseShortener,
+                                            TimeMap, economy_for, shorten_pauses)
+from audiobatch.tasks.audio.pauses import frame_levels_db
+from audiobatch.tasks.audio.prepare import prepare_chunks
+from audiobatch.tasks.audio.vad import WINDOW_SAMPLES
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.pauses import frame_levels_db
-from audiobatch.tasks.vad import WINDOW_SAMPLES
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import Concatenation, concatenate_clips
 
@@ -197,7 +197,7 @@ def timeline_sent_starts(prepared) -> np.ndarray:
 def test_a_manifest_row_may_turn_economy_on_or_off_and_a_bad_value_fails_only_that_row(
         tmp_path: Path) -> None:
     """Manifests may come from others (inbox, submit): the column takes yes/no words only."""
-    from audiobatch.tasks.manifest import TRANSCRIBE, read_manifest
+    from audiobatch.tasks.inputs.manifest import TRANSCRIBE, read_manifest
 
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,audio,economy\non,a.wav,yes\noff,b.wav,False\nbad,c.wav,1.5x; rm -rf\n"

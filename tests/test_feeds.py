@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from audiobatch.tasks.feed_state import FeedState, load_state, save_state, state_path
-from audiobatch.tasks.feed_transcripts import parse_cues, transcript_from
-from audiobatch.tasks.feeds import (FeedError, episode_item, episode_item_id, parse_duration, parse_feed,
-                         select_episodes)
-from audiobatch.tasks.ids import id_problem
-from audiobatch.tasks.outputs import OutputRoot
-from audiobatch.tasks.runs import episode_fields
+from audiobatch.tasks.inputs.ids import id_problem
+from audiobatch.tasks.outputs.datasets import OutputRoot
+from audiobatch.tasks.podcast.feeds import (FeedError, episode_item, episode_item_id, parse_duration,
+                                            parse_feed, select_episodes)
+from audiobatch.tasks.podcast.state import FeedState, load_state, save_state, state_path
+from audiobatch.tasks.podcast.transcripts import parse_cues, transcript_from
+from audiobatch.tasks.run.context import episode_fields
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:itunes="http://www.itunes.com/dtds/podcast-1.0.dtd"

@@ -20,10 +20,10 @@ import pytest
 from audiobatch.flows.common import summary_of
 from audiobatch.flows.podcast import transcribe_podcast
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.netguard import AddressPolicy, refusal
+from audiobatch.tasks.inputs.fetch_policy import FetchPolicy
+from audiobatch.tasks.inputs.netguard import AddressPolicy, refusal
+from audiobatch.tasks.inputs.sources import fetch
 from audiobatch.tasks.options import TranscribeOptions
-from audiobatch.tasks.fetch_policy import FetchPolicy
-from audiobatch.tasks.sources import fetch
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import all_files_text, run_transcribe, write_manifest
 

@@ -28,8 +28,8 @@ from prefect.settings import PREFECT_API_URL
 
 from audiobatch.flows.cli import main
 from audiobatch.flows.deploy import ensure_work_pool
-from audiobatch.tasks.fleet_limits import limit_name
-from audiobatch.tasks.outputs import OutputRoot, read_dataset
+from audiobatch.tasks.model.fleet_limits import limit_name
+from audiobatch.tasks.outputs.datasets import OutputRoot, read_dataset
 from tests.helpers.clips import distinct_clips
 from tests.helpers.data import ROOT
 from tests.helpers.e2e import write_manifest

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import get_client
 
-from audiobatch.tasks.fleet_limits import ensure_fleet_limits, limit_name
+from audiobatch.tasks.model.fleet_limits import ensure_fleet_limits, limit_name
 
 
 async def _limit(name: str) -> tuple[int, float | None]:

@@ -1,4 +1,4 @@
-"""The model client's HTTP/1.1 transport (tasks/http11.py) on real sockets: connections are
+"""The model client's HTTP/1.1 transport (tasks/model/http11.py) on real sockets: connections are
 kept and reused, an endpoint's broken or hostile answers become httpx's errors (which the
 client retries), TLS checks certificates, and a configured proxy is still used.
 
@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from audiobatch.tasks.errors import TransientModelError
-from audiobatch.tasks.http11 import Http11Transport
-from audiobatch.tasks.model import ClientSettings, ModelClient
+from audiobatch.tasks.model.client import ClientSettings, ModelClient
+from audiobatch.tasks.model.http11 import Http11Transport
 from tests.helpers.faultserver import FaultServer, drop, hang, ok, truncated
 
 AUDIO = b"RIFF" + bytes(2000)  # the fault server does not decode what it is sent

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.limits import Limiter, parse_reset
+from audiobatch.tasks.model.limits import Limiter, parse_reset
 
 
 async def _start_times(limiter: Limiter, n: int, tokens: int = 0, hold_s: float = 0.0) -> list[float]:

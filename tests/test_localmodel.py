@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 
 from audiobatch.localmodel.app import create_app
-from audiobatch.localmodel.engines import PIPER_VOICE_SHA256, VOICE_NAME, Engines, sha256_of, verify_weights
-from audiobatch.tasks import codecs
+from audiobatch.localmodel.engines import VOICE_NAME, Engines
+from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, sha256_of, verify_weights
+from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.profiles import estimate_text_tokens
+from audiobatch.tasks.model.profiles import estimate_text_tokens
 from tests.helpers.localserver import (DATA, SPEECH, narration_body, openai_error, references,
                                        sse_events, transcription_body, word_error_rate)
 

@@ -9,7 +9,8 @@ import fsspec
 import pandas as pd
 import pytest
 
-from audiobatch.tasks.manifest import NARRATE, TRANSCRIBE, Item, ManifestError, manifest_base_dir, read_manifest
+from audiobatch.tasks.inputs.manifest import (NARRATE, TRANSCRIBE, Item, ManifestError, manifest_base_dir,
+                                              read_manifest)
 from tests.helpers.data import SPEECH, TEXTS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from audiobatch.tasks import codecs
-from audiobatch.tasks.cost import Usage
+from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.errors import (ConfigError, ModelError, PermanentModelError, RunFatalError,
-                          TransientModelError)
-from audiobatch.tasks.model import TRANSCRIPT_ONLY, ClientSettings, ModelClient, transcribe_instruction
+                                     TransientModelError)
+from audiobatch.tasks.model.client import TRANSCRIPT_ONLY, ClientSettings, ModelClient, transcribe_instruction
+from audiobatch.tasks.model.cost import Usage
 from tests.helpers.data import SPEECH
 from tests.helpers.faultserver import (FaultServer, drop, error, forward, hang, insufficient_quota,
                                        ok, rate_limited, raw, server_error, truncated)

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from audiobatch.localmodel import multilingual
-from audiobatch.localmodel.engines import sha256_of
+from audiobatch.localmodel.weights import sha256_of
 from tests.helpers.data import REFERENCES, SPEECH
 from tests.helpers.e2e import RunResult, run_transcribe, write_manifest
 

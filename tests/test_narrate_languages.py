@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from audiobatch.tasks.profiles import get_profile
-from audiobatch.tasks.text import (max_words_per_request, speakable_text, split_for_narration,
-                                   spoken_words, text_language)
+from audiobatch.tasks.model.profiles import get_profile
+from audiobatch.tasks.text.speakable import (max_words_per_request, speakable_text, split_for_narration,
+                                             spoken_words, text_language)
 from tests.helpers.e2e import run_narrate, write_manifest
 from tests.helpers.faultserver import FaultServer
 

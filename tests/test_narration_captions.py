@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiobatch.tasks.codecs import decode
-from audiobatch.tasks.feed_transcripts import parse_cues
-from audiobatch.tasks.text import speakable_text
+from audiobatch.tasks.audio.codecs import decode
+from audiobatch.tasks.podcast.transcripts import parse_cues
+from audiobatch.tasks.text.speakable import speakable_text
 from tests.helpers.e2e import run_narrate, write_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]

@@ -11,9 +11,9 @@ import pytest
 from audiobatch.flows.common import summary_of
 from audiobatch.flows.podcast import transcribe_podcast
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.narration_feed import FEED_FILE, FeedEntry, entry_guid, update_feed
+from audiobatch.tasks.narration.feed import FEED_FILE, FeedEntry, entry_guid, update_feed
 from audiobatch.tasks.options import TranscribeOptions
-from audiobatch.tasks.outputs import OutputRoot
+from audiobatch.tasks.outputs.datasets import OutputRoot
 from tests.helpers.e2e import run_narrate, write_manifest
 from tests.helpers.feeds import FeedServer
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from audiobatch.localmodel.app import create_app
-from audiobatch.tasks.verify import check
+from audiobatch.tasks.narration.verify import check
 from tests.helpers.e2e import run_narrate, write_manifest
 from tests.helpers.faultserver import FaultServer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from audiobatch.tasks.outputs import OutputRoot, read_dataset
+from audiobatch.tasks.outputs.datasets import OutputRoot, read_dataset
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import run_transcribe, write_manifest
 
@@ -59,7 +59,7 @@ async def test_a_job_whose_files_all_live_in_s3(prefect_api, s3, tmp_path, monke
 
 def test_a_run_id_cannot_reach_outside_the_run_folders(s3) -> None:
     from audiobatch.tasks.errors import InputError
-    from audiobatch.tasks.runs import run_folder
+    from audiobatch.tasks.run.context import run_folder
 
     root = OutputRoot(f"{s3.bucket('job-hostile')}/out")
     assert run_folder(root, "20260101T000000Z-abc123") == "s3://job-hostile/out/_runs/20260101T000000Z-abc123"
@@ -72,7 +72,7 @@ def test_a_paid_request_is_in_the_bucket_when_staging_returns(s3) -> None:
     """Rows of paid requests are put at once, however close together: a buffered one would
     die with a killed process while the answer's cache entry survived, and the resumed run
     would record that paid answer as a free cache hit."""
-    from audiobatch.tasks.staging import RunStaging
+    from audiobatch.tasks.outputs.staging import RunStaging
 
     folder = f"{s3.bucket('job-paid')}/out/_runs/20260101T000000Z-abc123"
     writer = RunStaging(folder)

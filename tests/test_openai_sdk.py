@@ -14,7 +14,7 @@ import numpy as np
 import openai
 import pytest
 
-from audiobatch.tasks import codecs
+from audiobatch.tasks.audio import codecs
 from tests.helpers.localserver import (SPEECH, narration_body, references, running_server,
                                        transcription_body, word_error_rate)
 

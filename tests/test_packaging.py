@@ -38,7 +38,7 @@ def test_installed_names_version_and_example_manifests(installed: Path, tmp_path
     site = next((installed / "lib").glob("python3*/site-packages"))
     top_level = {p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth"))}
     assert top_level - {"__pycache__"} == {"audiobatch"}  # no `flows`, `tasks`, `localmodel`
-    probe = ("import audiobatch, audiobatch.flows.cli, audiobatch.tasks.runs, audiobatch.localmodel.app\n"
+    probe = ("import audiobatch, audiobatch.flows.cli, audiobatch.tasks.run.context, audiobatch.localmodel.app\n"
              "import importlib.util as u\n"
              "print(audiobatch.__file__)\n"
              "print([n for n in ('flows', 'tasks', 'localmodel') if u.find_spec(n)])\n")

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from audiobatch.flows.cli import main
-from audiobatch.tasks.options import TranscribeOptions
 from audiobatch.flows.common import summary_of
 from audiobatch.flows.podcast import transcribe_podcast
-from audiobatch.tasks.feed_state import state_path
+from audiobatch.tasks.options import TranscribeOptions
+from audiobatch.tasks.podcast.state import state_path
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import all_files_text, corpus_wer, read_dataset
 from tests.helpers.feeds import SHORT_CLIPS, FeedServer, TestEpisode, rss

@@ -6,7 +6,7 @@ import pytest
 
 from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RATE, shared_engines
 from audiobatch.localmodel.pronounce import clearer_phonemes, clearer_word
-from audiobatch.tasks import codecs
+from audiobatch.tasks.audio import codecs
 from tests.helpers.data import TEXTS
 from tests.helpers.e2e import normalise
 

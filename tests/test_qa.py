@@ -1,4 +1,4 @@
-"""Transcript QA with re-ask (tasks/qa.py, tasks/transcription.py) through a proxy that makes a
+"""Transcript QA with re-ask (tasks/transcription/qa.py, tasks/transcription/transcribe.py) through a proxy that makes a
 real model misbehave: the embedded model answers every request for real, and the proxy
 (tests/helpers/faultserver.py) rewrites its answer the way audio LLMs misbehave - chatter,
 refusal, answering instead of transcribing, a loop, a cut-off reply - either once per chunk
@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from audiobatch.localmodel.app import create_app
-from audiobatch.tasks.prompts import STRICT_TRANSCRIPT
-from audiobatch.tasks.qa import judge
+from audiobatch.tasks.model.prompts import STRICT_TRANSCRIPT
+from audiobatch.tasks.transcription.qa import judge
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import RunResult, run_transcribe, write_manifest
 from tests.helpers.faultserver import Behaviour, FaultServer, Received, forward, rewritten

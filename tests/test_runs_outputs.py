@@ -8,14 +8,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from audiobatch.tasks.cache import ReplyRecord, ResultCache, cache_key
-from audiobatch.tasks.calls import Budget
-from audiobatch.tasks.cost import Usage, cost_usd
 from audiobatch.tasks.errors import BudgetExceeded, InputError
-from audiobatch.tasks.staging import RunStaging
-from audiobatch.tasks.outputs import (OutputRoot, media_relpath, publish_run, read_dataset,
-                           safe_name, to_table)
-from audiobatch.tasks.profiles import get_prices
+from audiobatch.tasks.model.cost import Usage, cost_usd
+from audiobatch.tasks.model.profiles import get_prices
+from audiobatch.tasks.outputs.datasets import OutputRoot, media_relpath, read_dataset, safe_name, to_table
+from audiobatch.tasks.outputs.staging import RunStaging, publish_run
+from audiobatch.tasks.run.cache import ReplyRecord, ResultCache, cache_key
+from audiobatch.tasks.run.calls import Budget
 
 
 def _item_row(item_id: str, status: str = "ok") -> dict:
@@ -86,8 +85,8 @@ def test_published_run_is_readable_as_a_dataset_with_fixed_schema(tmp_path) -> N
 def test_published_items_come_in_manifest_order_with_integer_chunk_counts(tmp_path) -> None:
     from types import SimpleNamespace
 
-    from audiobatch.tasks.manifest import Item
-    from audiobatch.tasks.runs import item_row
+    from audiobatch.tasks.inputs.manifest import Item
+    from audiobatch.tasks.run.context import item_row
 
     ctx = SimpleNamespace(run_id="r1", model="m")  # item_row reads only these two
     staging = RunStaging(tmp_path / "run")

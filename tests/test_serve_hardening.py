@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from audiobatch.flows.cli import main
-from audiobatch.tasks import codecs
+from audiobatch.tasks.audio import codecs
 from tests.helpers.data import ROOT, SPEECH
 from tests.helpers.localserver import (free_port, narration_body, openai_error, server_process,
                                        transcription_body)

@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from audiobatch.tasks import codecs
-from audiobatch.tasks.cost import Usage, cost_usd
+from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.errors import PermanentModelError
-from audiobatch.tasks.model import ClientSettings, ModelClient
-from audiobatch.tasks.estimate import expected_transcribe_usage
-from audiobatch.tasks.profiles import get_prices, get_profile
+from audiobatch.tasks.model.client import ClientSettings, ModelClient
+from audiobatch.tasks.model.cost import Usage, cost_usd
+from audiobatch.tasks.model.estimate import expected_transcribe_usage
+from audiobatch.tasks.model.profiles import get_prices, get_profile
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import all_files_text, run_narrate, run_transcribe, write_manifest
 from tests.helpers.faultserver import DEFAULT_USAGE, FaultServer, error, ok, raw

@@ -16,9 +16,9 @@ import fsspec
 import pytest
 
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.netguard import AddressPolicy
-from audiobatch.tasks.fetch_policy import FetchPolicy
-from audiobatch.tasks.sources import fetch, safe_url, scheme_of
+from audiobatch.tasks.inputs.fetch_policy import FetchPolicy
+from audiobatch.tasks.inputs.netguard import AddressPolicy
+from audiobatch.tasks.inputs.sources import fetch, safe_url, scheme_of
 from tests.helpers.data import SPEECH
 
 
@@ -334,7 +334,7 @@ async def test_dropped_connection_resumes_within_one_fetch(server: ScriptedServe
 async def test_server_without_ranges_restarts_from_zero(server: ScriptedServer, tmp_path: Path) -> None:
     path = unique("/no-ranges")
     url = server.url(path)
-    from audiobatch.tasks.sources import _download_name  # the stale partial file of an earlier run
+    from audiobatch.tasks.inputs.sources import _download_name  # the stale partial file of an earlier run
 
     (tmp_path / (_download_name(url) + ".part")).write_bytes(b"stale bytes from another run")
     fetched = await fetch(url, tmp_path, FAST, label="ep")

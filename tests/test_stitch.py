@@ -11,9 +11,9 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from audiobatch.tasks.codecs import decode, encode
+from audiobatch.tasks.audio.codecs import decode, encode
+from audiobatch.tasks.audio.stitch import finish_narration, loudness_normalise, speed_up, stitch, time_stretch
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.stitch import finish_narration, loudness_normalise, speed_up, stitch, time_stretch
 from tests.helpers.data import SPEECH
 
 SR = 24_000

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiobatch.tasks.audio import stream_chunks
-from audiobatch.tasks.codecs import decode, encode
+from audiobatch.tasks.audio.codecs import decode, encode
+from audiobatch.tasks.audio.prepare import stream_chunks
+from audiobatch.tasks.audio.streaming import Handoff, Produced
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.model import ClientSettings, ModelClient
-from audiobatch.tasks.request_body import PIECE_BYTES
-from audiobatch.tasks.streaming import Handoff, Produced
+from audiobatch.tasks.model.client import ClientSettings, ModelClient
+from audiobatch.tasks.model.request_body import PIECE_BYTES
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import run_transcribe, write_manifest
 from tests.helpers.faultserver import Behaviour, FaultServer, Received, error, ok
@@ -169,8 +169,8 @@ async def test_a_failing_request_stops_the_rest_of_the_file(prefect_api, tmp_pat
 async def test_context_goes_with_short_requests_only(prefect_api, tmp_path: Path, max_audio_tokens: int,
                                                      with_context: bool) -> None:
     # The transcript so far helps a 16 s request and makes a 90 s one drop passages
-    # (tasks.audio.CONTEXT_MAX_REQUEST_S): only short requests carry it.
-    from audiobatch.tasks.prompts import CONTEXT_LEAD
+    # (tasks.audio.prepare.CONTEXT_MAX_REQUEST_S): only short requests carry it.
+    from audiobatch.tasks.model.prompts import CONTEXT_LEAD
 
     manifest = write_manifest(tmp_path / "m.csv", [{"id": "long", "audio": str(LONG)}])
     with FaultServer(lambda request: ok(f"words of part {request.index}")) as server:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.text import (count_words, max_words_per_request, speakable_text, split_for_narration,
-                                   spoken_words)
+from audiobatch.tasks.text.speakable import (count_words, max_words_per_request, speakable_text,
+                                             split_for_narration, spoken_words)
 from tests.helpers.data import TEXTS
 
 
@@ -65,7 +65,7 @@ def test_show_notes_markdown_becomes_speakable_sentences() -> None:
     assert "easy to get wrong. Retries: the difference" in spoken
     assert '"this file is broken". The 2 a.m. page' in spoken
     # numbers, money and titles are left for the TTS engine, unbroken; the abbreviations voices
-    # read letter by letter are written out (tasks/spoken.py)
+    # read letter by letter are written out (tasks/text/spoken.py)
     for kept in ("$4.20", "3.5-hour", "1,250", "99.9%", "Dr. Maya Chen, PhD,", "Mr. J. R. Smith Junior",
                  'for example "slow down"', "2 a.m.", "The Build Log"):
         assert kept in spoken

@@ -21,9 +21,9 @@ from audiobatch.flows.cli import main
 from audiobatch.flows.deploy import ensure_work_pool
 from audiobatch.flows.inbox import process_inbox
 from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.inputs.trust import normal_base_url
 from audiobatch.tasks.options import InboxOptions
-from audiobatch.tasks.runs import RunOptions
-from audiobatch.tasks.trust import normal_base_url
+from audiobatch.tasks.run.context import RunOptions
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import all_files_text, read_dataset, write_manifest
 from tests.helpers.faultserver import FaultServer

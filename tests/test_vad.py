@@ -1,4 +1,4 @@
-"""Cut points by voice activity (tasks/vad.py + tasks/pauses.py): real LJ Speech clips over a
+"""Cut points by voice activity (tasks/audio/vad.py + tasks/audio/pauses.py): real LJ Speech clips over a
 music bed, where levels alone find no pause, and the detector's spans against known clip edges."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiobatch.tasks.audio import prepare_chunks
-from audiobatch.tasks.codecs import decode
-from audiobatch.tasks.vad import speech_spans
+from audiobatch.tasks.audio.codecs import decode
+from audiobatch.tasks.audio.prepare import prepare_chunks
+from audiobatch.tasks.audio.vad import speech_spans
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import Concatenation, concatenate_clips
 
@@ -93,7 +93,7 @@ def test_speech_spans_start_where_the_clips_start(speech_over_music: tuple[Conca
 def test_the_same_chunk_is_heard_once_and_a_changed_one_afresh() -> None:
     """The transcript checks and the aligner both ask about a chunk: Silero runs once for it,
     with the same answer; a chunk that differs in one sample is heard again."""
-    from audiobatch.tasks import vad
+    from audiobatch.tasks.audio import vad
 
     samples = decode(SPEECH / "openai-whisper__jfk.flac", RATE)
     first = speech_spans(samples)

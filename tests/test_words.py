@@ -1,5 +1,5 @@
 """Word times by forced alignment with the embedded Whisper (localmodel/align.py,
-tasks/words.py): the `words` dataset, word-timed captions and the Whisper-style JSON, checked
+tasks/captions/words.py): the `words` dataset, word-timed captions and the Whisper-style JSON, checked
 against the known speech onsets of real LJ Speech clips joined with known pauses."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import pytest_asyncio
 
-from audiobatch.tasks.codecs import decode
-from audiobatch.tasks.words import Word, clamp_to_speech
+from audiobatch.tasks.audio.codecs import decode
+from audiobatch.tasks.captions.words import Word, clamp_to_speech
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import Concatenation, RunResult, concatenate_clips, normalise, run_transcribe, write_manifest
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiobatch.tasks.codecs import decode
+from audiobatch.tasks.audio.codecs import decode
 from tests.helpers.data import SPEECH
 
 SOURCE = SPEECH / "derived__LJ001-0009_to_0032_concat.wav"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from audiobatch.tasks.text import speakable_text
+from audiobatch.tasks.text.speakable import speakable_text
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("AUDIOBATCH_TEST_DATA", ROOT.parent / "shared" / "data"))

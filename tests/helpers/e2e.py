@@ -19,7 +19,7 @@ import pandas as pd
 import soundfile as sf
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from audiobatch.tasks.codecs import decode
+from audiobatch.tasks.audio.codecs import decode
 from audiobatch.tasks.options import NarrateOptions, TranscribeOptions
 
 _NORMALISE = EnglishTextNormalizer()

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 
-from audiobatch.tasks import codecs
+from audiobatch.tasks.audio import codecs
 
 DEFAULT_USAGE = {
     "prompt_tokens": 130, "completion_tokens": 12, "total_tokens": 142,

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import soundfile as sf
 
-from audiobatch.tasks import codecs
+from audiobatch.tasks.audio import codecs
 from tests.helpers.data import SPEECH
 
 SPEECH_CLIP = SPEECH / "pocketsphinx__sense_and_sensibility_01_austen_64kb-0870.wav"

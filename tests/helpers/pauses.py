@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiobatch.tasks.codecs import decode
-from audiobatch.tasks.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
+from audiobatch.tasks.audio.codecs import decode
+from audiobatch.tasks.audio.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
 from tests.helpers.data import REFERENCES, SPEECH
 from tests.helpers.e2e import room_tone, concatenate_clips
 

@@ -1,0 +1,4 @@
+"""Audio: streaming decode (PyAV) -> 16 kHz mono -> loudness -> chunks cut in pauses within the
+request budget (prepare.py), with voice detection (Silero, vad.py), economy (shortened pauses),
+and the narration side's joins, loudness and time-stretch (stitch.py). Imports: errors only.
+"""

@@ -1,0 +1,51 @@
+"""Subtitle and transcript files from timed segments: SRT, WebVTT and Whisper's JSON.
+
+Caption text is written as data, never as markup: WebVTT escapes `&`, `<` and `>`; a caption
+never holds a blank line (which would end its cue).
+"""
+from __future__ import annotations
+
+import html
+import json
+import textwrap
+
+from audiobatch.tasks.captions.segments import Segment
+
+CAPTION_LINE_CHARS = 42  # the usual subtitle line length; longer captions wrap onto more lines
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = max(0, round(seconds * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def render_json(text: str, language: str | None, segments: list[Segment]) -> str:
+    """Whisper's JSON shape (`text`, `language`, `segments` with `words`), as its CLI writes it."""
+    document = {"text": text, "language": language, "segments": [
+        {"id": i, "start": s.start_s, "end": s.end_s, "text": s.text,
+         "words": [{"word": w.word, "start": w.start_s, "end": w.end_s,
+                    "probability": round(w.probability, 4)} for w in s.words]}
+        for i, s in enumerate(segments)]}
+    return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+
+
+def caption_lines(text: str) -> str:
+    """A caption's text wrapped at CAPTION_LINE_CHARS, with no blank line (which would end the cue)."""
+    return "\n".join(textwrap.wrap(" ".join(text.split()), CAPTION_LINE_CHARS)) or " "
+
+
+def render_srt(segments: list[Segment]) -> str:
+    blocks = [f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{caption_lines(s.text)}\n"
+              for i, s in enumerate(segments, start=1)]
+    return "\n".join(blocks)
+
+
+def render_vtt(segments: list[Segment]) -> str:
+    """WebVTT: cue text is markup there, so `&`, `<` and `>` are escaped (a `-->` in the text
+    would otherwise end the timing line's meaning, a `<` start a tag)."""
+    blocks = [f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n"
+              f"{html.escape(caption_lines(s.text), quote=False)}\n" for s in segments]
+    return "WEBVTT\n\n" + "\n".join(blocks)

@@ -1,0 +1,383 @@
+"""Books: an EPUB, or a Markdown/plain-text file whose headings are chapters -> titled chapters.
+
+An audiobook (`format` m4b) gets one chapter per book chapter, titled from the book; other
+formats narrate the chapters one after the other. What is read:
+- EPUB 2 and 3: the package document (OPF) named by `META-INF/container.xml`; its spine gives
+  the reading order (non-linear items and the EPUB 3 nav document are skipped); chapter titles
+  come from the nav document (EPUB 3) or the NCX (EPUB 2), else the file's first heading; a
+  spine file with neither title nor entry continues the chapter before it (books split long
+  chapters into several files). Title and author from the OPF's Dublin Core; cover art from
+  the EPUB 3 `cover-image` property or the EPUB 2 `<meta name="cover">`.
+- Markdown: chapters start at the shallowest heading level used at least twice (a lone `#`
+  above `##` chapters is the book's title); plain text: at lines such as "Chapter 3" or
+  "PROLOGUE" after a blank line. Text before the first chapter heading joins the first chapter.
+
+Trust: a text file may come from an untrusted manifest (inbox, submit). An EPUB is a zip of
+XML written by anyone, so before anything is parsed the zip is checked (entry count, total
+unpacked size: zipfile never reads past an entry's stated size, so the stated sizes bound the
+work; no absolute or `..` names), XML is parsed with defusedxml (no entity expansion, no DTD
+fetches), XHTML with the standard library's HTML parser (no entities beyond HTML's own), and
+cover art is kept only when small (bytes and pixels, read from the image header).
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urldefrag
+
+from defusedxml import ElementTree as SafeET
+from defusedxml.common import DefusedXmlException
+from markdown_it import MarkdownIt
+
+from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.inputs.fetch_policy import FetchPolicy
+from audiobatch.tasks.inputs.manifest import TEXT_FILE_SUFFIXES, Item
+from audiobatch.tasks.inputs.sources import local_file
+from audiobatch.tasks.text.speakable import speakable_text
+
+MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
+MAX_EPUB_ENTRIES = 5_000
+MAX_EPUB_UNPACKED_BYTES = 200 * 1024 * 1024  # a 1,000-page illustrated book is ~50 MB
+MAX_COVER_BYTES = 10 * 1024 * 1024
+MAX_COVER_PIXELS = 4096 * 4096
+_MARKDOWN = MarkdownIt("commonmark")
+_TEXT_HEADING = re.compile(r"(?i)(chapter|part|book|prologue|epilogue|preface|introduction|"
+                           r"afterword|foreword)\b[^\n]{0,70}")
+
+
+@dataclass
+class Chapter:
+    title: str
+    text: str  # speakable (tasks.text.speakable.speakable_text)
+
+
+@dataclass
+class Book:
+    title: str | None = None
+    author: str | None = None
+    cover: bytes | None = None
+    cover_type: str | None = None  # "image/jpeg" | "image/png"
+    chapters: list[Chapter] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was left out, and why
+
+
+def read_book(path: Path, label: str) -> Book:
+    """The chapters of an .epub, .md or .txt file (InputError naming `label` when unusable)."""
+    suffix = path.suffix.lower()
+    if suffix == ".epub":
+        return read_epub(path, label)
+    raw = path.read_text(encoding="utf-8-sig")
+    if suffix == ".md":
+        return Book(chapters=markdown_chapters(raw))
+    return Book(chapters=text_chapters(raw))
+
+
+# --- Markdown and plain text -------------------------------------------------------------
+
+def markdown_chapters(raw: str) -> list[Chapter]:
+    lines = raw.replace("\r\n", "\n").split("\n")
+    headings = [(token.map[0], int(token.tag[1:]), tokens[i + 1].content.strip())
+                for tokens in [_MARKDOWN.parse(raw)] for i, token in enumerate(tokens)
+                if token.type == "heading_open" and token.map]
+    levels = [level for _, level, _ in headings]
+    repeated = [level for level in sorted(set(levels)) if levels.count(level) >= 2]
+    if not repeated:
+        title = headings[0][2] if headings else ""
+        return _chapters([(title, raw)], markdown=True)
+    starts = [(line, title) for line, level, title in headings if level == repeated[0]]
+    return _chapters(_cut(lines, starts), markdown=True)
+
+
+def text_chapters(raw: str) -> list[Chapter]:
+    lines = raw.replace("\r\n", "\n").split("\n")
+    starts = [(i, line.strip()) for i, line in enumerate(lines)
+              if _TEXT_HEADING.fullmatch(line.strip()) and (i == 0 or not lines[i - 1].strip())]
+    return _chapters(_cut(lines, starts) if starts else [("", raw)], markdown=False)
+
+
+def _cut(lines: list[str], starts: list[tuple[int, str]]) -> list[tuple[str, str]]:
+    """(title, raw text) per chapter; lines before the first heading join the first chapter."""
+    bounds = [0] + [line for line, _ in starts[1:]] + [len(lines)]
+    return [(title, "\n".join(lines[a:b])) for (_, title), a, b in zip(starts, bounds, bounds[1:])]
+
+
+def _chapters(pieces: list[tuple[str, str]], *, markdown: bool) -> list[Chapter]:
+    chapters = []
+    for title, raw in pieces:
+        text = speakable_text(raw, markdown=markdown)
+        if text:
+            chapters.append(Chapter(title=_plain_title(title) or f"Chapter {len(chapters) + 1}", text=text))
+    return chapters
+
+
+def _plain_title(title: str) -> str:
+    return " ".join(re.sub(r"[*_`#]+", "", title).split())
+
+
+# --- EPUB ----------------------------------------------------------------------------------
+
+_NS = {"opf": "http://www.idpf.org/2007/opf", "dc": "http://purl.org/dc/elements/1.1/",
+       "ncx": "http://www.daisy.org/z3986/2005/ncx/", "xhtml": "http://www.w3.org/1999/xhtml",
+       "container": "urn:oasis:names:tc:opendocument:xmlns:container",
+       "epub": "http://www.idpf.org/2007/ops"}
+_XHTML_TYPES = ("application/xhtml+xml", "text/html")
+
+
+class _Epub:
+    """The zip, checked, with safe XML reading."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.label = label
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise InputError(f"{label}: {path.name} is not a readable EPUB (a zip file): {error}. "
+                             "Export the book again as EPUB.") from None
+        self._check()
+        self.names = set(self.zip.namelist())
+
+    def _check(self) -> None:
+        entries = self.zip.infolist()
+        if len(entries) > MAX_EPUB_ENTRIES:
+            raise InputError(f"{self.label}: the EPUB holds {len(entries):,} files; at most "
+                             f"{MAX_EPUB_ENTRIES:,} are read. Is it really one book?")
+        unpacked = sum(entry.file_size for entry in entries)
+        if unpacked > MAX_EPUB_UNPACKED_BYTES:
+            raise InputError(f"{self.label}: the EPUB unpacks to {unpacked:,} bytes, over the "
+                             f"{MAX_EPUB_UNPACKED_BYTES:,}-byte limit (a zip bomb, or a book with "
+                             "huge media): not read.")
+        for entry in entries:
+            name = entry.filename
+            if name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", name) or ":" in name:
+                raise InputError(f"{self.label}: the EPUB has an entry named {name!r}, which "
+                                 "points outside the book: not read.")
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self.zip.read(name)
+        except KeyError:
+            raise InputError(f"{self.label}: the EPUB names {name!r}, which it does not contain.") from None
+        except (zipfile.BadZipFile, ValueError, NotImplementedError, OSError) as error:
+            raise InputError(f"{self.label}: {name!r} in the EPUB cannot be unpacked ({error}).") from None
+
+    def xml(self, name: str) -> SafeET.Element:
+        try:
+            return SafeET.fromstring(self.read(name), forbid_dtd=False, forbid_entities=True,
+                                     forbid_external=True)
+        except DefusedXmlException as error:
+            raise InputError(f"{self.label}: {name!r} in the EPUB declares XML entities or external "
+                             f"references ({type(error).__name__}): refused, as such tricks expand "
+                             "or fetch content.") from None
+        except SafeET.ParseError as error:
+            raise InputError(f"{self.label}: {name!r} in the EPUB is not well-formed XML ({error}).") from None
+
+
+def read_epub(path: Path, label: str) -> Book:
+    epub = _Epub(path, label)
+    container = epub.xml("META-INF/container.xml")
+    rootfile = container.find(".//container:rootfile", _NS)
+    if rootfile is None or not rootfile.get("full-path"):
+        raise InputError(f"{label}: META-INF/container.xml names no package document: not an EPUB.")
+    opf_name = rootfile.get("full-path", "")
+    opf = epub.xml(opf_name)
+    base = posixpath.dirname(opf_name)
+    manifest = {item.get("id"): item for item in opf.iterfind("opf:manifest/opf:item", _NS)}
+
+    def href_of(item: SafeET.Element) -> str:
+        return posixpath.normpath(posixpath.join(base, unquote(item.get("href", ""))))
+
+    titles = _toc_titles(epub, opf, manifest, href_of)
+    book = Book(title=_dc(opf, "title"), author=_dc(opf, "creator"))
+    _add_cover(book, epub, opf, manifest, href_of)
+    for itemref in opf.iterfind("opf:spine/opf:itemref", _NS):
+        item = manifest.get(itemref.get("idref"))
+        if (item is None or itemref.get("linear") == "no" or item.get("media-type") not in _XHTML_TYPES
+                or "nav" in (item.get("properties") or "").split()):
+            continue
+        name = href_of(item)
+        heading, text = _xhtml_text(epub.read(name))
+        speakable = speakable_text(text, markdown=False)
+        if not speakable:
+            continue  # a cover or title page: pictures only
+        title = titles.get(name) or heading
+        if title or not book.chapters:
+            book.chapters.append(Chapter(_plain_title(title or book.title or "Opening"), speakable))
+        else:  # the rest of the chapter before, split into another file
+            book.chapters[-1].text += "\n\n" + speakable
+    if not book.chapters:
+        raise InputError(f"{label}: the EPUB has no text to read aloud in its spine.")
+    return book
+
+
+def _dc(opf: SafeET.Element, name: str) -> str | None:
+    element = opf.find(f"opf:metadata/dc:{name}", _NS)
+    text = " ".join((element.text or "").split()) if element is not None else ""
+    return text or None
+
+
+def _toc_titles(epub: _Epub, opf: SafeET.Element, manifest: dict, href_of) -> dict[str, str]:
+    """File name -> the first title the table of contents gives it (nav first, then NCX)."""
+    titles: dict[str, str] = {}
+    nav = next((i for i in manifest.values() if "nav" in (i.get("properties") or "").split()), None)
+    if nav is not None:
+        name = href_of(nav)
+        for link in epub.xml(name).iterfind(".//xhtml:nav//xhtml:a", _NS):
+            target = _target(name, link.get("href", ""))
+            titles.setdefault(target, " ".join("".join(link.itertext()).split()))
+    spine = opf.find("opf:spine", _NS)
+    ncx = manifest.get(spine.get("toc")) if spine is not None else None
+    if ncx is not None and not titles:
+        name = href_of(ncx)
+        for point in epub.xml(name).iterfind(".//ncx:navPoint", _NS):
+            label = point.find("ncx:navLabel/ncx:text", _NS)
+            content = point.find("ncx:content", _NS)
+            if label is not None and content is not None:
+                titles.setdefault(_target(name, content.get("src", "")), " ".join((label.text or "").split()))
+    return {target: title for target, title in titles.items() if title}
+
+
+def _target(document: str, href: str) -> str:
+    """A TOC link's file, as a zip entry name (fragments dropped: chapters are files)."""
+    path = unquote(urldefrag(href)[0])
+    return posixpath.normpath(posixpath.join(posixpath.dirname(document), path))
+
+
+def _add_cover(book: Book, epub: _Epub, opf: SafeET.Element, manifest: dict, href_of) -> None:
+    cover = next((i for i in manifest.values() if "cover-image" in (i.get("properties") or "").split()), None)
+    if cover is None:
+        meta = next((m for m in opf.iterfind("opf:metadata/opf:meta", _NS) if m.get("name") == "cover"), None)
+        cover = manifest.get(meta.get("content")) if meta is not None else None
+    if cover is None:
+        return
+    name = href_of(cover)
+    size = epub.zip.getinfo(name).file_size if name in epub.names else 0
+    if not size or size > MAX_COVER_BYTES:
+        book.notes.append(f"cover art left out: {size:,} bytes (at most {MAX_COVER_BYTES:,})")
+        return
+    data = epub.read(name)
+    kind, pixels = image_kind_and_pixels(data)
+    if kind is None:
+        book.notes.append("cover art left out: not a JPEG or PNG image")
+    elif pixels > MAX_COVER_PIXELS:
+        book.notes.append(f"cover art left out: {pixels:,} pixels (at most {MAX_COVER_PIXELS:,})")
+    else:
+        book.cover, book.cover_type = data, kind
+
+
+def image_kind_and_pixels(data: bytes) -> tuple[str | None, int]:
+    """("image/png" | "image/jpeg" | None, width x height) from the image header alone."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return "image/png", width * height
+    if data.startswith(b"\xff\xd8"):
+        position = 2
+        while position + 9 < len(data) and data[position] == 0xFF:
+            marker, length = data[position + 1], struct.unpack(">H", data[position + 2:position + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                height, width = struct.unpack(">HH", data[position + 5:position + 9])
+                return "image/jpeg", width * height
+            position += 2 + length
+    return None, 0
+
+
+class _XhtmlText(HTMLParser):
+    """Text of an XHTML document: blocks become paragraphs, headings sentences."""
+
+    _BLOCKS = {"p", "div", "section", "article", "blockquote", "li", "tr", "br", "h1", "h2", "h3",
+               "h4", "h5", "h6", "dt", "dd", "figcaption", "pre", "hr", "aside", "header", "footer"}
+    _SKIP = {"head", "script", "style", "svg", "math", "nav"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.heading: str | None = None
+        self._skipping = 0
+        self._in_heading = False
+        self._heading_parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n\n")
+            self._in_heading = tag in ("h1", "h2", "h3") and self.heading is None
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCKS:
+            if self._in_heading and tag.startswith("h"):
+                self.heading = " ".join("".join(self._heading_parts).split()) or None
+                self._in_heading = False
+                if self.heading and self.heading[-1] not in ".!?:;。！？":
+                    self.parts.append(".")  # the voice pauses after a heading
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+            if self._in_heading:
+                self._heading_parts.append(data)
+
+
+def _xhtml_text(data: bytes) -> tuple[str | None, str]:
+    """(the first h1-h3 heading, the text) of an XHTML file."""
+    parser = _XhtmlText()
+    parser.feed(data.decode("utf-8", errors="replace"))
+    parser.close()
+    paragraphs = (" ".join(p.split()) for p in "".join(parser.parts).split("\n\n"))
+    return parser.heading, "\n\n".join(p for p in paragraphs if p)
+
+
+# --- a manifest item's text -------------------------------------------------------------------
+
+def _read_text_file(item: Item, path: Path) -> str:
+    if path.stat().st_size > MAX_TEXT_CHARS * 4:
+        raise InputError(f"{item.item_id}: {path.name} is {path.stat().st_size:,} bytes; the limit "
+                         f"is {MAX_TEXT_CHARS:,} characters per item. Split it into chapters.")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{item.item_id}: {path} is not UTF-8 text ({error}). Save it as "
+                         "UTF-8 and run again.") from error
+
+
+def _check_length(item: Item, text: str) -> None:
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"{item.item_id}: the text has {len(text):,} characters; the limit is "
+                         f"{MAX_TEXT_CHARS:,} per item. Split it into chapters (one row each).")
+
+
+def item_text(item: Item, policy: FetchPolicy = FetchPolicy()) -> str:
+    """The item's text as it will be spoken (inline or from its file), or a clear InputError."""
+    return "\n\n".join(chapter.text for chapter in item_book(item, policy, audiobook=False).chapters)
+
+
+def item_book(item: Item, policy: FetchPolicy, *, audiobook: bool) -> Book:
+    """The item's chapters: a book's own when making an audiobook (or reading an EPUB),
+    else the whole text as one chapter, titled like the item. A text file is read only where
+    `policy` allows (inside the data roots for manifests from others)."""
+    title = item.options.get("title") or item.item_id
+    source = (local_file(item.source, policy, item.item_id, suffixes=TEXT_FILE_SUFFIXES).path
+              if item.source != "inline" else None)
+    if source is not None and (audiobook or source.suffix.lower() == ".epub"):
+        if source.suffix.lower() != ".epub":
+            _check_length(item, _read_text_file(item, source))
+        book = read_book(source, item.item_id)
+        if not audiobook:  # one piece of audio: the chapters read one after the other
+            book.chapters = [Chapter(title, "\n\n".join(c.text for c in book.chapters))]
+    else:
+        raw = item.options.get("text", "") if source is None else _read_text_file(item, source)
+        _check_length(item, raw)
+        book = Book(chapters=[Chapter(title, speakable_text(raw, markdown=bool(item.options.get("markdown"))))])
+    book.chapters = [chapter for chapter in book.chapters if chapter.text]
+    _check_length(item, "".join(chapter.text for chapter in book.chapters))
+    if not book.chapters:
+        raise InputError(f"{item.item_id}: nothing to read aloud: the text is empty or only "
+                         "emoji, symbols or control characters.")
+    return book

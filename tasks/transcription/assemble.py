@@ -1,0 +1,82 @@
+"""Chunk transcripts -> one document, and the item's timed segments.
+
+Chunks may overlap by a few seconds (`overlap_s`), so the words a chunk repeats from the one
+before are found and kept once (no lost or doubled words at the cuts). Segment times come from
+tasks.captions.segments: aligned words where a chunk has them, else estimated from its audio.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+
+import soundfile as sf
+
+from audiobatch.tasks.audio.prepare import Chunk
+from audiobatch.tasks.captions.segments import Segment, aligned_segments, chunk_segments, in_order
+from audiobatch.tasks.captions.words import Word
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w]", "", word.lower())
+
+
+def _overlap_cut(previous: list[str], current: list[str], window: int, min_match: int) -> tuple[int, int] | None:
+    """Where the overlap of two transcripts lines up: (words of `previous` to keep, words of
+    `current` to drop), or None when their edges do not repeat each other."""
+    tail, head = previous[-window:], current[:window]
+    matcher = difflib.SequenceMatcher(a=[_norm(w) for w in tail], b=[_norm(w) for w in head],
+                                      autojunk=False)
+    match = matcher.find_longest_match(0, len(tail), 0, len(head))
+    if match.size < min_match:
+        return None
+    if window == min_match and not (match.a + match.size == len(tail) and match.b == 0):
+        return None
+    return len(previous) - len(tail) + match.a, match.b
+
+
+def kept_word_ranges(texts: list[str], overlap_s: float = 0.0) -> list[tuple[int, int]]:
+    """For each chunk's text, the range of its words (whitespace-separated) that the joined
+    transcript keeps, once words repeated from the previous chunk are removed.
+
+    With overlap, the overlapped stretch is transcribed twice: the two versions are aligned
+    and the later one is kept (the earlier chunk's last word may be cut off). Without overlap,
+    only an exact repeat of two or more words right at the boundary is dropped.
+    """
+    words = [text.split() for text in texts]
+    kept = [[0, len(w)] for w in words]
+    window = max(4, int(overlap_s * 4) + 4) if overlap_s > 0 else 2
+    for i in range(1, len(words)):
+        j = next((j for j in reversed(range(i)) if kept[j][1] > kept[j][0]), None)
+        if j is None or not words[i]:
+            continue
+        cut = _overlap_cut(words[j][kept[j][0]:kept[j][1]], words[i], window, min_match=2)
+        if cut is not None:
+            keep_previous, drop_current = cut
+            kept[j][1] = kept[j][0] + keep_previous
+            kept[i][0] = drop_current
+    return [(a, b) for a, b in kept]
+
+
+def dedupe_chunk_texts(texts: list[str], overlap_s: float = 0.0) -> list[str]:
+    """Each chunk's text with words repeated from the previous chunk removed."""
+    ranges = kept_word_ranges(texts, overlap_s)
+    return [" ".join(text.split()[a:b]) for text, (a, b) in zip(texts, ranges)]
+
+
+def join_transcripts(texts: list[str], overlap_s: float = 0.0) -> str:
+    return " ".join(t for t in dedupe_chunk_texts(texts, overlap_s) if t)
+
+
+def build_segments(chunks: list[Chunk], texts: list[str], overlap_s: float = 0.0,
+                   aligned: list[list[Word] | None] | None = None) -> list[Segment]:
+    """Timed caption segments for the whole item: from aligned words where a chunk has them,
+    else estimated from the chunk's audio (read back from disk)."""
+    segments: list[Segment] = []
+    aligned = aligned or [None] * len(chunks)
+    for chunk, text, kept, words in zip(chunks, texts, kept_word_ranges(texts, overlap_s), aligned):
+        if words is not None:
+            segments += aligned_segments(chunk, text, words, kept)
+            continue
+        samples, rate = sf.read(chunk.path, dtype="float32")
+        segments += chunk_segments(chunk, text, samples, rate, kept)
+    return in_order(segments)

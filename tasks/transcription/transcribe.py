@@ -1,0 +1,325 @@
+"""The transcription of one item, as one Prefect task: fetch -> prepare -> call -> assemble -> rows.
+
+Chunks stream from the decoder to the requests: `tasks.audio.prepare.stream_chunks` hands each chunk
+over as soon as it is written (decoding runs in a thread, at most one chunk ahead), a chunk is
+taken only when one of the limiter's request slots is free, and its audio is read and encoded
+only once the limiter lets its request go (`_transcribe_chunk`). So the first request leaves
+while a long file is still decoding, and memory holds a few chunks whatever the file's length.
+Requests of the item go concurrently through the run's shared client and limiter; the task
+granularity is the item, never the request (a Prefect task run costs ~50 ms here).
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import soundfile as sf
+
+from audiobatch.tasks.audio.economy import economy_for
+from audiobatch.tasks.audio.prepare import (ON_LOOP_MAX_AUDIO_S, Chunk, PreparedAudio, context_words_for,
+                                            max_chunk_seconds, remove_chunk_files, stream_chunks)
+from audiobatch.tasks.audio.streaming import HandedOver
+from audiobatch.tasks.audio.vad import speech_spans
+from audiobatch.tasks.captions.files import render_json, render_srt, render_vtt
+from audiobatch.tasks.captions.segments import Segment
+from audiobatch.tasks.captions.words import align_item
+from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.inputs.manifest import Item
+from audiobatch.tasks.inputs.sources import fetch, safe_url
+from audiobatch.tasks.model.estimate import expected_transcribe_usage
+from audiobatch.tasks.model.profiles import LOCAL_MULTILINGUAL_MODEL
+from audiobatch.tasks.outputs.datasets import media_relpath
+from audiobatch.tasks.run.cache import ReplyRecord
+from audiobatch.tasks.run.calls import attempts_before, call_model
+from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields,
+                                          item_row)
+from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
+from audiobatch.tasks.transcription.qa import Verdict, judge
+
+OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
+MULTILINGUAL_INSTALL = "pip install 'audiobatch[multilingual]'"
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What every request of one item asks for, besides its chunk's audio."""
+
+    model: str
+    prompt: str | None
+    language: str | None
+
+
+def _language(ctx: RunContext, item: Item) -> str | None:
+    language = item.options.get("language") or ctx.options.language
+    supported = ctx.profile.languages
+    if language and supported and language.split("-")[0].lower() not in supported:
+        raise InputError(
+            f"{item.item_id}: language {language!r} was asked, but model {ctx.model} transcribes "
+            f"only {', '.join(supported)}. Use a multilingual model: the embedded "
+            f"--model {LOCAL_MULTILINGUAL_MODEL} (install: {MULTILINGUAL_INSTALL}), or a remote "
+            "one (e.g. --model gpt-audio-1.5 with --base-url); or drop the language column for this row.")
+    return language
+
+
+def _on_recording_timeline(segments: list[Segment], prepared: PreparedAudio) -> list[Segment]:
+    """Segment (and their words') times in the sent audio -> times in the recording (economy
+    left pauses out)."""
+    if prepared.timeline is None:
+        return segments
+    return [replace(s, start_s=round(prepared.to_original(s.start_s), 3),
+                    end_s=round(prepared.to_original(s.end_s), 3),
+                    words=tuple(replace(w, start_s=round(prepared.to_original(w.start_s), 3),
+                                        end_s=round(prepared.to_original(w.end_s), 3))
+                                for w in s.words)) for s in segments]
+
+
+def _words_on_recording_timeline(rows: list[dict], prepared: PreparedAudio) -> list[dict]:
+    """`words` rows' times in the sent audio -> times in the recording."""
+    if prepared.timeline is None:
+        return rows
+    return [{**r, "start_s": round(prepared.to_original(r["start_s"]), 3),
+             "end_s": round(prepared.to_original(r["end_s"]), 3)} for r in rows]
+
+
+@dataclass
+class ChunkText:
+    """A chunk's accepted transcript, what QA could not fix in it, and what the model said
+    about the language."""
+
+    text: str
+    flags: tuple[str, ...] = ()
+    language: str | None = None
+    language_probability: float | None = None
+
+
+async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: Ask,
+                   context: str | None, reask: str | None = None) -> ReplyRecord:
+    """One request for the chunk: from the cache, or built from the chunk file when its turn
+    comes. A re-ask (`reask`: why) is stricter and counted after the first attempts."""
+    strict = reask is not None
+    params = {"kind": "transcribe", "model": ask.model, "prompt": ask.prompt,
+              "language": ask.language, "format": "wav", "context": context, "strict": strict}
+    expected = expected_transcribe_usage(chunk.duration_s, ctx.profile, ask.prompt, ask.language,
+                                         context_words=len(context.split()) if context else 0)
+    return await call_model(
+        ctx, recorder, chunk_index=chunk.index, payload=chunk.path, params=params, expected=expected,
+        audio_s=(chunk.recorded_s, chunk.duration_s),
+        reask_reason=reask, first_attempt=attempts_before(recorder, chunk.index) + 1,
+        send=lambda: ctx.client.transcribe(chunk.path, "wav", prompt=ask.prompt,
+                                           language=ask.language, model=ask.model,
+                                           expected_tokens=expected.total_tokens,
+                                           context=context, strict=strict))
+
+
+async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: Ask,
+                            context: str | None = None) -> ChunkText:
+    """One chunk's transcript: asked, checked (tasks/transcription/qa.py), re-asked once if the check fails;
+    what still fails is kept with its flags."""
+    if chunk.silent:
+        return ChunkText("")  # nothing to hear: no request, no cost
+    reply = await _request(ctx, recorder, chunk, ask, context)
+    if not ctx.options.qa:
+        return ChunkText(reply.text, (), reply.language, reply.language_probability)
+    facts = await _qa_facts(ctx, chunk, ask.language)
+    verdict = _judge(reply, facts)
+    if verdict.ok:
+        return ChunkText(verdict.text, (), reply.language, reply.language_probability)
+    retry = await _request(ctx, recorder, chunk, ask, context, reask=",".join(verdict.problems))
+    second = _judge(retry, facts)
+    if second.ok or len(second.problems) <= len(verdict.problems):
+        verdict, reply = second, retry
+    return ChunkText(verdict.text, verdict.problems, reply.language, reply.language_probability)
+
+
+def _judge(reply: ReplyRecord, facts: tuple[float, str | None]) -> Verdict:
+    speech_s, reference = facts
+    return judge(reply.text, finish_reason=reply.finish_reason, refusal=reply.refusal,
+                 speech_s=speech_s, reference=reference)
+
+
+async def _qa_facts(ctx: RunContext, chunk: Chunk, language: str | None) -> tuple[float, str | None]:
+    """Seconds of speech in the chunk (VAD), and what the embedded Whisper hears there when
+    another model transcribes (None otherwise)."""
+    samples, _ = await asyncio.to_thread(sf.read, chunk.path, dtype="float32")
+    spans = await asyncio.to_thread(speech_spans, samples)
+    reference = await ctx.ears.hear(samples, language) if ctx.ears is not None else None
+    return sum(end - start for start, end in spans), reference
+
+
+async def _transcribe_stream(ctx: RunContext, recorder: ItemRecorder,
+                             chunks: HandedOver[Chunk, PreparedAudio], ask: Ask,
+                             max_request_s: float) -> list[ChunkText]:
+    """Each chunk's transcript as the decoder hands the chunks over. With context (short
+    requests: `context_words_for`), a chunk is sent with the tail of the transcript before it,
+    so one item's chunks go one after another while the next is decoded (items still run
+    concurrently); without, as soon as a request slot is free."""
+    words = context_words_for(ctx.options.context_words, max_request_s, ctx.options.overlap_s)
+    if words:
+        results: list[ChunkText] = []
+        while (chunk := await chunks.next_item()) is not None:
+            context = " ".join(" ".join(r.text for r in results).split()[-words:]) or None
+            results.append(await _transcribe_chunk(ctx, recorder, chunk, ask, context))
+        return results
+    return await _transcribe_parallel(ctx, recorder, chunks, ask)
+
+
+async def _transcribe_parallel(ctx: RunContext, recorder: ItemRecorder,
+                               chunks: HandedOver[Chunk, PreparedAudio], ask: Ask) -> list[ChunkText]:
+    """Each chunk requested as soon as the decoder hands it over and a request slot is free;
+    the first failure stops the decoder and the item's other requests."""
+    slots = asyncio.Semaphore(ctx.client.limiter.concurrency)
+    texts: dict[int, ChunkText] = {}
+
+    async def answer(chunk: Chunk) -> None:
+        try:
+            texts[chunk.index] = await _transcribe_chunk(ctx, recorder, chunk, ask)
+        finally:
+            slots.release()
+
+    try:
+        async with asyncio.TaskGroup() as requests:
+            while True:
+                await slots.acquire()
+                chunk = await chunks.next_item()
+                if chunk is None:
+                    break
+                requests.create_task(answer(chunk))
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from None
+    return [texts[index] for index in range(len(texts))]
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def output_formats(choice: str) -> list[str]:
+    """The transcript files to write: "all", or a comma list of OUTPUT_FORMATS."""
+    chosen = [f.strip().lower() for f in choice.split(",") if f.strip()]
+    if chosen == ["all"]:
+        return list(OUTPUT_FORMATS)
+    unknown = [f for f in chosen if f not in OUTPUT_FORMATS]
+    if unknown or not chosen:
+        raise ConfigError(f"--output-format {choice!r}: choose all, or a comma list of "
+                          f"{', '.join(OUTPUT_FORMATS)}")
+    return chosen
+
+
+def _write_media(ctx: RunContext, item: Item, text: str, segments: list[Segment],
+                 language: str | None) -> dict[str, str]:
+    render = {"txt": lambda: text + "\n", "srt": lambda: render_srt(segments),
+              "vtt": lambda: render_vtt(segments), "json": lambda: render_json(text, language, segments)}
+    paths = {}
+    for extension in output_formats(ctx.options.output_format):
+        relative = media_relpath("transcripts", ctx.run_id, item.item_id, extension)
+        ctx.out.write_bytes(relative, render[extension]().encode("utf-8"),
+                           durable=False)  # made again by a resumed run
+        paths[f"{extension}_path"] = ctx.out.display(relative)
+    return paths
+
+
+T = TypeVar("T")
+# A file this small (~30 s of 16 kHz wav, a minute of mp3) is prepared, and its transcript
+# files written, on the event loop (when it holds at most ON_LOOP_MAX_AUDIO_S of audio): with
+# thousands of one-second clips, handing each to a thread and back cost more than the work
+# (GIL hand-overs between 6 pool threads and the loop).
+SMALL_FILE_BYTES = 1 << 20
+
+
+async def _off_the_loop_unless(small: bool, function: Callable[..., T], *args: Any) -> T:
+    return function(*args) if small else await asyncio.to_thread(function, *args)
+
+
+@item_task("transcribe-item")
+async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
+    started_at = datetime.now(timezone.utc)
+    ask = Ask(model=item.options.get("model") or ctx.model,
+              prompt=item.options.get("prompt") or ctx.options.prompt, language=_language(ctx, item))
+    fetched = await fetch(item.source, ctx.work_dir / "downloads", ctx.fetch_policy,
+                          label=item.item_id)
+    max_s = max_chunk_seconds(ctx.profile.max_input_audio_tokens, ctx.profile.input_audio_tokens_per_s)
+    work = ctx.work_dir / "chunks"  # shared by the run's items: no folder made and removed per item
+    small = fetched.path.stat().st_size <= SMALL_FILE_BYTES
+    try:
+        async with stream_chunks(fetched.path, work, max_chunk_s=max_s, label=item.item_id,
+                                 overlap_s=ctx.options.overlap_s, in_thread=not small,
+                                 economy=economy_for(ctx.options.economy, ctx.options.economy_speed,
+                                                     item.options.get("economy"))) as chunks:
+            results = await _transcribe_stream(ctx, recorder, chunks, ask, max_s)
+        prepared = chunks.result
+        small = small and prepared.duration_s <= ON_LOOP_MAX_AUDIO_S  # else it went to a thread too
+        if prepared.silent:
+            raise InputError(f"{item.item_id}: the audio is silent from start to end; there is "
+                             "nothing to transcribe. Check the file or the recording's level.")
+        texts = [r.text for r in results]
+        heard = detected_language(prepared.chunks, results, ask.language)
+        text = join_transcripts(texts, overlap_s=ctx.options.overlap_s)
+        aligned, words = await align_item(ctx.aligner if ctx.options.word_times else None,
+                                          ctx.run_id, item.item_id, prepared.chunks, texts,
+                                          heard[0], kept_word_ranges(texts, ctx.options.overlap_s))
+        segments = _on_recording_timeline(await _off_the_loop_unless(
+            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned), prepared)
+        words = _words_on_recording_timeline(words, prepared)
+        paths = await _off_the_loop_unless(small, _write_media, ctx, item, text, segments, heard[0])
+    finally:
+        remove_chunk_files(work, item.item_id)
+        if fetched.downloaded:
+            fetched.path.unlink(missing_ok=True)
+    outcome = _ok_outcome(ctx, item, recorder, started_at, prepared, text, segments, paths,
+                          heard, ask.model, results)
+    outcome.rows["words"] = words
+    return outcome
+
+
+def qa_flags(results: list[ChunkText]) -> list[str]:
+    """`transcripts.qa_flags`: what QA could not fix, per chunk ("chunk 3: loop")."""
+    return [f"chunk {i}: {flag}" for i, r in enumerate(results) for flag in r.flags]
+
+
+def detected_language(chunks: list[Chunk], results: list[ChunkText],
+                      asked: str | None) -> tuple[str | None, float | None]:
+    """The item's language and how sure the model was: the one asked (probability None: it
+    was told, not detected), else the one the model heard in most of the audio, with its mean
+    probability over those chunks; (None, None) when the model says nothing about it."""
+    if asked:
+        return asked, None
+    seconds: dict[str, float] = {}
+    probabilities: dict[str, list[float]] = {}
+    for chunk, result in zip(chunks, results):
+        if result.language:
+            seconds[result.language] = seconds.get(result.language, 0.0) + chunk.duration_s
+            if result.language_probability is not None:
+                probabilities.setdefault(result.language, []).append(result.language_probability)
+    if not seconds:
+        return None, None
+    heard = max(seconds, key=seconds.__getitem__)
+    found = probabilities.get(heard)
+    return heard, round(sum(found) / len(found), 4) if found else None
+
+
+def _ok_outcome(ctx: RunContext, item: Item, recorder: ItemRecorder, started_at: datetime,
+                prepared: PreparedAudio, text: str, segments: list[Segment],
+                paths: dict[str, str], language: tuple[str | None, float | None], model: str,
+                results: list[ChunkText]) -> ItemOutcome:
+    transcript = {"run_id": ctx.run_id, "item_id": item.item_id, "source": safe_url(item.source),
+                  "duration_s": prepared.duration_s, "text": text, "language": language[0],
+                  "language_probability": language[1], "qa_flags": qa_flags(results),
+                  "model": model, "n_chunks": len(prepared.chunks), "origin": "model",
+                  **paths, **episode_fields(item)}
+    segment_rows = [{"run_id": ctx.run_id, "item_id": item.item_id, "chunk_index": s.chunk_index,
+                     "segment_index": i, "start_s": s.start_s, "end_s": s.end_s, "text": s.text,
+                     "qa_flags": list(results[s.chunk_index].flags)}
+                    for i, s in enumerate(segments)]
+    status = item_row(ctx, item, "ok", started_at=started_at, duration_s=prepared.duration_s,
+                      n_chunks=len(prepared.chunks), costs=recorder.costs)
+    status.update(skipped_audio_s=prepared.decoding.skipped_s,  # damage decoded through
+                  skipped_bytes=prepared.decoding.skipped_bytes,
+                  repaired_samples=prepared.decoding.repaired_samples)
+    return ItemOutcome(status="ok", duration_s=prepared.duration_s,
+                       rows={"transcripts": [transcript], "segments": segment_rows, "items": [status]})
