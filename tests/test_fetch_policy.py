@@ -220,11 +220,11 @@ async def test_a_hostile_feed_reads_no_local_file_and_no_internal_service(prefec
         options=TranscribeOptions.from_flat(allow_hosts=[f"127.0.0.1:{site.port}"], progress=False)))
     assert (summary["items"], summary["failed"]) == (5, 5)
     items = pd.read_parquet(out / "items").set_index("episode_guid")["error_message"]
-    assert "local files are never read from a feed" in items["file-url"]
-    assert "local files are never read from a feed" in items["bare-path"]
+    assert "a feed's items never do" in items["file-url"]
+    assert "a feed's items never do" in items["bare-path"]
     assert "is loopback" in items["to-internal"] and "--allow-host" in items["to-internal"]
     assert "a cloud metadata address" in items["to-metadata"]
-    assert "local files are never read from a feed" in items["local-audio"]
+    assert "a feed's items never do" in items["local-audio"]
     assert internal.paths == []
     written = all_files_text(out)
     assert SECRET not in written and "root:x:0:0" not in written

@@ -293,8 +293,9 @@ def test_fsspec_memory_manifest_resolves_relative_paths_against_its_folder() -> 
         handle.write("id,text_file\nn,notes.md\nm,missing.md\n")
     assert manifest_base_dir(f"{folder}/m.csv") == folder
     n, m = read_manifest(f"{folder}/m.csv", NARRATE)
-    assert (n.source, n.error, n.options["markdown"]) == (f"{folder}/notes.md", None, True)
-    assert m.error and "text_file 'missing.md' not found" in m.error
+    # text files are read from disk, never fetched (nor looked for) at a URL
+    assert (n.source, n.options["markdown"]) == (f"{folder}/notes.md", True)
+    assert all("is not a local file" in item.error for item in (n, m))
     with fsspec.open(f"{folder}/t.csv", "w") as handle:
         handle.write("audio\nep.wav\n")
     [t] = read_manifest(f"{folder}/t.csv", TRANSCRIBE)

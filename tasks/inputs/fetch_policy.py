@@ -54,14 +54,16 @@ def within_roots(path: Path, roots: tuple[str, ...], label: str, suffixes: tuple
     """The real path (symlinks followed) of a local file inside `roots`, with one of `suffixes`
     when given; with no roots no local file may be read."""
     if not roots:
-        raise InputError(f"{label}: {path} is a local path; local files are never read from a "
-                         "feed (a feed must give http(s) URLs).")
+        raise InputError(f"{label}: {path} is a local path, and this run reads no local files: "
+                         "a feed's items never do (a feed must give http(s) URLs), nor do runs "
+                         "started by others where the operator named no data roots.")
     real = Path(os.path.realpath(path))
     if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
         raise InputError(f"{label}: {path} is outside the folders this run may read "
                          f"({', '.join(roots)}). Manifests from the inbox, `submit` or the "
                          "Prefect API may only name files inside those folders: move the file "
-                         "there, or ask the operator to add its folder to AUDIOBATCH_DATA_ROOTS.")
+                         "there, or ask the operator to add its folder (deploy --data-root, or "
+                         "AUDIOBATCH_DATA_ROOTS on the worker).")
     if suffixes and real.suffix.lower() not in suffixes:
         raise InputError(f"{label}: {path} is not a {' or '.join(suffixes)} file (it leads to "
                          f"'{real.name}'): give the text file itself.")

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import fsspec
-
 from audiobatch.tasks.audio.codecs import ENCODABLE_FORMATS
 from audiobatch.tasks.inputs.ids import IdRegistry, id_problem
-from audiobatch.tasks.inputs.manifest_io import ManifestError, local_path, read_rows
+from audiobatch.tasks.inputs.locations import local_path
+from audiobatch.tasks.inputs.manifest_io import ManifestError, read_rows
 from audiobatch.tasks.inputs.sources import safe_url, scheme_of
 
 TRANSCRIBE, NARRATE = "transcribe", "narrate"
@@ -69,12 +68,13 @@ def manifest_base_dir(manifest: str | Path) -> BaseDir:
 
 
 def read_manifest(manifest: str | Path, kind: str, *, base_dir: Path | None = None,
-                  max_rows: int | None = None) -> list[Item]:
-    """Items for every non-blank row (at most `max_rows` of them), in file order."""
+                  max_rows: int | None = None, data: bytes | None = None) -> list[Item]:
+    """Items for every non-blank row (at most `max_rows` of them), in file order; from `data`
+    when the file's bytes were read already (tasks.inputs.manifest_io.read_manifest_bytes)."""
     if kind not in _SOURCE_COLUMNS:
         raise ValueError(f"unknown manifest kind {kind!r}: use {TRANSCRIBE!r} or {NARRATE!r}")
     name = safe_url(str(manifest))
-    rows = read_rows(manifest)
+    rows = read_rows(manifest, data)
     header = next((cells for _, cells in rows if any(c.strip() for c in cells)), None)
     if header is None:
         raise ManifestError(f"manifest {name} has no header row: the first line must name the "
@@ -177,7 +177,10 @@ def _narration_source(values: dict[str, str], resolve: Callable[[str], str],
         if suffix not in TEXT_FILE_SUFFIXES:
             problems.append(f"text_file '{text_file}' must be a .txt, .md or .epub file (plain "
                             "text, Markdown or an EPUB book)")
-        elif not _file_exists(path):
+        elif scheme_of(path) != "file":  # never fetched: nor looked for (a request to anywhere)
+            problems.append(f"text_file '{text_file}' is not a local file ({safe_url(path)}): "
+                            "text files are read from the worker's disk, not fetched; give a path")
+        elif not os.path.isfile(path):
             problems.append(f"text_file '{text_file}' not found (looked for {safe_url(path)}): "
                             "paths start from the manifest's folder")
         return path, _stem(text_file)
@@ -199,16 +202,6 @@ def _resolver(base: BaseDir) -> Callable[[str], str]:
         return os.path.normpath(value if os.path.isabs(value) else base_path + os.sep + value)
 
     return resolve
-
-
-def _file_exists(path: str) -> bool:
-    if scheme_of(path) == "file":
-        return os.path.isfile(path)
-    try:
-        fs, inner = fsspec.core.url_to_fs(path)
-        return fs.isfile(inner)
-    except Exception:  # a missing filesystem package or an unreachable store
-        return False
 
 
 def _stem(path_or_url: str) -> str:

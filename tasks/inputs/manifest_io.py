@@ -9,17 +9,16 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import fsspec
 
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.inputs.sources import safe_url, scheme_of
+from audiobatch.tasks.inputs.local_open import read_checked
+from audiobatch.tasks.inputs.locations import CHAINED, local_path, scheme_of
+from audiobatch.tasks.inputs.sources import safe_url
 
 Row = tuple[int, list[str]]
 
@@ -28,23 +27,24 @@ class ManifestError(InputError):
     """The manifest as a whole is unusable (missing, unreadable, no header, no required column)."""
 
 
-def local_path(text: str) -> Path:
-    """An absolute local path for a plain path or a file:// URL."""
-    if text.lower().startswith("file:"):
-        text = url2pathname(urlsplit(text).path)
-    return Path(os.path.abspath(os.path.expanduser(text)))
-
-
-def read_rows(manifest: str | Path) -> Iterator[Row]:
-    """Every record of the file, blank ones included, as (line number, cells)."""
+def read_rows(manifest: str | Path, data: bytes | None = None) -> Iterator[Row]:
+    """Every record of the file (or of its `data`, read before), blank ones included, as
+    (line number, cells)."""
     name = safe_url(str(manifest))
-    return _table_rows(_read_bytes(manifest, name), str(manifest), name)
+    return _table_rows(read_manifest_bytes(manifest) if data is None else data, str(manifest), name)
 
 
-def _read_bytes(manifest: str | Path, name: str) -> bytes:
-    text = str(manifest)
+def read_manifest_bytes(manifest: str | Path, roots: tuple[str, ...] | None = None) -> bytes:
+    """The manifest file's bytes. A manifest from others (`roots` given: the data roots) is a
+    local file opened as tasks/inputs/local_open.py does (not through a link, checked once open:
+    regular, inside the roots); nothing of it is read otherwise."""
+    text, name = str(manifest), safe_url(str(manifest))
     scheme = scheme_of(text)
+    if scheme == CHAINED:
+        raise ManifestError(f"manifest {name} is a chained fsspec URL (a::b): give a plain path or URL.")
     try:
+        if scheme == "file" and roots is not None:
+            return read_checked(local_path(text), f"manifest {name}", roots=roots)
         if scheme == "file":
             path = local_path(text)
             if path.is_dir():
@@ -52,6 +52,10 @@ def _read_bytes(manifest: str | Path, name: str) -> bytes:
             return path.read_bytes()
         with fsspec.open(text, "rb") as handle:
             return handle.read()
+    except ManifestError:
+        raise
+    except InputError as error:  # from read_checked: what is wrong with the file, not its content
+        raise ManifestError(str(error)) from None
     except FileNotFoundError:
         raise ManifestError(f"manifest {name} not found: check the path.") from None
     except ImportError as exc:  # e.g. "Install s3fs to access S3"

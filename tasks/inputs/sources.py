@@ -34,6 +34,7 @@ import httpx
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.inputs.fetch_policy import (FetchPolicy, RateCheck, content_type_problem, too_big,
                                                   within_roots)
+from audiobatch.tasks.inputs.locations import CHAINED, scheme_of
 from audiobatch.tasks.inputs.netguard import BlockedAddress, guarded_transport, tls_context
 
 try:  # advisory file locks: one download per target, across tasks and processes (POSIX only)
@@ -63,12 +64,6 @@ class _Retryable(Exception):
     """A passing failure: try again (resuming the partial file)."""
 
 
-def scheme_of(source: str) -> str:
-    """The URL scheme, lower-cased; "file" for plain paths."""
-    match = _SCHEME.match(source)
-    return match.group(1).lower() if match else "file"
-
-
 def safe_url(url: str) -> str:
     """The URL without user:password@, with token-like query values and path parts masked:
     for messages, outputs and names."""
@@ -88,6 +83,9 @@ def safe_url(url: str) -> str:
 async def fetch(source: str, work_dir: Path, policy: FetchPolicy, *, label: str) -> FetchedFile:
     """Make `source` available as a local file; raises InputError naming `label` on failure."""
     scheme = scheme_of(source)
+    if scheme == CHAINED:
+        raise InputError(f"{label}: {safe_url(source)} is a chained fsspec URL (a::b): these are "
+                         "never read, as each link opens its own way elsewhere; give a plain URL.")
     if scheme not in policy.allowed_schemes:
         raise InputError(f"{label}: URL scheme '{scheme}' is not enabled: pass --allow-scheme "
                          f"{scheme} to read {safe_url(source)}")
