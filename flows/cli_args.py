@@ -128,6 +128,15 @@ def add_run_args(parser: argparse.ArgumentParser, *, manifest: bool = True) -> N
                         default=None, help="no progress bar")
 
 
+def add_data_root_arg(parser: argparse.ArgumentParser) -> None:
+    """For flows that run manifests from others (deployments, the inbox)."""
+    parser.add_argument("--data-root", dest="data_roots", action="append", default=None,
+                        metavar="DIR", help="a folder whose files manifests from others (submit, "
+                        "the inbox, the Prefect API) may name; repeat for more. None: such runs "
+                        "read no local files (an inbox: its own folder). Also AUDIOBATCH_DATA_ROOTS "
+                        "on the worker")
+
+
 def add_transcription_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("transcription")
     group.add_argument("--language", help="ISO 639-1 language of the audio (default: per row)")
@@ -186,6 +195,7 @@ CLI_ONLY = {"command", "api_key_env", "handler", "cli_parser", "root_parser", "j
 FLOW_PARAMETERS = {"manifest", "out", "feed", "limit", "since", "force", "inbox", "stale_claim_h"}
 # How an option is typed, where that is not --its-name-with-dashes.
 FLAG_NAMES = {"audio_format": "--format", "allow_schemes": "--allow-scheme", "allow_hosts": "--allow-host",
+              "data_roots": "--data-root",
               "use_cache": "--no-cache", "resume": "--no-resume", "progress": "--no-progress"}
 
 

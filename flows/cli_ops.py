@@ -17,7 +17,7 @@ import asyncio
 import json
 from typing import Any
 
-from audiobatch.flows.cli_args import (add_narration_args, add_run_args, add_transcription_args,
+from audiobatch.flows.cli_args import (add_data_root_arg, add_narration_args, add_run_args, add_transcription_args,
                                        build_options, flag_of, flow_kwargs, split_args)
 from audiobatch.flows.cli_jobs import prefect_api, run_flow, use_api_key
 from audiobatch.tasks.errors import ConfigError
@@ -65,6 +65,7 @@ def _inbox_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stale-claim-h", type=float, default=24.0,
                         help="take over a claim this old (a crashed run) (default 24)")
     add_run_args(parser, manifest=False)
+    add_data_root_arg(parser)
     add_transcription_args(parser)
     add_narration_args(parser)
 
@@ -92,6 +93,7 @@ def _deploy_parser(sub: Any) -> None:
         parser = kinds.add_parser(kind, help=f"the {kind}-manifest flow, for `audiobatch submit`")
         parser.add_argument("--manifest", help="a manifest to run on every schedule (optional)")
         add_run_args(parser, manifest=False)
+        add_data_root_arg(parser)
         add_shards_arg(parser)
         add_kind_args(parser)
     inbox = kinds.add_parser("inbox", conflict_handler="resolve",

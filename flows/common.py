@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable
 from dataclasses import asdict
 
-import fsspec
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
@@ -17,6 +16,7 @@ from audiobatch.flows.shards import run_shards, shard_items
 from audiobatch.flows.task_runners import batch_runner
 from audiobatch.tasks.audio.memory import return_large_buffers
 from audiobatch.tasks.inputs.manifest import Item, read_manifest
+from audiobatch.tasks.inputs.manifest_io import read_manifest_bytes
 from audiobatch.tasks.inputs.trust import Trust
 from audiobatch.tasks.outputs.datasets import failed_item_ids
 from audiobatch.tasks.outputs.staging import publish_run
@@ -29,11 +29,6 @@ from audiobatch.tasks.run.context import ItemFunction, ItemOutcome, RunContext, 
 
 log = logging.getLogger("audiobatch")
 LOGGED_FAILURES = 100  # item failures logged one line each per run; more are counted
-
-
-def read_manifest_bytes(manifest: str) -> bytes:
-    with fsspec.open(manifest, "rb") as handle:
-        return handle.read()
 
 
 def items_to_run(ctx: RunContext, items: list[Item]) -> list[Item]:
@@ -56,8 +51,9 @@ async def execute_run(options: RunOptions, process: ItemFunction, trust: Trust, 
     route_logs()
     return_large_buffers()
     if items is None:
-        source_bytes = read_manifest_bytes(options.manifest)
-        items = read_manifest(options.manifest, options.kind)
+        # read once, and as the run's trust says: the job key and the items come from one reading
+        source_bytes = read_manifest_bytes(options.manifest, trust.local_roots)
+        items = read_manifest(options.manifest, options.kind, data=source_bytes)
         if options.shards > 1 and options.shard is None:
             return await run_shards(options, items)  # the parent of a sharded submission
         if options.shard is not None:

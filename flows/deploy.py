@@ -111,6 +111,10 @@ def worker_parameters(parameters: dict[str, Any], remote: bool) -> dict[str, Any
     if profiles:
         result = deep_merge(result, {"options": {"model": {
             "profiles": worker_path(profiles, "--profiles", remote)}}})
+    roots = result.get("options", {}).get("throughput", {}).get("data_roots")
+    if roots:
+        result = deep_merge(result, {"options": {"throughput": {
+            "data_roots": [worker_path(root, "--data-root", remote) for root in roots]}}})
     return result
 
 
@@ -132,19 +136,65 @@ def flow_parameters(kind: str, top: dict[str, Any], flat: dict[str, Any],
 
 # --- deployments ------------------------------------------------------------------------------
 
+# What a flow run may set of its own process (job variables): only what audiobatch's shards set.
+RUN_SETTABLE_ENV = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY",)
+
+
+def closed_job_template() -> dict[str, Any]:
+    """Prefect's `process` job template without what a flow run could set to change its own
+    process: the command, the working folder and the environment (data roots, base URLs,
+    LD_PRELOAD...) are the operator's, i.e. the worker's. The server refuses other job variables
+    when a run is created; flows/guard.check_job_variables refuses them too, in pools made
+    elsewhere (where the command, though, runs before any audiobatch code)."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    variables, configuration = template["variables"], template["job_configuration"]
+    for name in ("command", "working_dir"):
+        variables["properties"].pop(name, None)
+        configuration.pop(name, None)
+    variables["properties"]["env"] = {
+        "title": "Environment Variables", "type": "object", "additionalProperties": False,
+        "description": "Only what audiobatch sets on the runs it starts (shard heartbeats).",
+        "properties": {name: {"type": ["string", "null"]} for name in RUN_SETTABLE_ENV}}
+    variables["additionalProperties"] = False
+    return template
+
+
+def open_job_variables(template: dict[str, Any]) -> list[str]:
+    """What a flow run of a pool with this job template may set of its own process."""
+    properties = template.get("variables", {}).get("properties", {})
+    names = [name for name in ("command", "working_dir") if name in properties]
+    env = properties.get("env", {})
+    if "env" in properties and (env.get("additionalProperties", True) is not False
+                                or set(env.get("properties", {})) - set(RUN_SETTABLE_ENV)):
+        names.append("env")
+    if template.get("variables", {}).get("additionalProperties", True) is not False:
+        names.append("any other variable")
+    return names
+
+
 def ensure_work_pool(name: str) -> bool:
-    """Create a `process` work pool called `name` when there is none; True if created."""
+    """Create a `process` work pool called `name` when there is none (with `closed_job_template`);
+    True if created. An existing pool whose runs may set their own command or environment is
+    kept, with a warning."""
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_work_pool(name)
-            return False
+            pool = client.read_work_pool(name)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            client.create_work_pool(WorkPoolCreate(name=name, type="process",
+                                                   base_job_template=closed_job_template()))
             return True
+    if open_variables := open_job_variables(pool.base_job_template or {}):
+        print(f"warning: work pool '{name}' lets a flow run set its own {', '.join(open_variables)} "
+              "(job variables): whoever may create flow runs could change what its process runs "
+              "with. audiobatch refuses such runs once they start; to refuse them before, delete "
+              f"the pool (`prefect work-pool delete {name}`) and deploy again.")
+    return False
 
 
 def _schedule(spec: DeploymentSpec) -> Any:

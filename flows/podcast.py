@@ -50,7 +50,7 @@ async def transcribe_podcast(feed: str, out: str = "outputs", limit: int | None 
     since_date = parse_since(since)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit {limit}: give a number of episodes of at least 1")
-    items_trust, operator_feed = await feed_trust(options, feed, out)
+    items_trust, operator_feed = await feed_trust(options, feed, out, limit)
     loaded = await load_feed(feed, feed_fetch_policy(run, items_trust, operator_feed))
     root = OutputRoot(out)
     state = load_state(root, feed)

@@ -2,10 +2,15 @@
 
 The manifest is validated locally first (the same reader the flow uses, plus a check that
 local audio files exist), so a typo costs seconds rather than a worker round trip; `strict`
-refuses to submit while any row is bad. Then a flow run of the deployment
-(`transcribe-manifest/audiobatch` or `narrate-manifest/audiobatch` by default) is created on
-the server at PREFECT_API_URL; a worker of that deployment's pool picks it up. The worker
-reads the manifest itself: it must be an absolute path the worker shares, or an fsspec URL.
+refuses to submit while any row is bad. What the deployment's worker will refuse is said before
+anything is submitted too, by the rules the worker applies (flows/guard.py): options beyond the
+deployment's (nothing is submitted then), the manifest outside the deployment's data roots
+(nothing is submitted), and each row whose file is outside them or whose URL scheme the
+deployment does not enable (listed; with `strict`, nothing is submitted). Then a flow run of
+the deployment (`transcribe-manifest/audiobatch` or `narrate-manifest/audiobatch` by default)
+is created on the server at PREFECT_API_URL; a worker of that deployment's pool picks it up.
+The worker reads the manifest itself: it must be an absolute path the worker shares, or an
+fsspec URL.
 """
 from __future__ import annotations
 
@@ -14,10 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from audiobatch.flows.deploy import DEFAULT_NAME, FLOWS, is_remote, require_api_url, worker_parameters
+from audiobatch.flows.guard import check_submitted_manifest
 from audiobatch.tasks.errors import ConfigError, InputError
-from audiobatch.tasks.inputs.manifest import TRANSCRIBE, read_manifest
-from audiobatch.tasks.inputs.sources import safe_url, scheme_of
-from audiobatch.tasks.options import deep_merge
+from audiobatch.tasks.inputs.locations import CHAINED, inside, scheme_of
+from audiobatch.tasks.inputs.manifest import TRANSCRIBE, Item, read_manifest
+from audiobatch.tasks.inputs.sources import safe_url
+from audiobatch.tasks.inputs.trust import DATA_ROOTS_ENV, real_roots, widened
+from audiobatch.tasks.options import JobOptions, deep_merge
 
 SHOWN_PROBLEMS = 20
 
@@ -31,15 +39,46 @@ class Submitted:
     bad_rows: list[str]
 
 
-def manifest_problems(manifest: str, kind: str) -> tuple[int, list[str]]:
-    """(rows, one line per bad row): the flow's own checks, plus missing local audio files."""
+@dataclass(frozen=True)
+class WorkerRules:
+    """What the deployment's worker accepts of a submitted run, as far as the deployment says."""
+
+    roots: tuple[str, ...] | None  # its data roots; None: it names none (the worker's environment decides)
+    schemes: frozenset[str]  # URL schemes its rows may use
+
+    @classmethod
+    def of(cls, options: JobOptions) -> WorkerRules:
+        roots = real_roots(options.throughput.data_roots)
+        return cls(roots or None, frozenset({"file", "http", "https", *options.throughput.allow_schemes}))
+
+
+def manifest_problems(manifest: str, kind: str, rules: WorkerRules | None = None) -> tuple[int, list[str]]:
+    """(rows, one line per bad row): the flow's own checks, missing local files, and the rows
+    the deployment's worker will refuse (`rules`)."""
     items = read_manifest(manifest, kind)
     problems = [item.error for item in items if item.error]
     if kind == TRANSCRIBE:
         problems += [f"row {item.row}: audio file not found: {item.source}" for item in items
                      if not item.error and scheme_of(item.source) == "file"
                      and not os.path.isfile(item.source)]
+    if rules is not None:
+        problems += [refused for item in items if not item.error and (refused := refused_row(item, rules))]
     return len(items), problems
+
+
+def refused_row(item: Item, rules: WorkerRules) -> str | None:
+    """Why the worker will refuse this row's file or URL (the checks of tasks/inputs/sources.fetch)."""
+    if item.source == "inline":
+        return None
+    scheme, shown = scheme_of(item.source), safe_url(item.source)
+    if scheme == CHAINED:
+        return f"row {item.row}: {shown} is a chained fsspec URL: the worker refuses it"
+    if scheme not in rules.schemes:
+        return f"row {item.row}: the deployment does not enable {scheme}:// ({shown}): the worker will refuse it"
+    if scheme == "file" and rules.roots is not None and not any(inside(item.source, r) for r in rules.roots):
+        return (f"row {item.row}: {shown} is outside the deployment's data roots "
+                f"({', '.join(rules.roots)}): the worker will refuse it")
+    return None
 
 
 def report_problems(manifest: str, rows: int, problems: list[str]) -> None:
@@ -53,6 +92,32 @@ def report_problems(manifest: str, rows: int, problems: list[str]) -> None:
         print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more")
 
 
+def check_against_deployment(kind: str, manifest: str, merged: dict[str, Any], stored: dict[str, Any],
+                             full_name: str) -> WorkerRules:
+    """Refuse here what the deployment's worker would refuse of the whole run (its options, its
+    manifest), so nothing is submitted; the rules for its rows."""
+    model = FLOWS[kind].options
+    submitted, deployment = (model.model_validate(merged.get("options") or {}),
+                             model.model_validate(stored.get("options") or {}))
+    rules = WorkerRules.of(deployment)
+    problems = widened(submitted, deployment, operator_roots=rules.roots or ())
+    if problems:
+        raise ConfigError(f"not submitted: {full_name} would refuse this run, whose options go "
+                          f"beyond the deployment's: {'; '.join(problems)}. Lower them, or ask the "
+                          "operator to change the deployment.")
+    if rules.roots is None:
+        if scheme_of(manifest) == "file":
+            print(f"note: {full_name} names no data roots (deploy --data-root): its worker reads "
+                  f"local files of submitted runs only inside its {DATA_ROOTS_ENV}, and none if "
+                  "that is unset")
+        return rules
+    try:
+        check_submitted_manifest(manifest, rules.roots, submitted.throughput.allow_schemes)
+    except ConfigError as error:
+        raise ConfigError(f"not submitted: {error}") from None
+    return rules
+
+
 def flow_run_link(flow_run_id: str) -> str | None:
     from prefect.settings import PREFECT_UI_URL
 
@@ -64,22 +129,26 @@ def submit_manifest(manifest: str, kind: str, parameters: dict[str, Any], *,
                     deployment: str = DEFAULT_NAME, strict: bool = False) -> Submitted:
     """Validate `manifest`, then create a flow run of `<kind flow>/<deployment>`."""
     api_url = require_api_url()
-    parameters, rows, problems = checked_parameters(manifest, kind, parameters, strict, api_url)
     full_name = f"{FLOWS[kind].name}/{deployment}"
-    flow_run = _create_flow_run(full_name, parameters, api_url)
+    merged, rows, problems = checked_parameters(manifest, kind, parameters, strict, api_url, full_name)
+    flow_run = _create_flow_run(full_name, merged)
     return Submitted(str(flow_run.id), full_name, flow_run_link(str(flow_run.id)), rows, problems)
 
 
 def checked_parameters(manifest: str, kind: str, parameters: dict[str, Any], strict: bool,
-                       api_url: str) -> tuple[dict[str, Any], int, list[str]]:
-    """The run's parameters as the worker will read them, after checking the manifest here."""
+                       api_url: str, full_name: str) -> tuple[dict[str, Any], int, list[str]]:
+    """The run's parameters as the worker will read them (the deployment's, with the typed ones
+    on top), after checking them and the manifest here against the deployment."""
     parameters = worker_parameters({**parameters, "manifest": manifest}, is_remote(api_url))
-    rows, problems = manifest_problems(parameters["manifest"], kind)
+    stored = _stored_parameters(full_name, api_url)
+    merged = deep_merge(stored, parameters)
+    rules = check_against_deployment(kind, parameters["manifest"], merged, stored, full_name)
+    rows, problems = manifest_problems(parameters["manifest"], kind, rules)
     report_problems(parameters["manifest"], rows, problems)
     if problems and strict:
         raise InputError(f"--strict: not submitted, {len(problems)} row(s) of "
                          f"{safe_url(manifest)} need fixing (listed above).")
-    return parameters, rows, problems
+    return merged, rows, problems
 
 
 def submit_sharded_and_wait(manifest: str, kind: str, parameters: dict[str, Any], *,
@@ -91,9 +160,8 @@ def submit_sharded_and_wait(manifest: str, kind: str, parameters: dict[str, Any]
     from audiobatch.flows.common import summary_of
 
     api_url = require_api_url()
-    parameters, _, _ = checked_parameters(manifest, kind, parameters, strict, api_url)
     full_name = f"{FLOWS[kind].name}/{deployment}"
-    merged = deep_merge(_stored_parameters(full_name, api_url), parameters)
+    merged, _, _ = checked_parameters(manifest, kind, parameters, strict, api_url, full_name)
     state = asyncio.run(submission_flow()(deployment=full_name, parameters=merged, kind=kind,
                                           return_state=True))
     summary = asyncio.run(summary_of(state))
@@ -109,11 +177,10 @@ def _deployment_parameters(full_name: str) -> dict[str, Any]:
         return dict(client.read_deployment_by_name(full_name).parameters or {})
 
 
-def _create_flow_run(full_name: str, parameters: dict[str, Any], api_url: str) -> Any:
+def _create_flow_run(full_name: str, parameters: dict[str, Any]) -> Any:
     from prefect.deployments import run_deployment
 
-    stored = _stored_parameters(full_name, api_url)
-    return run_deployment(full_name, parameters=deep_merge(stored, parameters), timeout=0)
+    return run_deployment(full_name, parameters=parameters, timeout=0)
 
 
 def _stored_parameters(full_name: str, api_url: str) -> dict[str, Any]:

@@ -7,9 +7,11 @@ line keeps flat flags (`--concurrency`): `from_flat` files each one under its gr
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
 
 
 # Run ids become folder names: one strict pattern everywhere (tasks.inputs.trust.check_run_id).
@@ -51,6 +53,28 @@ class Throughput(_Group):
                                      description="fsspec URL schemes to enable (s3, gs, ...)")
     allow_hosts: list[str] = Field(default_factory=list, description="HOST[:PORT] that URLs in "
                                    "manifests and feeds may reach although not public (intranet)")
+    data_roots: list[str] = Field(default_factory=list, description="local folders "
+                                  "that runs started by others (submit, the inbox, the Prefect API) "
+                                  "may read local files from; none: no local files (the inbox: "
+                                  "its own folder)")
+
+    @field_validator("allow_schemes")
+    @classmethod
+    def _plain_schemes(cls, schemes: list[str]) -> list[str]:
+        """Scheme names only: a chained fsspec URL (a::b) is never enabled."""
+        for scheme in schemes:
+            if not re.fullmatch(r"[a-z][a-z0-9+.\-]*", scheme):
+                raise ValueError(f"{scheme!r} is not a URL scheme name (like s3 or gs)")
+        return schemes
+
+    @field_validator("data_roots")
+    @classmethod
+    def _local_folders(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            if "://" in root or "::" in root or not root.strip():
+                raise ValueError(f"{root!r}: a data root is a local folder (an object store is "
+                                 "enabled with allow_schemes instead)")
+        return roots
 
 
 class Reruns(_Group):
@@ -177,6 +201,23 @@ def flat_names(model: type[JobOptions]) -> set[str]:
     for group in groups.values():
         names |= set(group.model_fields)
     return names
+
+
+def option_fields(model: type[JobOptions]) -> list[tuple[tuple[str, ...], FieldInfo]]:
+    """Every option of `model` as (its path: (group, name) or (name,), its field): one entry per
+    group's field, also where two groups share a name (`max_audio_tokens`)."""
+    groups = _groups(model)
+    fields = [((name,), field) for name, field in model.model_fields.items() if name not in groups]
+    for group_name, group in groups.items():
+        fields += [((group_name, name), field) for name, field in group.model_fields.items()]
+    return fields
+
+
+def option_value(options: JobOptions, path: tuple[str, ...]) -> Any:
+    value: Any = options
+    for name in path:
+        value = getattr(value, name)
+    return value
 
 
 def nested(model: type[JobOptions], flat: dict[str, Any]) -> dict[str, Any]:

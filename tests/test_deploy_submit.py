@@ -147,6 +147,42 @@ def test_strict_submit_refuses_bad_rows_and_creates_no_run(prefect_api, tmp_path
     assert runs == []
 
 
+def test_submit_lists_the_rows_the_worker_will_refuse_before_submitting(prefect_api, tmp_path, capsys):
+    """The deployment declares its data roots; `submit` checks rows against them (and the
+    options against the deployment's) here, instead of "N rows, all valid" and a worker's refusal."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for folder in (data, elsewhere):
+        folder.mkdir()
+        shutil.copy(SPEECH / SHORT_CLIPS[0], folder / "clip.wav")
+    assert main(["deploy", "transcribe", "--name", "rooted-check", "--work-pool", POOL,
+                 "--out", str(tmp_path / "out"), "--data-root", str(data)]) == 0
+    deployment = read_deployment("transcribe-manifest/rooted-check")
+    assert deployment.parameters["options"] == {"throughput": {"data_roots": [str(data)]}}
+    manifest = write_manifest(data / "m.csv", [
+        {"id": "inside", "audio": "clip.wav"},
+        {"id": "outside", "audio": str(elsewhere / "clip.wav")},
+        {"id": "ftp", "audio": "ftp://files.example/clip.wav"},
+        {"id": "chained", "audio": "simplecache::https://files.example/clip.wav"}])
+    capsys.readouterr()
+    code = main(["submit", str(manifest), "--kind", "transcribe", "--deployment", "rooted-check", "--strict"])
+    printed = capsys.readouterr()
+    assert code == 2 and "3 of 4 rows have problems" in printed.out, printed
+    assert f"row 3: {elsewhere / 'clip.wav'} is outside the deployment's data roots ({data})" in printed.out
+    assert "row 4: the deployment does not enable ftp://" in printed.out
+    assert "row 5: audio file not found" in printed.out  # a cell a::b is a (local) name, never a chain
+    outside = write_manifest(elsewhere / "m.csv", [{"id": "inside", "audio": str(data / "clip.wav")}])
+    assert main(["submit", str(outside), "--kind", "transcribe", "--deployment", "rooted-check"]) == 2
+    assert "not submitted: manifest" in capsys.readouterr().err
+    assert main(["submit", str(manifest), "--kind", "transcribe", "--deployment", "rooted-check",
+                 "--shards", "4", "--timeout-s", "99999"]) == 2
+    error = capsys.readouterr().err
+    assert "not submitted" in error and "shards 4 is above the deployment's 1" in error
+    assert "timeout_s 99999 is above the deployment's 120" in error
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+    assert runs == []  # nothing was submitted
+
+
 def test_relative_paths_are_refused_for_a_remote_server(prefect_api, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_manifest(tmp_path / "m.csv", [{"audio": str(SPEECH / SHORT_CLIPS[0])}])

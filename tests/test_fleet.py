@@ -119,7 +119,7 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
         assert main(["deploy", "transcribe", "--work-pool", POOL, "--out", out, "--base-url",
                      model.base_url, "--model", "gpt-audio-1.5", "--allow-scheme", "s3",
                      "--concurrency", "2", "--requests-per-minute", str(RPM),
-                     "--no-qa", "--no-word-times"]) == 0  # a stub's words: nothing to check or align
+                     "--shards", str(SHARDS), "--no-qa", "--no-word-times"]) == 0  # a stub's words: nothing to check or align
         env = {**s3.env, "OPENAI_API_KEY": "sk-fleet-test"}
         logs = {name: tmp_path / f"{name}.log" for name in ("worker-a", "worker-b")}
         with fleet_worker("worker-a", logs["worker-a"], env) as worker_a, \

@@ -106,7 +106,7 @@ async def test_inbox_manifests_read_files_only_inside_the_inbox(tmp_path) -> Non
 @pytest.fixture(scope="module")
 def worker(prefect_api, tmp_path_factory):
     """The operator's worker: a key in its environment, no base URL (the embedded model), no
-    data roots set (a submitted manifest reads files next to it only)."""
+    data roots in its environment (each deployment names its own, or none: no local files)."""
     ensure_work_pool(POOL)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with process_worker(POOL, log, env={"OPENAI_API_KEY": FAKE_KEY, "AUDIOBATCH_DATA_ROOTS": "",
@@ -127,10 +127,10 @@ def final_state(flow_run_id, timeout_s: float = 300):
 
 def test_submitted_runs_stay_within_the_operators_settings(worker, tmp_path, capsys) -> None:
     out = tmp_path / "shared-out"
-    assert main(["deploy", "transcribe", "--name", "guarded", "--work-pool", POOL, "--out", str(out),
-                 "--max-cost-usd", "1", "--price-as", "gpt-audio-1.5"]) == 0
     jobs, private = tmp_path / "jobs", secret_files(tmp_path)
     jobs.mkdir()
+    assert main(["deploy", "transcribe", "--name", "guarded", "--work-pool", POOL, "--out", str(out),
+                 "--max-cost-usd", "1", "--price-as", "gpt-audio-1.5", "--data-root", str(jobs)]) == 0
     shutil.copy(SPEECH / SHORT_CLIPS[0], jobs / "clip.wav")  # beside the manifest: readable
     (jobs / "elsewhere.wav").symlink_to(SPEECH / SHORT_CLIPS[1])
     (private / "clip.wav").write_bytes((SPEECH / SHORT_CLIPS[2]).read_bytes())
@@ -168,3 +168,57 @@ def test_submitted_runs_stay_within_the_operators_settings(worker, tmp_path, cap
     assert all("outside the folders this run may read" in items.loc[i, "error_message"]
                for i in ("absolute", "dotdot", "symlink"))
     assert FAKE_KEY not in worker.read_text() + all_files_text(out)
+
+
+PASSWORD = "root-password: hunter2-5ea1"
+
+
+def test_a_submitted_run_reads_nothing_the_operator_did_not_name(worker, tmp_path) -> None:
+    """No data roots named: no local files at all (the manifest included); named: nothing outside
+    them, nothing through a link, no chained or unenabled URL; no message quotes what it refused."""
+    out, jobs, private = tmp_path / "out", tmp_path / "jobs", tmp_path / "private"
+    jobs.mkdir()
+    private.mkdir()
+    secret = private / "notes.csv"
+    secret.write_text(f"{PASSWORD}\nsecond line\n")  # no `audio` column: its error would quote this
+    (jobs / "link.csv").symlink_to(secret)
+    for name, roots in (("no-roots", []), ("rooted", ["--data-root", str(jobs)])):
+        assert main(["deploy", "transcribe", "--name", name, "--work-pool", POOL, "--out", str(out), *roots]) == 0
+    assert main(["deploy", "narrate", "--name", "narrating", "--work-pool", POOL, "--out", str(out),
+                 "--data-root", str(jobs)]) == 0
+    write_manifest(jobs / "m.csv", [{"text": "Hello."}])
+    escape = tmp_path / "escape"
+    with FaultServer() as other:
+        runs = {  # (deployment, parameters) -> what the refusal says
+            "no roots": ("transcribe-manifest/no-roots", {"manifest": str(secret)}, "named no data roots"),
+            "outside": ("transcribe-manifest/rooted", {"manifest": str(secret)}, "is outside the folders"),
+            "link": ("transcribe-manifest/rooted", {"manifest": str(jobs / "link.csv")}, "is outside the folders"),
+            "chained": ("transcribe-manifest/rooted", {"manifest": f"simplecache::{other.origin}/m.csv"},
+                        "not from a chained URL"),
+            "ftp": ("transcribe-manifest/rooted", {"manifest": f"ftp://127.0.0.1:{other.port}/m.csv"},
+                    "not from ftp://"),
+            "out": ("transcribe-manifest/rooted", {"manifest": str(jobs / "m.csv"),
+                                                   "out": f"file://{out}/../escape"}, "is outside the deployment's"),
+            "caps": ("transcribe-manifest/rooted", {"manifest": str(jobs / "m.csv"), "options": {
+                "throughput": {"timeout_s": 1e7, "max_backoff_s": 1e6},
+                "scale": {"dask_workers": 256, "shards": 1000}}}, "shards 1000 is above the deployment's 1"),
+            "feed": ("narrate-manifest/narrating", {"manifest": str(jobs / "m.csv"), "options": {"narration": {
+                "feed_url": "https://elsewhere.example/show", "verify_attempts": 500}}},
+                "feed_url 'https://elsewhere.example/show' is not the deployment's None"),
+        }
+        started = {what: run_deployment(name, parameters=params, timeout=0).id
+                   for what, (name, params, _) in runs.items()}
+        with pytest.raises(Exception, match="env"):  # the pool refuses job variables of a run's own
+            run_deployment("transcribe-manifest/rooted", parameters={"manifest": str(jobs / "m.csv")},
+                           timeout=0, job_variables={"env": {"AUDIOBATCH_DATA_ROOTS": "/"}})
+        states = {what: final_state(run_id) for what, run_id in started.items()}
+        assert other.requests == [] and other.connections_opened == 0
+    for what, (_, _, said) in runs.items():
+        assert states[what].is_failed() and said in states[what].message, (what, states[what].message)
+    for said in ("timeout_s 1e+07 is above", "max_backoff_s 1e+06 is above", "dask_workers 256:"):
+        assert said in states["caps"].message
+    assert "verify_attempts 500 is above the deployment's 3" in states["feed"].message
+    readable = " ".join(state.message for state in states.values()) + worker.read_text()
+    assert "hunter2" not in readable and "root-password" not in readable
+    assert not escape.exists() and not (out / "media").exists()
+    assert not (out / "items").exists()  # nothing ran

@@ -8,24 +8,28 @@ A flow decides once, at its start, what its run may do (`Trust`, made by flows/g
 pipeline then holds to it: local files only inside the data roots (never from a feed), the key
 only to allowed base URLs. The rules themselves are plain functions here:
 - `check_run_id`: run ids become folder names, so they are a strict pattern everywhere;
-- `data_roots`: AUDIOBATCH_DATA_ROOTS, else the folder the manifest came from;
+- `operator_roots`: the deployment's data roots, else AUDIOBATCH_DATA_ROOTS; none named: none;
 - `allowed_base_urls` / `check_base_url`: AUDIOBATCH_ALLOWED_BASE_URLS, else (for runs started
   through the Prefect API) only the worker's own OPENAI_BASE_URL or the deployment's;
-- `widened`: what a run's parameters may not do to the deployment's (raise a cap, add a scheme
-  or host, change the price table or profile file, write outside the output root).
+- `widened`: what a run's options may not do to the deployment's (raise any cap, add a scheme,
+  host or data root, change the price table, profile file or feed).
+Paths and URLs are compared by where they lead, never as strings (tasks/inputs/locations.py).
 """
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import get_args
 from urllib.parse import urlsplit
 
+from pydantic.fields import FieldInfo
+
 from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.inputs.locations import inside
 from audiobatch.tasks.inputs.sources import safe_url
-from audiobatch.tasks.options import RUN_ID_PATTERN
+from audiobatch.tasks.options import RUN_ID_PATTERN, JobOptions, option_fields, option_value
 
 DATA_ROOTS_ENV = "AUDIOBATCH_DATA_ROOTS"
 ALLOWED_BASE_URLS_ENV = "AUDIOBATCH_ALLOWED_BASE_URLS"
@@ -58,19 +62,15 @@ def env_list(name: str) -> list[str]:
     return [part.strip() for part in _LIST_SEPARATOR.split(os.environ.get(name, "")) if part.strip()]
 
 
-def data_roots(default: str | None) -> tuple[str, ...]:
-    """Where the local files of a manifest from others may be: the operator's
-    AUDIOBATCH_DATA_ROOTS, else `default` (the inbox, or the folder the manifest came from)."""
-    roots = env_list(DATA_ROOTS_ENV) or ([default] if default else [])
-    return tuple(os.path.realpath(os.path.expanduser(root)) for root in roots)
+def operator_roots(named: Sequence[str] = ()) -> tuple[str, ...]:
+    """The folders the operator let runs started by others read local files from: `named` (the
+    deployment's `--data-root`s), else the worker's AUDIOBATCH_DATA_ROOTS; none named: none."""
+    return real_roots(named or env_list(DATA_ROOTS_ENV))
 
 
-def inside(path: str, root: str) -> bool:
-    """`path` is `root` or below it: real local paths, or URL prefixes (s3://bucket/a)."""
-    if "://" in path or "://" in root:
-        return path.rstrip("/") == root.rstrip("/") or path.startswith(root.rstrip("/") + "/")
-    real, base = os.path.realpath(path), os.path.realpath(root)
-    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+def real_roots(roots: Iterable[str]) -> tuple[str, ...]:
+    """Local folders as real paths (`~`, `..` and links resolved), in order, without repeats."""
+    return tuple(dict.fromkeys(os.path.realpath(os.path.expanduser(str(root))) for root in roots))
 
 
 # --- where the key may go ---------------------------------------------------------------------
@@ -111,35 +111,65 @@ def check_base_url(base_url: str | None, allowed: frozenset[str] | None, *, oper
 
 
 # --- what a run started by others may not widen --------------------------------------------------
+# Each option of such a run is compared with its deployment's (the operator's). Every number in
+# the options model is a cap unless named below: a run may lower it, never raise it, and may not
+# put back the default (None) where the deployment set a number. So an option added later is a
+# cap until someone decides otherwise here (tests/test_untrusted_runs.py walks the model).
+AT_LEAST = frozenset({"min_download_kb_s", "stale_claim_h"})  # floors: a run may only raise them
+# What the output is (speed, loudness, which shard), bounded by the options model itself.
+CHOSEN = frozenset({"speed", "target_lufs", "economy_speed", "shard"})
+# Caps where None means "no limit" (elsewhere None means "the default", which may be more).
+NO_LIMIT_WHEN_NONE = frozenset({"requests_per_minute", "tokens_per_minute", "item_deadline_s",
+                                "max_cost_usd", "limit"})
+SUBSET = frozenset({"allow_schemes", "allow_hosts"})  # a run may drop entries, not add them
+WITHIN_ROOTS = frozenset({"data_roots"})  # each inside one of the operator's roots
+SAME = frozenset({"profiles", "provider", "price_as", "feed_url"})  # the deployment's, or refused
 
-AT_MOST = ("max_cost_usd", "max_download_mb", "download_deadline_s", "concurrency",
-           "requests_per_minute", "tokens_per_minute", "max_attempts", "item_deadline_s")
-AT_LEAST = ("min_download_kb_s",)
-SUBSET = ("allow_schemes", "allow_hosts")
-SAME = ("profiles", "provider", "price_as")
 
-
-def widened(run: Mapping[str, Any], operator: Mapping[str, Any]) -> list[str]:
-    """How a run's flat options go beyond the operator's (the deployment's); [] when they don't.
-    A cap may be lowered, never raised or dropped (None means no cap)."""
+def widened(run: JobOptions, operator: JobOptions, *, operator_roots: Sequence[str] = ()) -> list[str]:
+    """How a run's options go beyond the operator's (the deployment's); [] when they don't.
+    `operator_roots`: the data roots the operator named (the deployment's, else the worker's)."""
     problems = []
-    for name in AT_MOST:
-        mine, limit = run.get(name), operator.get(name)
-        if limit is not None and (mine is None or mine > limit):
-            problems.append(f"{name} {'none' if mine is None else f'{mine:g}'} is above the "
-                            f"deployment's {limit:g}")
-    for name in AT_LEAST:
-        mine, floor = run.get(name), operator.get(name)
-        if floor is not None and (mine is None or mine < floor):
-            problems.append(f"{name} {mine} is below the deployment's {floor:g}")
-    for name in SUBSET:
-        extra = sorted(set(run.get(name) or ()) - set(operator.get(name) or ()))
-        if extra:
-            problems.append(f"{name} adds {', '.join(extra)}")
-    for name in SAME:
-        if run.get(name) != operator.get(name):
-            problems.append(f"{name} {run.get(name)!r} is not the deployment's {operator.get(name)!r}")
+    for path, field in option_fields(type(operator)):
+        name, value, limit = path[-1], option_value(run, path), option_value(operator, path)
+        if name in SUBSET:
+            extra = sorted(set(value or ()) - set(limit or ()))
+            problems += [f"{name} adds {', '.join(extra)}"] if extra else []
+        elif name in WITHIN_ROOTS:
+            outside = [root for root in value or () if not any(inside(root, r) for r in operator_roots)]
+            problems += [f"{name} {', '.join(outside)} is outside the operator's data roots "
+                         f"({', '.join(operator_roots) or 'none'})"] if outside else []
+        elif name in SAME:
+            if value != limit:
+                problems.append(f"{name} {value!r} is not the deployment's {limit!r}")
+        elif is_number(field) and name not in CHOSEN:
+            problems += [problem] if (problem := number_problem(name, value, limit)) else []
     return problems
+
+
+def number_problem(name: str, value: float | None, limit: float | None) -> str | None:
+    """Why a run's number goes beyond the deployment's (a cap, or a floor in AT_LEAST)."""
+    shown = "none" if value is None else f"{value:g}"
+    if value == limit:
+        return None
+    if name in AT_LEAST:
+        if limit is not None and (value is None or value < limit):
+            return f"{name} {shown} is below the deployment's {limit:g}"
+        return None
+    if limit is None:
+        if name in NO_LIMIT_WHEN_NONE:
+            return None
+        return f"{name} {shown}: the deployment leaves it at its default, which a run may not change"
+    if value is None:
+        meaning = "no limit" if name in NO_LIMIT_WHEN_NONE else "the default"
+        return f"{name} none ({meaning}) is above the deployment's {limit:g}"
+    return f"{name} {shown} is above the deployment's {limit:g}" if value > limit else None
+
+
+def is_number(field: FieldInfo) -> bool:
+    """An int or float option (bool excluded), optional or not."""
+    kinds = get_args(field.annotation) or (field.annotation,)
+    return any(kind in (int, float) for kind in kinds)
 
 
 def refuse_widening(problems: Iterable[str]) -> None:

@@ -58,6 +58,7 @@ class RunOptions:
     rerun_failed: str | None = None
     allow_schemes: tuple[str, ...] = ()
     allow_hosts: tuple[str, ...] = ()
+    data_roots: tuple[str, ...] = ()  # only for runs started by others (flows/guard.py)
     max_download_mb: float = 4096.0
     download_deadline_s: float = 3600.0
     min_download_kb_s: float = 16.0
@@ -102,6 +103,7 @@ class RunOptions:
         flat = options.flat()
         flat["allow_schemes"] = tuple(flat["allow_schemes"])
         flat["allow_hosts"] = tuple(flat["allow_hosts"])
+        flat["data_roots"] = tuple(flat["data_roots"])
         return cls(kind=kind, manifest=manifest, out=out, **flat)
 
     def job_key(self, manifest_bytes: bytes) -> str:
@@ -109,7 +111,7 @@ class RunOptions:
         shaping = {k: v for k, v in asdict(self).items()
                    if k not in {"concurrency", "requests_per_minute", "tokens_per_minute", "progress",
                                 "max_attempts", "max_backoff_s", "timeout_s", "item_deadline_s", "max_cost_usd",
-                                "resume", "use_cache", "manifest", "run_id", "allow_hosts",
+                                "resume", "use_cache", "manifest", "run_id", "allow_hosts", "data_roots",
                                 "download_deadline_s", "min_download_kb_s", "shards", "shard",
                                 "task_runner", "dask_workers"}}
         digest = hashlib.sha256(manifest_bytes)
