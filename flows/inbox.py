@@ -15,6 +15,10 @@ exclusively (O_EXCL; `xb` on fsspec stores), and a claim older than `stale_claim
 that crashed) is taken over by renaming it, which only one run can do. A run that finishes
 moves the manifest out before releasing its claim. A manifest whose run crashed is resumed
 (same content, same job) when its claim goes stale, or at once if you delete the claim.
+
+Droppers are not trusted: their manifests read local files only inside the data roots (the
+inbox folder by default), and nothing the inbox opens or writes goes through a link they planted
+(flows/inbox_folders.py; the manifest itself is read without following a link, flows/common.py).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from typing import Any
 from audiobatch.flows.common import summary_of
 from audiobatch.flows.flow_class import audiobatch_flow
 from audiobatch.flows.guard import check_inbox, manifests_from_inbox
+from audiobatch.flows.inbox_folders import TOP, inbox_folders
 from audiobatch.flows.narrate import narrate_manifest
 from audiobatch.flows.transcribe import transcribe_manifest
 from audiobatch.tasks.errors import AudiobatchError, redact
@@ -60,103 +65,90 @@ class Report:
 
 
 class Inbox:
-    """A folder or fsspec prefix of waiting manifests, with claims and done/failed folders."""
+    """A folder or fsspec prefix of waiting manifests, with claims and done/failed folders
+    (flows/inbox_folders.py: on a local disk, without following a link anywhere)."""
 
     def __init__(self, location: str, stale_claim_h: float = 24.0) -> None:
         self.root = OutputRoot(location)
+        self.folders = inbox_folders(self.root)
         self.stale_claim_s = stale_claim_h * 3600
 
     def location(self, name: str) -> str:
         return self.root.display(name)
 
     def waiting(self) -> list[str]:
-        entries = self.root.fs.ls(self.root.path, detail=True)
-        names = (entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in entries
-                 if entry.get("type") == "file")
-        return sorted(n for n in names if n.lower().endswith(MANIFEST_SUFFIXES) and not n.startswith("."))
+        return sorted(n for n in self.folders.files()
+                      if n.lower().endswith(MANIFEST_SUFFIXES) and not n.startswith("."))
+
+    def read(self, name: str) -> bytes:
+        """A waiting manifest's bytes: a regular file, not read through a link."""
+        return self.folders.read(TOP, name)
 
     def claim(self, name: str) -> bool:
         """Take `name` for this run; False when another run has it or has finished it."""
-        claim = self.root.full(f"{PROCESSING}/{name}.claim")
-        self.root.fs.makedirs(self.root.full(PROCESSING), exist_ok=True)
-        if not self._create_exclusive(claim) and not (self._take_over_stale(claim)
-                                                      and self._create_exclusive(claim)):
+        claim = f"{name}.claim"
+        if not self._create_claim(claim) and not (self._take_over_stale(claim) and self._create_claim(claim)):
             return False
-        if not self.root.exists(name):  # finished by another run between listing and claiming
+        if not self.folders.exists(TOP, name):  # finished by another run between listing and claiming
             self.release(name)
             return False
         return True
 
     def release(self, name: str) -> None:
-        self.root.fs.rm_file(self.root.full(f"{PROCESSING}/{name}.claim"))
+        self.folders.remove(PROCESSING, f"{name}.claim")
 
     def finish(self, report: Report) -> str:
         """Summary beside the manifest in done/ or failed/, the manifest moved, then release."""
         folder = DONE if report.status == "done" else FAILED
         target = self._free_name(folder, report.manifest)
-        report.moved_to = self.root.display(target)
-        self.root.write_bytes(f"{target}.summary.json",
-                              json.dumps(asdict(report), indent=2, default=str).encode())
-        self.root.fs.mv(self.root.full(report.manifest), self.root.full(target))
+        report.moved_to = self.root.display(f"{folder}/{target}")
+        summary = json.dumps(asdict(report), indent=2, default=str).encode()
+        while not self.folders.create(folder, f"{target}.summary.json", summary):  # taken meanwhile
+            target = self._free_name(folder, report.manifest, fresh=True)
+            report.moved_to = self.root.display(f"{folder}/{target}")
+            summary = json.dumps(asdict(report), indent=2, default=str).encode()
+        self.folders.rename(TOP, report.manifest, folder, target)
         self.release(report.manifest)
         return report.moved_to
 
-    def _create_exclusive(self, path: str) -> bool:
+    def _create_claim(self, claim: str) -> bool:
         record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                              "claimed_at": datetime.now(timezone.utc).isoformat()}).encode()
-        try:
-            if self.root.is_local:
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(record)
-            else:
-                with self.root.fs.open(path, "xb") as handle:
-                    handle.write(record)
-            return True
-        except FileExistsError:
-            return False
-        except (ValueError, NotImplementedError):  # this store cannot create exclusively
-            log.warning("%s cannot create files exclusively: overlapping inbox runs are kept "
-                        "apart only by the deployment's concurrency limit", safe_url(self.root.url))
-            if self.root.fs.exists(path):
-                return False
-            self.root.fs.pipe_file(path, record)
-            return True
+        return self.folders.create(PROCESSING, claim, record)
 
     def _take_over_stale(self, claim: str) -> bool:
         """Rename a claim older than the limit out of the way; only one run's rename succeeds."""
         try:
-            age = time.time() - _modified(self.root.fs.info(claim))
+            age = time.time() - self.folders.modified(PROCESSING, claim)
         except FileNotFoundError:
             return True  # released meanwhile: try to claim again
         if age < self.stale_claim_s:
             return False
         try:
-            self.root.fs.mv(claim, f"{claim}.stale-{uuid.uuid4().hex[:8]}")
+            self.folders.rename(PROCESSING, claim, PROCESSING, f"{claim}.stale-{uuid.uuid4().hex[:8]}")
         except FileNotFoundError:
             return False  # another run took it over first
-        log.warning("took over the claim on %s: its run stopped %.1f h ago", claim, age / 3600)
+        log.warning("took over the claim on %s: its run stopped %.1f h ago",
+                    self.root.display(f"{PROCESSING}/{claim}"), age / 3600)
         return True
 
-    def _free_name(self, folder: str, name: str) -> str:
-        if not self.root.exists(f"{folder}/{name}"):
-            return f"{folder}/{name}"
+    def _free_name(self, folder: str, name: str, fresh: bool = False) -> str:
+        if not fresh and not self.folders.exists(folder, name) \
+                and not self.folders.exists(folder, f"{name}.summary.json"):
+            return name
         stem, dot, suffix = name.rpartition(".")
-        return f"{folder}/{stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}{dot}{suffix}"
+        return f"{stem}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:4]}{dot}{suffix}"
 
 
-def _modified(info: dict[str, Any]) -> float:
-    value = info.get("mtime") or info.get("LastModified") or info.get("created") or 0.0
-    return value.timestamp() if isinstance(value, datetime) else float(value)
-
-
-def manifest_kind(name: str, location: str) -> str:
-    """By name (`x.narrate.csv`), else by header: `audio` -> transcribe, `text`/`text_file` -> narrate."""
+def kind_by_name(name: str) -> str | None:
+    """`x.narrate.csv` -> narrate, `x.transcribe.csv` -> transcribe; None when the name says neither."""
     tags = set(name.lower().split(".")[1:-1])
-    for kind in (TRANSCRIBE, NARRATE):
-        if kind in tags:
-            return kind
-    header = next((cells for _, cells in read_rows(location) if any(c.strip() for c in cells)), [])
+    return next((kind for kind in (TRANSCRIBE, NARRATE) if kind in tags), None)
+
+
+def kind_by_header(name: str, location: str, data: bytes) -> str:
+    """By the header of the manifest's `data`: `audio` -> transcribe, `text`/`text_file` -> narrate."""
+    header = next((cells for _, cells in read_rows(location, data) if any(c.strip() for c in cells)), [])
     columns = {re.sub(r"[\s\-]+", "_", cell.strip().lower()) for cell in header}
     is_transcribe, is_narrate = "audio" in columns, bool(columns & {"text", "text_file"})
     if is_transcribe != is_narrate:
@@ -176,7 +168,7 @@ def _not_ok_rows(out: str, run_id: str) -> list[dict[str, Any]]:
 
 async def _run_manifest(box: Inbox, name: str, out: str, options: InboxOptions) -> Report:
     try:
-        kind = manifest_kind(name, box.location(name))
+        kind = kind_by_name(name) or kind_by_header(name, box.location(name), box.read(name))
         job = transcribe_manifest if kind == TRANSCRIBE else narrate_manifest
         summary = await summary_of(await job(manifest=box.location(name), out=out,
                                              options=options.for_kind(kind), return_state=True))
@@ -197,7 +189,7 @@ async def process_inbox(inbox: str, out: str = "outputs", stale_claim_h: float =
     per manifest. The API key comes from OPENAI_API_KEY, never from a parameter. A dropped
     manifest is someone else's: its rows read local files only inside the data roots
     (AUDIOBATCH_DATA_ROOTS, else the inbox folder)."""
-    await check_inbox(options, inbox, out)
+    await check_inbox(options, inbox, out, stale_claim_h)
     box = Inbox(inbox, stale_claim_h)
     waiting = box.waiting()
     print(f"inbox {safe_url(box.root.url)}: {len(waiting)} manifest(s) waiting")

@@ -137,3 +137,70 @@ def test_inbox_deployment_runs_on_a_worker(prefect_api, tmp_path, capsys):
     assert names(inbox / "done") == {"today.csv", "today.csv.summary.json"}
     [text] = read_dataset(out, "transcripts")["text"]
     assert corpus_wer([references()[SHORT_CLIPS[2]]], [text]) < 0.25
+
+
+# --- what a dropper plants -------------------------------------------------------------------------
+
+def test_planted_links_are_moved_aside_never_written_through(tmp_path):
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "another-output-root"
+    inbox.mkdir()
+    for name in ("processing", "done", "failed"):
+        (elsewhere / name).mkdir(parents=True)
+        (inbox / name).symlink_to(elsewhere / name)  # seen: the worker wrote through these
+    write_manifest(inbox / "a.csv", [{"audio": "x.wav"}])
+    write_manifest(inbox / "b.csv", [{"audio": "y.wav"}])
+    os.mkfifo(inbox / "pipe.csv")
+    (inbox / "link.csv").symlink_to(inbox / "a.csv")
+    box = Inbox(str(inbox))
+    assert box.waiting() == ["a.csv", "b.csv"]  # regular files only
+    assert box.claim("a.csv") and box.claim("b.csv")
+    box.finish(Report("a.csv", "done"))
+    box.finish(Report("b.csv", "failed", error="example"))
+    assert [list((elsewhere / name).iterdir()) for name in ("processing", "done", "failed")] == [[], [], []]
+    for name in ("processing", "done", "failed"):
+        assert (inbox / name).is_dir() and not (inbox / name).is_symlink()
+    assert names(inbox / "done") == {"a.csv", "a.csv.summary.json"}
+    planted = sorted(p.name.split(".planted-")[0] for p in inbox.iterdir() if ".planted-" in p.name)
+    assert planted == ["done", "failed", "processing"]  # moved aside, for the operator to see
+
+    # a link planted inside the inbox's own folder is not written through either
+    victim = elsewhere / "victim.json"
+    victim.write_text("untouched")
+    (inbox / "failed" / "c.csv.summary.json").symlink_to(victim)
+    write_manifest(inbox / "c.csv", [{"audio": "z.wav"}])
+    assert box.claim("c.csv")
+    moved_to = box.finish(Report("c.csv", "failed", error="example"))
+    assert victim.read_text() == "untouched" and moved_to != str(inbox / "failed" / "c.csv")
+    assert json.loads(Path(f"{moved_to}.summary.json").read_text())["error"] == "example"
+
+
+@pytest.mark.e2e
+async def test_a_manifest_swapped_for_a_link_after_listing_is_not_read(prefect_api, tmp_path, monkeypatch):
+    inbox, out, private = tmp_path / "inbox", tmp_path / "out", tmp_path / "private"
+    private.mkdir()
+    secret = private / "passwords.csv"
+    secret.write_text("root password: hunter2-5ea1\nsecond line\n")
+    write_manifest(inbox / "kind-by-header.csv", [{"audio": "a.wav"}])
+    write_manifest(inbox / "kind-by-name.transcribe.csv", [{"audio": "a.wav"}])
+    write_manifest(inbox / "pipe.narrate.csv", [{"text": "hello"}])
+    claim = Inbox.claim
+
+    def swap_then_claim(box, name):  # between listing and running, as a dropper racing the run
+        (inbox / name).unlink()
+        if name.startswith("pipe"):
+            os.mkfifo(inbox / name)  # reading it would block the run forever
+        else:
+            (inbox / name).symlink_to(secret)
+        return claim(box, name)
+
+    monkeypatch.setattr(Inbox, "claim", swap_then_claim)
+    result = await process_inbox(str(inbox), out=str(out), options=InboxOptions.from_flat(progress=False))
+    errors = {r["manifest"]: r["error"] for r in result["processed"]}
+    assert set(errors) == {"kind-by-header.csv", "kind-by-name.transcribe.csv", "pipe.narrate.csv"}
+    assert "is a symbolic link" in errors["kind-by-header.csv"]  # the inbox's own read
+    assert "is a symbolic link" in errors["kind-by-name.transcribe.csv"]  # the run's read
+    assert "is not a regular file" in errors["pipe.narrate.csv"]
+    written = "".join(p.read_text(errors="replace") for p in [*inbox.rglob("*.json"), *out.rglob("*")]
+                      if p.is_file() and not p.is_symlink())
+    assert "hunter2" not in written and "root password" not in written
+    assert secret.read_text().startswith("root password")  # moved links point on, untouched
