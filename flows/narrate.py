@@ -28,10 +28,16 @@ async def narrate_manifest(manifest: str, out: str = "outputs",
     run = RunOptions.from_job(NARRATE, manifest, out, options)
     if run.feed_url:
         check_feed_url(run.feed_url)  # before any work
-    summary = await execute_run(run, narrate_item, await manifest_trust(run, options))
+    trust = await manifest_trust(run, options)
+    summary = await execute_run(run, narrate_item, trust)
     if run.feed_url:
         root = OutputRoot(out)
         rows = RunStaging(run_folder(root, summary["run_id"])).final_rows("narrations")
-        summary["feed"] = publish_run_to_feed(root, rows, run.feed_url)
+        # items from others' manifests only add episodes, never replace one (tasks/narration/feed.py)
+        update = publish_run_to_feed(root, rows, run.feed_url, replace=trust.local_roots is None)
+        summary["feed"] = update.path if update else None
         print(f"podcast feed: {summary['feed']}")
+        if update and update.kept:
+            print(f"not in the feed: {', '.join(update.kept)} (an episode with the same item id is "
+                  "there already, and this manifest is not the operator's: give new item ids)")
     return run_state(summary)

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from defusedxml import ElementTree as SafeET
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from audiobatch.flows.common import summary_of
 from audiobatch.flows.podcast import transcribe_podcast
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.narration.feed import FEED_FILE, FeedEntry, entry_guid, update_feed
+from audiobatch.tasks.narration.feed import FEED_FILE, FeedEntry, entry_guid, update_feed, xml_text
 from audiobatch.tasks.options import TranscribeOptions
 from audiobatch.tasks.outputs.datasets import OutputRoot
 from tests.helpers.e2e import run_narrate, write_manifest
@@ -58,6 +61,40 @@ def test_a_tampered_feed_file_and_bad_urls_are_refused(tmp_path: Path) -> None:
     for bad in ("file:///etc", "ftp://host/x", "https://user:pw@host/x", "https://host/x?token=1"):
         with pytest.raises(ConfigError, match="--feed-url"):
             update_feed(OutputRoot(tmp_path / "other"), bad, [entry("a", 1)])
+
+
+def test_a_control_character_in_a_title_leaves_a_feed_the_next_run_can_read(tmp_path: Path) -> None:
+    out = OutputRoot(tmp_path)
+    # seen: a submitted title with \x0b made feed.xml invalid XML, and the operator's next run failed
+    update_feed(out, URL, [entry("a", 1, "Vertical\x0btab \ud800 and \x00 nul")])
+    update_feed(out, URL, [entry("b", 2, "The operator's next episode")])
+    parsed = feedparser.parse((tmp_path / FEED_FILE).read_bytes())
+    assert not parsed.bozo and {e.title for e in parsed.entries} == {
+        "Verticaltab  and  nul", "The operator's next episode"}
+
+
+def test_items_from_others_add_episodes_but_never_replace_one(tmp_path: Path) -> None:
+    out = OutputRoot(tmp_path)
+    update_feed(out, URL, [entry("news", 100, "The operator's news")])
+    update = update_feed(out, URL, [entry("news", 999, "Not the news"), entry("mine", 5, "Mine")],
+                         replace=False)
+    assert update.kept == ["news"]
+    by_id = {e.id: e for e in feedparser.parse((tmp_path / FEED_FILE).read_bytes()).entries}
+    assert by_id[entry_guid(URL, "news")].title == "The operator's news"
+    assert by_id[entry_guid(URL, "news")].enclosures[0].length == "100"
+    assert by_id[entry_guid(URL, "mine")].title == "Mine"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=st.text(max_size=30), summary=st.text(max_size=30))
+def test_any_title_and_text_make_a_well_formed_feed(tmp_path: Path, title: str, summary: str) -> None:
+    out = OutputRoot(tmp_path / "any")
+    update_feed(out, URL, [FeedEntry(item_id="x", title=title, audio="media/x.mp3", audio_bytes=1,
+                                     audio_format="mp3", duration_s=1.0, summary=summary)])
+    item = SafeET.fromstring((tmp_path / "any" / FEED_FILE).read_bytes()).find("channel/item")
+    normal = lambda text: xml_text(text).replace("\r\n", "\n").replace("\r", "\n")  # noqa: E731
+    assert (item.findtext("title") or "") == normal(title)
+    assert (item.findtext("description") or "") == normal(summary)
 
 
 @pytest.mark.e2e

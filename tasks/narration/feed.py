@@ -8,14 +8,19 @@ the narration's captions and text. The feed is updated run by run: an item narra
 replaces its entry (same GUID, first publication date kept, new file), never adds a second one.
 Channel fields a publisher edited in the file (title, description, author, image) are kept.
 
-Trust: the feed file under the output root is re-read with defusedxml; the URL comes from the
-run's options (an untrusted submitted run may set it): it must be a plain http(s) URL, and
-everything written is escaped by ElementTree.
+Trust: the feed belongs to the operator (the deployment's `feed_url`; a run started by others
+may not set another, flows/guard.py). Items from others' manifests (the inbox, `submit`) only add
+entries: one whose GUID is in the feed already is left as it is (`replace=False`), so nobody
+replaces another's episode by reusing its item id. Titles and texts come from manifests and books:
+characters XML 1.0 does not allow (control characters, lone surrogates) are dropped before
+ElementTree escapes the rest, so the file stays a feed every reader (and the next run) can parse.
+The feed file is re-read with defusedxml; the URL must be a plain http(s) URL.
 """
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
@@ -36,6 +41,8 @@ for _prefix, _uri in (("itunes", ITUNES_NS), ("podcast", PODCAST_NS), ("atom", A
 MIME_TYPES = {"mp3": "audio/mpeg", "m4b": "audio/mp4", "wav": "audio/wav", "flac": "audio/flac",
               "opus": "audio/ogg", "vtt": "text/vtt", "srt": "application/x-subrip",
               "txt": "text/plain"}
+# Characters XML 1.0 allows (https://www.w3.org/TR/xml/#charsets); anything else breaks the file.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _DEFAULT_CHANNEL = {"title": "Narrations", "description": "Narrated by audiobatch.",
                     "language": "en"}
 
@@ -50,6 +57,17 @@ class FeedEntry:
     duration_s: float
     transcripts: tuple[str, ...] = ()  # paths under the output root, best first
     summary: str = ""
+
+
+@dataclass
+class FeedUpdate:
+    path: str  # where the feed was written
+    kept: list[str] = field(default_factory=list)  # item ids whose existing entry was not replaced
+
+
+def xml_text(text: str) -> str:
+    """`text` without the characters XML 1.0 does not allow (ElementTree escapes the rest)."""
+    return _NOT_XML.sub("", text)
 
 
 def check_feed_url(url: str) -> str:
@@ -72,15 +90,20 @@ def public_url(feed_url: str, relative: str) -> str:
 
 
 def update_feed(out: OutputRoot, feed_url: str, entries: list[FeedEntry],
-                now: datetime | None = None) -> str:
-    """Add or replace this run's entries in the feed; return where the feed was written."""
+                now: datetime | None = None, *, replace: bool = True) -> FeedUpdate:
+    """Add this run's entries to the feed, replacing an entry of the same item (`replace`: the
+    operator's own items) or leaving it as it is (items from others)."""
     feed_url = check_feed_url(feed_url)
     now = now or datetime.now(timezone.utc)
     root, channel = _load(out, feed_url)
     items = {(item.findtext("guid") or ""): item for item in channel.findall("item")}
+    kept = []
     for entry in entries:
         guid = entry_guid(feed_url, entry.item_id)
         old = items.get(guid)
+        if old is not None and not replace:
+            kept.append(entry.item_id)
+            continue
         published = old.findtext("pubDate") if old is not None else None
         items[guid] = _item(feed_url, entry, guid, published or format_datetime(now))
     for item in channel.findall("item"):
@@ -91,7 +114,7 @@ def update_feed(out: OutputRoot, feed_url: str, entries: list[FeedEntry],
     ET.indent(root)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     out.write_bytes(FEED_FILE, data)
-    return out.display(FEED_FILE)
+    return FeedUpdate(out.display(FEED_FILE), kept)
 
 
 def _load(out: OutputRoot, feed_url: str) -> tuple[ET.Element, ET.Element]:
@@ -123,16 +146,16 @@ def _set(parent: ET.Element, tag: str, text: str) -> None:
     element = parent.find(tag)
     if element is None:
         element = ET.SubElement(parent, tag)
-    element.text = text
+    element.text = xml_text(text)
 
 
 def _item(feed_url: str, entry: FeedEntry, guid: str, published: str) -> ET.Element:
     item = ET.Element("item")
-    ET.SubElement(item, "title").text = entry.title
+    ET.SubElement(item, "title").text = xml_text(entry.title)
     ET.SubElement(item, "guid", {"isPermaLink": "false"}).text = guid
     ET.SubElement(item, "pubDate").text = published
     if entry.summary:
-        ET.SubElement(item, "description").text = entry.summary
+        ET.SubElement(item, "description").text = xml_text(entry.summary)
     ET.SubElement(item, "enclosure", {"url": public_url(feed_url, entry.audio),
                                       "length": str(entry.audio_bytes),
                                       "type": MIME_TYPES[entry.audio_format]})
@@ -156,7 +179,8 @@ def _published(item: ET.Element) -> datetime:
         return datetime.min.replace(tzinfo=timezone.utc)
 
 
-def publish_run_to_feed(out: OutputRoot, run_rows: list[dict], feed_url: str) -> str | None:
+def publish_run_to_feed(out: OutputRoot, run_rows: list[dict], feed_url: str, *,
+                        replace: bool = True) -> FeedUpdate | None:
     """Update the feed with the narrations a run finished (its `narrations` rows)."""
     prefix = out.display("")
     entries = [FeedEntry(item_id=row["item_id"], title=row.get("title") or row["item_id"],
@@ -166,4 +190,4 @@ def publish_run_to_feed(out: OutputRoot, run_rows: list[dict], feed_url: str) ->
                                            for name in ("vtt_path", "srt_path", "txt_path") if row.get(name)),
                          summary=row.get("summary") or "")
                for row in run_rows]
-    return update_feed(out, feed_url, entries) if entries else None
+    return update_feed(out, feed_url, entries, replace=replace) if entries else None
