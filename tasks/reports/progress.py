@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from audiobatch.tasks.reports.report import markdown_text
+
 LISTED_PROBLEMS = 20  # failed/skipped items named in the summary; the rest are counted
 
 
@@ -190,7 +192,8 @@ async def publish_artifact(summary: RunSummary) -> None:
         return
     await acreate_table_artifact(
         key=f"{summary.kind}-summary",
-        table=summary.rows(),
+        # the UI renders each text cell as Markdown: a stop reason may quote a server's reply
+        table=[{key: markdown_text(value) for key, value in row.items()} for row in summary.rows()],
         description=f"audiobatch {summary.kind} run {summary.run_id}",
     )
 

@@ -8,10 +8,16 @@ manifests and servers (untrusted): every text is HTML-escaped.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from audiobatch.tasks.reports.history import RunRecord
+
+# Every ASCII punctuation character may be backslash-escaped in CommonMark and GFM, and escaped it
+# is only text: no link, image, autolink (the ':' of "https://", the '.' of "www."), HTML tag,
+# emphasis or table pipe can start from it.
+_MARKDOWN_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
 
 WIDTH, HEIGHT, PAD = 560, 220, 44
 STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -141,19 +147,26 @@ def write_report(run: RunRecord, path: str | Path) -> Path:
 def render_markdown(run: RunRecord) -> str:
     """The report's tables for a Prefect artifact (the UI renders Markdown, not SVG)."""
     cost = "unknown" if run.cost_usd is None else f"${run.cost_usd:.4f}"
-    lines = [f"## audiobatch {run.kind} run {run.run_id}", "",
-             f"{run.items} items: {run.ok} ok, {run.failed} failed, {run.skipped} skipped; "
-             f"{run.audio_s / 3600:.3f} audio h; {run.requests} requests ({run.retries} retries); {cost}"]
+    lines = [f"## audiobatch {_md(run.kind)} run {_md(run.run_id)}", "",
+             _md(f"{run.items} items: {run.ok} ok, {run.failed} failed, {run.skipped} skipped; "
+                 f"{run.audio_s / 3600:.3f} audio h; {run.requests} requests ({run.retries} retries); {cost}")]
     if run.failures:
         lines += ["", "| item | row | status | reason |", "|---|---|---|---|"]
-        lines += [f"| {_md(r['item_id'])} | {r.get('row')} | {r['status']} | {_md(r.get('error_message'))} |"
-                  for r in run.failures[:200]]
+        lines += [f"| {_md(r['item_id'])} | {_md(r.get('row'))} | {_md(r['status'])} | "
+                  f"{_md(r.get('error_message'))} |" for r in run.failures[:200]]
     errors = run.errors_by_kind()
     if errors:
         lines += ["", "| error kind | count |", "|---|---|"] + [f"| {_md(k)} | {v} |" for k, v in errors.items()]
     return "\n".join(lines)
 
 
-def _md(value: object) -> str:
-    return html.escape(str(value or "")).replace("|", "\\|").replace("\n", " ")
+def markdown_text(value: object) -> str:
+    """`value` as Markdown that shows exactly its text: item ids, sources and messages come from
+    manifests, feeds and model replies, and a Markdown artifact would otherwise render their
+    links and images (to any host) in the Prefect UI. One line: newlines become spaces."""
+    text = "" if value is None else " ".join(str(value).splitlines())
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+_md = markdown_text
 
