@@ -38,6 +38,7 @@ async def narrate_manifest(manifest: str, out: str = "outputs",
         summary["feed"] = update.path if update else None
         print(f"podcast feed: {summary['feed']}")
         if update and update.kept:
+            summary["feed_not_added"] = update.kept
             print(f"not in the feed: {', '.join(update.kept)} (an episode with the same item id is "
                   "there already, and this manifest is not the operator's: give new item ids)")
     return run_state(summary)

@@ -133,3 +133,26 @@ async def test_narrations_become_a_feed_that_audiobatch_podcast_reads_back(tmp_p
     assert set(transcripts["origin"]) == {"feed"}
     assert sorted(transcripts["text"]) == sorted(texts.values())
     assert sorted(transcripts["episode_title"]) == ["Morning", "Sport", "Weather"]
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("prefect_api")
+async def test_a_dropped_manifest_adds_to_the_operators_feed_but_replaces_nothing(tmp_path: Path) -> None:
+    from audiobatch.flows.inbox import process_inbox
+    from audiobatch.tasks.options import InboxOptions
+
+    out, inbox = tmp_path / "out", tmp_path / "inbox"
+    quick = {"audio_format": "wav", "verify": False, "captions": False, "feed_url": URL}
+    operators = write_manifest(tmp_path / "mine.csv", [{"id": "news", "text": "The news.", "title": "News"}])
+    await run_narrate(operators, out, **quick)
+    write_manifest(inbox / "theirs.narrate.csv", [
+        {"id": "news", "text": "Not the news.", "title": "Fake news"},  # the operator's item id
+        {"id": "extra", "text": "An extra episode.", "title": "Extra\x0bepisode"}])
+    result = await process_inbox(str(inbox), out=str(out), options=InboxOptions.from_flat(progress=False, **quick))
+    [report] = result["processed"]
+    assert report["status"] == "done" and report["summary"]["feed_not_added"] == ["news"]
+    parsed = feedparser.parse((out / FEED_FILE).read_bytes())
+    assert not parsed.bozo
+    assert {e.id: e.title for e in parsed.entries} == {entry_guid(URL, "news"): "News",
+                                                        entry_guid(URL, "extra"): "Extraepisode"}
+    await run_narrate(operators, out, **quick, run_id="again")  # the operator's next run reads it
