@@ -95,7 +95,10 @@ class Inbox:
         return True
 
     def release(self, name: str) -> None:
-        self.folders.remove(PROCESSING, f"{name}.claim")
+        try:
+            self.folders.remove(PROCESSING, f"{name}.claim")
+        except FileNotFoundError:  # removed by hand (or by a dropper): nothing left to release
+            pass
 
     def finish(self, report: Report) -> str:
         """Summary beside the manifest in done/ or failed/, the manifest moved, then release."""
@@ -107,7 +110,10 @@ class Inbox:
             target = self._free_name(folder, report.manifest, fresh=True)
             report.moved_to = self.root.display(f"{folder}/{target}")
             summary = json.dumps(asdict(report), indent=2, default=str).encode()
-        self.folders.rename(TOP, report.manifest, folder, target)
+        try:
+            self.folders.rename(TOP, report.manifest, folder, target)
+        except FileNotFoundError:  # taken away meanwhile (by whoever dropped it): the summary stays
+            log.warning("%s was gone before it could be moved to %s", report.manifest, folder)
         self.release(report.manifest)
         return report.moved_to
 

@@ -204,3 +204,14 @@ async def test_a_manifest_swapped_for_a_link_after_listing_is_not_read(prefect_a
                       if p.is_file() and not p.is_symlink())
     assert "hunter2" not in written and "root password" not in written
     assert secret.read_text().startswith("root password")  # moved links point on, untouched
+
+
+def test_a_manifest_or_claim_taken_away_meanwhile_does_not_stop_the_inbox(tmp_path):
+    inbox = tmp_path / "inbox"
+    write_manifest(inbox / "a.csv", [{"audio": "x.wav"}])
+    box = Inbox(str(inbox))
+    assert box.claim("a.csv")
+    (inbox / "a.csv").unlink()
+    (inbox / "processing" / "a.csv.claim").unlink()
+    box.finish(Report("a.csv", "failed", error="example"))
+    assert names(inbox / "failed") == {"a.csv.summary.json"}
