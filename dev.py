@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """One entry point for newcomers and CI: set up a virtual environment, then run something.
 
-    python3 dev.py demo    # install, then run the demo job on the embedded model
-    python3 dev.py test    # install, then run the test suite (what .ci/run calls)
-    python3 dev.py bench   # install, then run the benchmarks
-    python3 dev.py wheels  # check that the pins resolve to wheels on Python 3.12 and 3.13 too
+    python3 dev.py demo          # install, then run the demo job on the embedded model
+    python3 dev.py test          # install, then run the test suite (what .ci/run calls)
+    python3 dev.py test --quick  # ... only the fast tests (not marked slow)
+    python3 dev.py docs          # install, then serve the documentation site (mkdocs serve)
+    python3 dev.py docs build    # ... or build it as CI does (mkdocs build --strict)
+    python3 dev.py bench         # install, then run the benchmarks
+    python3 dev.py setup         # install only
+    python3 dev.py wheels        # check that the pins resolve to wheels on Python 3.12 and 3.13 too
 
 Needs only Python 3.11+ and pip. Everything is pinned in constraints.txt.
 """
@@ -30,7 +34,7 @@ def _install_fingerprint() -> str:
 
 
 def ensure_venv() -> None:
-    """Create the venv and install the project with test extras, once per pin change."""
+    """Create the venv and install the project with its test and docs extras, once per pin change."""
     if sys.version_info < (3, 11):
         sys.exit(f"audiobatch needs Python 3.11 or newer (this is {sys.version.split()[0]})")
     fingerprint = _install_fingerprint()
@@ -42,7 +46,7 @@ def ensure_venv() -> None:
     print("installing audiobatch and its pinned dependencies (first time: a few minutes)", flush=True)
     subprocess.run(
         [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test]"],
+         "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[{','.join(EXTRAS)}]"],
         check=True,
     )
     STAMP.write_text(fingerprint)
@@ -52,10 +56,12 @@ def project_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network
     env.setdefault("DO_NOT_TRACK", "1")
+    env.setdefault("NO_MKDOCS_2_WARNING", "1")  # mkdocs-material's banner about MkDocs 2
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
+EXTRAS = ("test", "docs")  # what a developer and CI need: the suite's packages, the docs site's
 WHEEL_PYTHONS = ("3.12", "3.13")  # the running Python (3.11 here) is checked by installing
 
 
@@ -65,7 +71,7 @@ def pinned_requirements() -> list[str]:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    return [*project["dependencies"], *extras["test"], *extras["dask"]]
+    return [*project["dependencies"], *extras["test"], *extras["dask"], *extras["docs"]]
 
 
 def check_wheels() -> int:
@@ -90,9 +96,24 @@ def check_wheels() -> int:
     return failed
 
 
+def test_arguments(rest: list[str]) -> list[str]:
+    """`--quick`: the fast subset, every test not marked slow."""
+    if "--quick" not in rest:
+        return rest
+    return ["-m", "not slow", *[arg for arg in rest if arg != "--quick"]]
+
+
+def docs_arguments(rest: list[str]) -> list[str]:
+    """`docs`: serve the site locally; `docs build`: build it as CI does (a broken link fails)."""
+    mkdocs = [str(BIN / "mkdocs")]
+    if rest[:1] == ["build"]:
+        return [*mkdocs, "build", "--strict", *rest[1:]]
+    return [*mkdocs, "serve", *rest]
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
-    if command not in {"demo", "test", "bench", "setup", "wheels"}:
+    if command not in {"demo", "test", "docs", "bench", "setup", "wheels"}:
         print(__doc__)
         return 0 if command == "help" else 2
     ensure_venv()
@@ -104,7 +125,9 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         args = [str(BIN / "audiobatch"), "demo", *rest]
     elif command == "test":
-        args = [str(BIN / "python"), "-m", "pytest", "-ra", *rest]
+        args = [str(BIN / "python"), "-m", "pytest", "-ra", *test_arguments(rest)]
+    elif command == "docs":
+        args = docs_arguments(rest)
     else:
         args = [str(BIN / "python"), str(ROOT / "benchmarks" / "run_all.py"), *rest]
     return subprocess.run(args, cwd=ROOT, env=env).returncode

@@ -165,7 +165,7 @@ def add_economy_args(group: argparse._ArgumentGroup) -> None:
                        "request; all times stay on the recording's timeline")
     group.add_argument("--economy-speed", type=float, metavar="X",
                        help="economy with speech X times faster, 1.0-2.0, pitch kept (implies "
-                       "--economy; default: the preset's speed, see README 'Economy')")
+                       "--economy; default: the preset's speed, see the docs: Costs and economy)")
 
 
 def add_narration_args(parser: argparse.ArgumentParser) -> None:

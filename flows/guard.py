@@ -1,4 +1,4 @@
-"""What a flow run may do, decided once at its start (README "Security model"; the rules are in
+"""What a flow run may do, decided once at its start (docs/security.md; the rules are in
 tasks/inputs/trust.py).
 
 Who started the run: a run is the operator's when it was started on the operator's machine, in

@@ -1,4 +1,4 @@
-"""What one client may ask of `audiobatch serve` (README "Security model": every client of the
+"""What one client may ask of `audiobatch serve` (docs/security.md: every client of the
 server is untrusted).
 
 - `ServeLimits` (localmodel/serving.py): audio and text per request, requests waiting.

@@ -13,7 +13,8 @@
     narration/     one item narrated: text -> requests -> verification -> audio, captions, feed
     podcast/       feeds: episodes -> items, what is new, transcripts a feed ships
 
-A package imports only the packages listed above it (and never flows/ or localmodel/): the
-model client takes its transport as a parameter and the embedded Whisper arrives on the run
-context as an `Aligner` and ears (flows/runtime.py wires them).
+A package imports only the packages its own `__init__` names, all of them lower in the stack
+(audio at the bottom, the jobs' packages on top; docs/architecture.md draws it), and never
+flows/ or localmodel/: the model client takes its transport as a parameter and the embedded
+Whisper arrives on the run context as an `Aligner` and ears (flows/runtime.py wires them).
 """

@@ -160,9 +160,11 @@ def test_tokens_in_audio_urls_never_reach_outputs_logs_or_prefect(tmp_path, capf
         assert secret not in written and secret not in records
 
 
-def test_readme_examples_hold_no_key() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert not re.search(r"sk-[A-Za-z0-9_\-]{16,}", readme)
+def test_readme_and_docs_examples_hold_no_key() -> None:
+    pages = [ROOT / "README.md", ROOT / "DEVELOPERS.md", *(ROOT / "docs").rglob("*.md")]
+    assert len(pages) > 10  # the docs site's pages are read too
+    for page in pages:
+        assert not re.search(r"sk-[A-Za-z0-9_\-]{16,}", page.read_text()), page
 
 
 def test_serve_binds_loopback_unless_told_otherwise() -> None:

@@ -151,7 +151,7 @@ async def test_speed_changes_duration_not_words_and_bad_speeds_fail_per_row(tmp_
     print(f"{len(reference.split())} words: WER {normal:.2%} at speed 1.0, {faster:.2%} at 1.5")
     # Fast speech is harder for Whisper tiny.en, stretched or synthesised fast. With pauses
     # shortened more than speech, speed 1.5 costs +1.5 points over all three shared texts (3,600
-    # words, README "Speed": issue 14's "within 2 points of 1.0" is met there), but +3.4 on these
+    # words, docs/performance.md "Speed": issue 14's "within 2 points of 1.0" is met there), but +3.4 on these
     # 205 words (7 words; the chapter's start is its hardest part at 1.5, and one word is half a
     # point). So at 1.5 this asserts what a broken stretch (dropped or garbled audio) would
     # exceed: at most 6 points (12 words here) over speed 1.0.

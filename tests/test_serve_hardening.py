@@ -1,6 +1,6 @@
 """`audiobatch serve` holds against its clients: real server processes on 127.0.0.1, real speech.
 
-Every client of the server is untrusted (README "Security model"): what one request may make it
+Every client of the server is untrusted (docs/security.md): what one request may make it
 decode or say is capped before the work starts, the queue is bounded, a client that hangs up
 stops its work, web pages of other sites are refused, SIGTERM stops it promptly, and it does
 not serve other machines without a key.

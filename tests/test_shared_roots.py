@@ -38,7 +38,7 @@ async def test_two_runs_with_the_same_item_id_keep_both_files(tmp_path) -> None:
                      for run in (first, second)]
     durations = [codecs.decode(path.read_bytes(), 16000).size for path in paths]
     assert durations[1] > durations[0] * 1.5  # each file is its own run's narration
-    # README: the latest file for an id, from the datasets
+    # docs/outputs.md: the latest file for an id, from the datasets
     items = pd.read_parquet(out / "items")
     latest = items[items["status"] == "ok"].sort_values("finished_at").drop_duplicates("item_id", keep="last")
     narrations = pd.read_parquet(out / "narrations").merge(latest[["run_id", "item_id"]])

@@ -79,7 +79,7 @@ class Economy:
 
 
 # Chosen by benchmarks/economy.py: the most audio tokens saved with WER within 0.5 points of
-# the default run on the held-in speech (README "Economy").
+# the default run on the held-in speech (docs/performance.md, "How the economy preset was chosen").
 PRESET = Economy(pause_s=0.5, gap_s=0.1, speed=1.15)
 
 

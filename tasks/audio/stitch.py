@@ -250,7 +250,7 @@ def speed_up(samples: np.ndarray, sample_rate: int, speed: float) -> tuple[np.nd
     of their length (keeping at least 0.15 s), then the whole is stretched by what is still
     needed: at 1.5 the speech itself is played ~1.4x and the pauses ~2.2x. Whisper tiny.en hears
     this voice better so (three shared texts, 3,600 words: 8.96% WER against 9.67% with the
-    same speed-up spread evenly; 7.27% at 1.0; README "Speed"). Slower speeds stretch evenly.
+    same speed-up spread evenly; 7.27% at 1.0; docs/performance.md "Speed"). Slower speeds stretch evenly.
     """
     _check_speed(speed)
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)

@@ -1,6 +1,6 @@
 """What fetching a source may do, and the checks that hold a fetch to it.
 
-Sources come from data that others write (README "Security model"), so by default:
+Sources come from data that others write (docs/security.md), so by default:
 - http(s) downloads connect only to public addresses, checked on every connection and
   redirect hop (`tasks.inputs.netguard`), within a total deadline and above a minimum rate
   (`RateCheck`), up to a size cap, and only when what they serve may be audio;

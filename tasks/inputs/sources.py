@@ -6,7 +6,7 @@ Other fsspec URLs (s3://, gs://, memory://...) are copied in blocks, only when t
 enabled their scheme. Every failure is an `InputError` naming the item and the source, with
 credentials stripped from the URL.
 
-Sources come from data that others write (README "Security model"): what a fetch may reach
+Sources come from data that others write (docs/security.md): what a fetch may reach
 and take (`FetchPolicy`) and the checks that hold it to that are in tasks/inputs/fetch_policy.py,
 which network addresses a download may connect to in tasks/inputs/netguard.py.
 """

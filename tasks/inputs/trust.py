@@ -1,4 +1,4 @@
-"""Who stands behind a run's inputs, and what that lets them do (README "Security model").
+"""Who stands behind a run's inputs, and what that lets them do (docs/security.md).
 
 Trusted: the operator, who types commands on their own machine, creates deployments and starts
 workers (with the key in their environment). Not trusted: what is inside a feed; manifests that

@@ -2,7 +2,7 @@
 compared with the text it should say.
 
 A chunk passes when its word error rate against the chunk's speakable text is at most the
-language's threshold (`THRESHOLDS`, set from measurement: README "Verification"), or when it
+language's threshold (`THRESHOLDS`, set from measurement: docs/performance.md "Verification"), or when it
 has at most `MIN_ERRORS` errors in all (one misheard word in a ten-word chunk is not a reason to
 pay again), and when no run of `MAX_GAP` or more consecutive words of the text is missing: a
 voice that skips a sentence in a 500-word chunk adds only ~4% to its WER, within Whisper
@@ -27,7 +27,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from audiobatch.tasks.model.profiles import LOCAL_MODEL, get_profile
 
 # Word error rate a chunk may have and still pass, per language. English: the embedded voice
-# heard back by Whisper tiny.en, 27 chunks of the three shared texts (README "Verification"):
+# heard back by Whisper tiny.en, 27 chunks of the three shared texts (docs/performance.md "Verification"):
 # median 6.9%, worst 15.2%; with one sentence missing 14.5% and up (median 19.5%), which is
 # why a hole of MAX_GAP missing words fails a chunk too.
 THRESHOLDS = {"en": 0.15}
