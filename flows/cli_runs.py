@@ -60,7 +60,7 @@ def run_report(args: argparse.Namespace) -> int:
     from audiobatch.tasks.reports.report import write_report
 
     run = load_history(args.out).run(args.run_id)
-    path = write_report(run, args.html)
+    path = write_report(run, args.html, args.out)
     print(f"report of run {run.run_id} written to {path}")
     return 0
 

@@ -7,9 +7,12 @@ its first item's start and its last item's finish.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
+
+import pyarrow.compute as pc
 
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.outputs.datasets import OutputRoot, read_dataset
@@ -96,6 +99,16 @@ def load_history(out: str) -> History:
         item_rows.setdefault(row["run_id"], []).append(row)
     return History(out, [record_from_rows(run_id, rows, cost_rows.get(run_id, []))
                          for run_id, rows in item_rows.items()])
+
+
+def run_rows(out: str, run_id: str, datasets: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """One run's rows of other datasets (what its report shows besides items and costs)."""
+    root = OutputRoot(out)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for dataset in datasets:
+        table = read_dataset(root, dataset)
+        rows[dataset] = [] if table is None else table.filter(pc.equal(table["run_id"], run_id)).to_pylist()
+    return rows
 
 
 def record_from_rows(run_id: str, items: list[dict[str, Any]], costs: list[dict[str, Any]]) -> RunRecord:

@@ -1,146 +1,65 @@
 """One run's report: a self-contained HTML page (`audiobatch report`) and a Markdown artifact.
 
-The page has no scripts and loads nothing: styles are inline and the charts are inline SVG,
-so it opens offline, attaches to a mail and renders the same anywhere. Everything shown comes
-from the run's `items` and `costs` rows. Item ids, sources and error messages come from
-manifests and servers (untrusted): every text is HTML-escaped.
+The page has no scripts and loads nothing: styles are inline and the charts are HTML and inline
+SVG (tasks/reports/charts.py), so it opens offline, attaches to a mail and renders the same
+anywhere, a phone included. What it shows per kind of run is listed in
+tasks/reports/sections.py; everything comes from the run's Parquet rows. Item ids, sources
+and error messages come from manifests and servers (untrusted): every text is HTML-escaped.
 """
 from __future__ import annotations
 
-import html
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
-from audiobatch.tasks.reports.history import RunRecord
+from audiobatch.tasks.reports.charts import STYLE as CHART_STYLE
+from audiobatch.tasks.reports.charts import esc
+from audiobatch.tasks.reports.history import RunRecord, run_rows
+from audiobatch.tasks.reports.sections import RunData, datasets_for, sections_for
 
 # Every ASCII punctuation character may be backslash-escaped in CommonMark and GFM, and escaped it
 # is only text: no link, image, autolink (the ':' of "https://", the '.' of "www."), HTML tag,
 # emphasis or table pipe can start from it.
 _MARKDOWN_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
 
-WIDTH, HEIGHT, PAD = 560, 220, 44
-STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:20px}h2{font-size:16px;margin-top:28px}table{border-collapse:collapse}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-.charts{display:flex;flex-wrap:wrap;gap:16px}.chart{border:1px solid #ddd;padding:6px}
-.failed{color:#a00}.skipped{color:#a60}svg text{font:11px sans-serif;fill:#333}"""
+STYLE = """*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;padding:16px;color:#222;max-width:1240px}
+h1{font-size:20px;overflow-wrap:anywhere}h2{font-size:16px;margin-top:28px}code{overflow-wrap:anywhere}
+.table{max-width:100%;overflow-x:auto}table{border-collapse:collapse;max-width:100%}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}td.long{overflow-wrap:anywhere}
+.failed{color:#a00}.skipped{color:#a60}
+@media (max-width:700px){.table table,.table tbody,.table tr,.table td{display:block}
+.table tr:first-child{display:none}.table tr{border:1px solid #ccc;margin-bottom:8px;padding:4px 0}
+.table td{border:0;padding:1px 8px;overflow-wrap:anywhere}
+.table td:empty{display:none}.table td::before{content:attr(data-label) ": ";font-weight:600}}""" + CHART_STYLE
 
 
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _frame(title: str, body: str, x_label: str, y_label: str, y_max: float) -> str:
-    axis = (f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - 10}" y2="{HEIGHT - PAD}" stroke="#333"/>'
-            f'<line x1="{PAD}" y1="20" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#333"/>'
-            f'<text x="{WIDTH / 2}" y="{HEIGHT - 8}" text-anchor="middle">{_e(x_label)}</text>'
-            f'<text x="4" y="14">{_e(y_label)} (max {y_max:.4g})</text>')
-    return (f'<div class="chart"><b>{_e(title)}</b><br><svg xmlns="http://www.w3.org/2000/svg" '
-            f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{_e(title)}">{axis}{body}</svg></div>')
-
-
-def _scale(value: float, top: float, size: float) -> float:
-    return 0.0 if top <= 0 else value / top * size
-
-
-def bar_chart(title: str, labels: Sequence[str], values: Sequence[float], y_label: str) -> str:
-    top = max(values, default=0.0)
-    plot_w, plot_h = WIDTH - PAD - 10, HEIGHT - PAD - 20
-    step = plot_w / max(1, len(values))
-    bars = []
-    for i, (label, value) in enumerate(zip(labels, values)):
-        h = _scale(value, top, plot_h)
-        x = PAD + i * step
-        bars.append(f'<rect x="{x + 1:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{max(1.0, step - 2):.1f}" '
-                    f'height="{h:.1f}" fill="#4a7ab8"><title>{_e(label)}: {value:.4g}</title></rect>')
-        if len(values) <= 12:
-            bars.append(f'<text x="{x + step / 2:.1f}" y="{HEIGHT - PAD + 12}" text-anchor="middle">'
-                        f'{_e(str(label)[:10])}</text>')
-    return _frame(title, "".join(bars), "", y_label, top)
-
-
-def scatter(title: str, points: Sequence[tuple[float, float]], x_label: str, y_label: str) -> str:
-    x_top = max((x for x, _ in points), default=0.0)
-    y_top = max((y for _, y in points), default=0.0)
-    plot_w, plot_h = WIDTH - PAD - 10, HEIGHT - PAD - 20
-    dots = "".join(f'<circle cx="{PAD + _scale(x, x_top, plot_w):.1f}" '
-                   f'cy="{HEIGHT - PAD - _scale(y, y_top, plot_h):.1f}" r="3" fill="#b8574a"/>'
-                   for x, y in points)
-    return _frame(title, dots, f"{x_label} (max {x_top:.4g})", y_label, y_top)
-
-
-def line_chart(title: str, points: Sequence[tuple[float, float]], x_label: str, y_label: str) -> str:
-    x_top = max((x for x, _ in points), default=0.0)
-    y_top = max((y for _, y in points), default=0.0)
-    plot_w, plot_h = WIDTH - PAD - 10, HEIGHT - PAD - 20
-    path = " ".join(f"{PAD + _scale(x, x_top, plot_w):.1f},{HEIGHT - PAD - _scale(y, y_top, plot_h):.1f}"
-                    for x, y in points)
-    body = f'<polyline points="{path}" fill="none" stroke="#3a8a4a" stroke-width="2"/>' if points else ""
-    return _frame(title, body, f"{x_label} (max {x_top:.4g})", y_label, y_top)
-
-
-def histogram(title: str, values: Sequence[float], x_label: str, bins: int = 12) -> str:
-    if not values:
-        return bar_chart(title, [], [], "requests")
-    low, high = min(values), max(values)
-    width = (high - low) / bins or 1.0
-    counts = [0] * bins
-    for value in values:
-        counts[min(bins - 1, int((value - low) / width))] += 1
-    labels = [f"{low + i * width:.2g}" for i in range(bins)]
-    return bar_chart(f"{title} ({x_label}, {len(values)} requests)", labels, counts, "requests")
-
-
-def charts(run: RunRecord) -> list[str]:
-    items = run.item_rows
-    start = run.started_at
-    walls = [((r["finished_at"] - r["started_at"]).total_seconds() if r.get("started_at") else 0.0)
-             for r in items]
-    finished = sorted((r["finished_at"] - start).total_seconds() for r in items
-                      if start and r.get("finished_at"))
-    errors = run.errors_by_kind()
-    return [
-        bar_chart("Cost per item (USD)", [r["item_id"] for r in items],
-                  [r.get("cost_usd") or 0.0 for r in items], "USD"),
-        scatter("Item audio duration vs wall time",
-                [(r.get("duration_s") or 0.0, wall) for r, wall in zip(items, walls)],
-                "audio s", "wall s"),
-        histogram("Request latency", [r["latency_s"] for r in run.cost_rows
-                                      if r.get("latency_s") is not None and not r.get("cached")], "s"),
-        line_chart("Throughput: items finished over the run",
-                   [(0.0, 0.0), *((t, i + 1) for i, t in enumerate(finished))], "s since start", "items"),
-        bar_chart("Retries and errors by kind", ["retries", *errors], [run.retries, *errors.values()],
-                  "count"),
-    ]
-
-
-def render_html(run: RunRecord) -> str:
+def summary_table(run: RunRecord) -> str:
     cost = "unknown (no price)" if run.cost_usd is None else f"${run.cost_usd:.4f}"
-    summary = [("run", run.run_id), ("kind", run.kind), ("started (UTC)", run.started_at),
-               ("duration", f"{run.duration_s:.1f} s"),
-               ("items", f"{run.items} ({run.ok} ok, {run.failed} failed, {run.skipped} skipped)"),
-               ("audio hours", f"{run.audio_s / 3600:.3f}"), ("requests", f"{run.requests} ({run.retries} retries)"),
-               ("cost", cost)]
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary)
-    failures = run.failures
-    failure_rows = "".join(
-        f'<tr class="{_e(r["status"])}"><td>{_e(r["item_id"])}</td><td>{_e(r.get("row"))}</td>'
-        f'<td>{_e(r["status"])}</td><td>{_e(r.get("error_type"))}</td><td>{_e(r.get("error_message"))}</td></tr>'
-        for r in failures)
-    failure_table = (f"<table><tr><th>item</th><th>row</th><th>status</th><th>error</th><th>reason</th></tr>"
-                     f"{failure_rows}</table>" if failures else "<p>No failed or skipped items.</p>")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>audiobatch run '
-            f'{_e(run.run_id)}</title><style>{STYLE}</style></head><body>'
-            f"<h1>audiobatch {_e(run.kind)} run {_e(run.run_id)}</h1><table>{rows}</table>"
-            f"<h2>Failed and skipped items ({len(failures)})</h2>{failure_table}"
-            f'<h2>Charts</h2><div class="charts">{"".join(charts(run))}</div></body></html>\n')
+    started = f"{run.started_at:%Y-%m-%d %H:%M:%S}" if run.started_at else "-"
+    rows = [("run", run.run_id), ("kind", run.kind), ("started (UTC)", started),
+            ("duration", f"{run.duration_s:.1f} s"),
+            ("items", f"{run.items} ({run.ok} ok, {run.failed} failed, {run.skipped} skipped)"),
+            ("audio", f"{run.audio_s / 3600:.3f} h ({run.audio_s:.1f} s)"),
+            ("requests", f"{run.requests} ({run.retries} retries)"), ("cost", cost)]
+    return "<table>" + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
-def write_report(run: RunRecord, path: str | Path) -> Path:
+def render_html(data: RunData) -> str:
+    run = data.run
+    body = "".join(f"<h2>{esc(section.title)}</h2>{section.render(data)}" for section in sections_for(run.kind))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f'<title>audiobatch run {esc(run.run_id)}</title><style>{STYLE}</style></head><body>'
+            f"<h1>audiobatch {esc(run.kind)} run {esc(run.run_id)}</h1>{summary_table(run)}{body}"
+            f"</body></html>\n")
+
+
+def write_report(run: RunRecord, path: str | Path, out: str) -> Path:
+    """Write the page for `run` (a run under the output root `out`)."""
+    data = RunData(run, run_rows(out, run.run_id, datasets_for(run.kind)))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(run), encoding="utf-8")
+    target.write_text(render_html(data), encoding="utf-8")
     return target.resolve()
 
 
