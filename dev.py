@@ -130,7 +130,10 @@ def main(argv: list[str]) -> int:
         args = docs_arguments(rest)
     else:
         args = [str(BIN / "python"), str(ROOT / "benchmarks" / "run_all.py"), *rest]
-    return subprocess.run(args, cwd=ROOT, env=env).returncode
+    # Become the command rather than wait for it: Ctrl-C and SIGTERM then reach it alone, and it
+    # stops its own children (a waiting parent would kill it 0.25 s into Ctrl-C, orphaning them).
+    os.chdir(ROOT)
+    os.execve(args[0], args, env)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,17 @@ def s3():
 
     with s3_server() as server:
         yield server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C and SIGTERM stop the suite within seconds, with every process its tests started
+    (tests/helpers/session_guard.py)."""
+    from tests.helpers import session_guard
+
+    session_guard.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from tests.helpers import session_guard
+
+    session_guard.stop_processes()

@@ -1,0 +1,111 @@
+"""Ctrl-C or SIGTERM stops the test suite within seconds and leaves no process behind.
+
+Every process a test starts (servers, Prefect workers and their flow-run children, Chromium,
+even one that detaches from its parent) inherits `AUDIOBATCH_TEST_SESSIONS`, which names this
+session; when the session ends, however it ends, every process still carrying its name is
+stopped (SIGTERM, then SIGKILL). Pytest itself is never left running: an interrupt (SIGINT, or
+SIGTERM, which becomes one) gives the session `GRACE_S` to tear its fixtures down as usual;
+past that, a watchdog thread kills what is left and ends the process (exit 130 or 143).
+
+Pytest run inside a test (tests/test_interrupts.py) appends its own name to the variable, so
+an outer session also stops an inner one's processes, and an inner one never touches the
+outer's. Linux only (/proc), like the project.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+
+ENV = "AUDIOBATCH_TEST_SESSIONS"
+GRACE_S = 3.0  # teardown's share of the 5 s an interrupted suite may take
+SESSION = uuid.uuid4().hex[:16]
+_deadline: threading.Timer | None = None
+
+
+def install() -> None:
+    """Name this session in the environment children inherit, and take over SIGINT/SIGTERM."""
+    os.environ[ENV] = ":".join(filter(None, [os.environ.get(ENV), SESSION]))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    _watch_signals()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    arm_deadline(128 + signum)
+    raise KeyboardInterrupt  # pytest stops the session and tears its fixtures down
+
+
+def _watch_signals() -> None:
+    """Arm the deadline the moment a signal arrives, also while the main thread is busy in C or
+    while a flow run has swapped in Prefect's own SIGTERM handler (it re-sends the signal only
+    after reporting the crash to its API, which may be gone): Python writes every signal number
+    to the wakeup fd from its C-level handler, whoever's Python handler runs later."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while received := os.read(read_fd, 64):
+            if signal.SIGINT in received or signal.SIGTERM in received:
+                arm_deadline(128 + (signal.SIGTERM if signal.SIGTERM in received else signal.SIGINT))
+
+    threading.Thread(target=watch, name="session-guard", daemon=True).start()
+
+
+def arm_deadline(code: int) -> None:
+    """After GRACE_S, whatever the main thread is doing: kill the session's processes, exit."""
+    global _deadline
+    if _deadline is None:
+        _deadline = threading.Timer(GRACE_S, _give_up, args=(code,))
+        _deadline.daemon = True
+        _deadline.start()
+
+
+def _give_up(code: int) -> None:
+    stop_processes(wait_s=0.5)
+    print(f"\ninterrupted: teardown took over {GRACE_S:.0f} s; the session's processes were "
+          "stopped", file=sys.__stderr__, flush=True)
+    os._exit(code)
+
+
+def session_processes(session: str = SESSION) -> list[int]:
+    """Processes whose environment names `session` (started by this session's tests)."""
+    needle = f"{ENV}=".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(needle) and session.encode() in variable[len(needle):].split(b":"):
+                found.append(int(entry.name))
+    return found
+
+
+def stop_processes(wait_s: float = 2.0, session: str = SESSION) -> list[int]:
+    """SIGTERM the session's processes, SIGKILL those still there after `wait_s`; returns them."""
+    first = session_processes(session)
+    for pid in first:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and session_processes(session):
+        time.sleep(0.05)
+    for pid in session_processes(session):
+        _signal(pid, signal.SIGKILL)
+    return first
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
