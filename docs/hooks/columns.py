@@ -54,7 +54,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "cost_usd": "the item's dollars, all attempts",
         "started_at": "when the item started (UTC)",
         "finished_at": "when it ended (UTC): the latest `ok` row of an id is its current output",
-        "metadata": "the manifest's other columns as JSON (podcast: `duration_s` the feed states, `feed_url`, the shipped transcript's URL and type)",
+        "metadata": "the manifest's other columns as JSON (podcast: `duration_s` the feed states, "
+                    "`feed_url`, the shipped transcript's URL and type)",
         "skipped_audio_s": "transcription: seconds of damaged audio stepped over (see Reliability)",
         "skipped_bytes": "transcription: bytes of junk or refused packets skipped",
         "repaired_samples": "transcription: NaN or infinite samples made silent",
@@ -98,7 +99,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "txt_path": "the text as said (the speakable text)",
         "srt_path": "exact captions (`.srt`): the text's own words, aligned to the audio",
         "vtt_path": "exact captions (`.vtt`)",
-        "qa_flags": "what verification could not fix (a chunk kept after its last take, a language not verified); empty when clean",
+        "qa_flags": "what verification could not fix (a chunk kept after its last take, a language "
+                    "not verified); empty when clean",
     },
     "narration_checks": {
         "attempt": "the take, from 1",

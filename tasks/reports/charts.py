@@ -48,7 +48,7 @@ def nice_ticks(low: float, high: float, count: int = 4, whole: bool = False) -> 
         high = low + (abs(low) or 1.0)
     raw = (high - low) / count
     power = 10 ** math.floor(math.log10(raw))
-    steps = (1, 2, 5, 10) if whole else (1, 2, 2.5, 5, 10)
+    steps = (1, 2, 5, 10) if whole or count <= 2 else (1, 2, 2.5, 5, 10)  # few ticks: short labels
     step = next(m * power for m in steps if m * power >= raw)
     step = max(step, 1) if whole else step
     first = math.floor(low / step + 1e-9) * step
@@ -93,6 +93,12 @@ def _grid(ticks: Sequence[float]) -> str:
     return "".join(f'<i class="grid" style="left:{_position(t, ticks):.2f}%"></i>' for t in ticks[1:-1])
 
 
+def _row(label: str, hover: str, marks: str, ticks: Sequence[float], value: str) -> str:
+    return (f'<div class="row" title="{esc(label)}: {esc(hover)}"><span class="name">{esc(label)}</span>'
+            f'<span class="track"><span class="lane">{_grid(ticks)}{marks}</span></span>'
+            f'<span class="value">{esc(value)}</span></div>')
+
+
 def bar_rows(title: str, rows: Sequence[tuple[str, float]], unit: str) -> str:
     """A bar per label from 0, longest first when there are more rows than fit."""
     if not rows:
@@ -100,10 +106,8 @@ def bar_rows(title: str, rows: Sequence[tuple[str, float]], unit: str) -> str:
     shown, note = _largest(rows)
     ticks = nice_ticks(0.0, max(value for _, value in shown), count=2, whole=unit == "count")
     fmt = unit_format(unit)
-    body = "".join(
-        f'<div class="row" title="{esc(label)}: {esc(fmt(value))}"><span class="name">{esc(label)}</span>'
-        f'<span class="track"><span class="lane">{_grid(ticks)}<b class="bar" style="width:{_position(value, ticks):.2f}%"></b></span></span>'
-        f'<span class="value">{esc(fmt(value))}</span></div>' for label, value in shown)
+    body = "".join(_row(label, fmt(value), f'<b class="bar" style="width:{_position(value, ticks):.2f}%"></b>',
+                        ticks, fmt(value)) for label, value in shown)
     return figure(title, f'<div class="rows">{body}{_axis_row(ticks, unit)}</div>', note)
 
 
@@ -122,12 +126,13 @@ def dot_rows(title: str, rows: Sequence[tuple[str, Sequence[tuple[float, bool]],
     widen = max(0.0, span - (high - low)) / 2
     ticks = nice_ticks(low - widen, high + widen, count=2)
     fmt = unit_format(unit)
-    body = "".join(
-        f'<div class="row" title="{esc(label)}: {esc(", ".join(fmt(v) for v, _ in dots))}">'
-        f'<span class="name">{esc(label)}</span><span class="track"><span class="lane">{_grid(ticks)}'
-        + "".join(f'<b class="dot{"" if good else " bad"}" style="left:{_position(v, ticks):.2f}%"></b>'
-                  for v, good in dots)
-        + f'</span></span><span class="value">{esc(fmt(value))}</span></div>' for label, dots, value in shown)
+
+    def marks(dots: Sequence[tuple[float, bool]]) -> str:
+        return "".join(f'<b class="dot{"" if good else " bad"}" style="left:{_position(v, ticks):.2f}%"></b>'
+                       for v, good in dots)
+
+    body = "".join(_row(label, ", ".join(fmt(v) for v, _ in dots), marks(dots), ticks, fmt(value))
+                   for label, dots, value in shown)
     legend_html = f'<p class="legend">{esc(legend)}</p>' if legend else ""
     return figure(title, f'<div class="rows">{body}{_axis_row(ticks, unit)}</div>{legend_html}', note)
 

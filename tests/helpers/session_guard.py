@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 ENV = "AUDIOBATCH_TEST_SESSIONS"
-GRACE_S = 3.0  # teardown's share of the 5 s an interrupted suite may take
+GRACE_S = 2.0  # teardown's share of the 5 s an interrupted suite may take; a busy machine needs the rest
 SESSION = uuid.uuid4().hex[:16]
 _deadline: threading.Timer | None = None
 
@@ -68,7 +68,7 @@ def arm_deadline(code: int) -> None:
 
 
 def _give_up(code: int) -> None:
-    stop_processes(wait_s=0.5)
+    stop_processes(wait_s=0.3)
     print(f"\ninterrupted: teardown took over {GRACE_S:.0f} s; the session's processes were "
           "stopped", file=sys.__stderr__, flush=True)
     os._exit(code)
