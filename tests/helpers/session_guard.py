@@ -2,8 +2,9 @@
 
 Every process a test starts (servers, Prefect workers and their flow-run children, Chromium,
 even one that detaches from its parent) inherits `AUDIOBATCH_TEST_SESSIONS`, which names this
-session; when the session ends, however it ends, every process still carrying its name is
-stopped (SIGTERM, then SIGKILL). Pytest itself is never left running: an interrupt (SIGINT, or
+session; when the session ends, however it ends, every process still carrying its name, and
+every descendant of pytest (one started with a clean environment), is stopped (SIGTERM, then
+SIGKILL). Pytest itself is never left running: an interrupt (SIGINT, or
 SIGTERM, which becomes one) gives the session `GRACE_S` to tear its fixtures down as usual;
 past that, a watchdog thread kills what is left and ends the process (exit 130 or 143).
 
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from pathlib import Path
 from types import FrameType
 
@@ -75,20 +77,30 @@ def _give_up(code: int) -> None:
 
 
 def session_processes(session: str = SESSION) -> list[int]:
-    """Processes whose environment names `session` (started by this session's tests)."""
+    """Live processes started by the session's tests: those whose environment names `session`
+    (also detached ones) and, for this session, its descendants (also ones given a clean env)."""
     needle = f"{ENV}=".encode()
-    found = []
+    named, children = set(), defaultdict(list)
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
             environ = (entry / "environ").read_bytes()
         except OSError:  # gone, or not ours to read
             continue
+        if state == "Z":  # already dead, waiting for its parent to reap it
+            continue
+        children[int(parent)].append(int(entry.name))
         for variable in environ.split(b"\0"):
             if variable.startswith(needle) and session.encode() in variable[len(needle):].split(b":"):
-                found.append(int(entry.name))
-    return found
+                named.add(int(entry.name))
+    descendants, stack = set(), [os.getpid()] if session == SESSION else []
+    while stack:
+        for child in children[stack.pop()]:
+            descendants.add(child)
+            stack.append(child)
+    return sorted((named | descendants) - {os.getpid()})
 
 
 def stop_processes(wait_s: float = 2.0, session: str = SESSION) -> list[int]:
