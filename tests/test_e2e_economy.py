@@ -17,7 +17,8 @@ from audiobatch.tasks.run.context import RunOptions
 from tests.helpers.e2e import RunResult, corpus_wer, run_transcribe, write_manifest
 from tests.helpers.pauses import Recording, conversation, lecture, start_errors
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,  # two runs on 384 s of speech: ~2 min
+              pytest.mark.usefixtures("prefect_api")]
 
 GPT_AUDIO_IN_USD = 32 / 1e6  # gpt-audio-1.5, per audio token in; 10 tokens per second
 

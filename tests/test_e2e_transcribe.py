@@ -21,7 +21,8 @@ from tests.helpers.data import REFERENCES, SPEECH
 from tests.helpers.e2e import (RunResult, concatenate_clips, corpus_wer, engine_transcript,
                                normalise, run_transcribe, write_manifest)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,  # the corpus and long-recording runs: ~90 s
+              pytest.mark.usefixtures("prefect_api")]
 
 with open(REFERENCES, newline="", encoding="utf-8") as _handle:
     CLIPS = list(csv.DictReader(_handle))

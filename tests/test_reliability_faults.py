@@ -70,6 +70,7 @@ def chat_requests(server: FaultServer) -> list[Received]:
     return [r for r in server.requests if r.path.endswith("/chat/completions")]
 
 
+@pytest.mark.slow  # a clean run and one through the faulty proxy: 1-2 min
 def test_thirty_percent_faults_give_the_same_outputs_as_a_clean_run(tmp_path) -> None:
     # Narration without verification: its retakes are requests too (attempt > 1 without a
     # fault), and what this test counts is retries after faults.
