@@ -28,7 +28,7 @@ import columns  # noqa: E402  (beside this file; mkdocs loads hooks by path)
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"<!-- (generated|gen): ?([a-z-]+) -->")
-USAGE_COLUMNS = "100"  # argparse wraps usage to the terminal: fixed, so builds are identical
+USAGE_COLUMNS = "76"  # argparse wraps usage to the terminal: fixed (identical builds; fits the page)
 
 
 # --- the command line -------------------------------------------------------------------------
