@@ -2,8 +2,9 @@
 API: round trip through the transcription flow (Whisper), speed, clean joins, outputs.
 
 The embedded voice is deterministic (Piper's sampling noise is off), so these figures repeat
-run to run. The round trip of the three shared texts is ~17 minutes of speech: it runs once
-per session (module fixtures) and the other tests use shorter texts.
+run to run. The round trip of the three whole shared texts (~17 minutes of speech, issue 4's
+8% bar) is measured by benchmarks/round_trip.py; here a 200-word passage carries the same bar
+(test_speed_...), and the outputs are checked on shorter texts cut into several requests.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.helpers.e2e import (RunResult, corpus_wer, run_narrate, run_transcrib
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api")]
 
 RATE = 24000  # what narrations are rendered at
-ROUND_TRIP = {  # item id -> (text file, format)
+NARRATED = {  # item id -> (text file, format)
     "lj001": ("ljspeech_LJ001.txt", "flac"),
     "notes": ("show_notes.md", "mp3"),
     "sentence": ("long_sentence.txt", "wav"),
@@ -39,45 +40,26 @@ async def transcribe_files(paths: dict[str, str], folder: Path) -> dict[str, str
     return dict(zip(transcripts["item_id"], transcripts["text"]))
 
 
+def first_sentences(name: str, words: int) -> str:
+    """The text's sentences up to about `words` words."""
+    text = spoken_text(name)
+    cut = text.find(". ", len(" ".join(text.split()[:words]))) + 1
+    return text[:cut]
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def narrated(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     folder = tmp_path_factory.mktemp("narrate")
-    rows = [{"id": item_id, "text_file": str(TEXTS / name), "format": fmt, "title": f"Title {item_id}"}
-            for item_id, (name, fmt) in ROUND_TRIP.items()]
-    # Without verification and captions: this measures the pipeline against the engines' floor
-    # (verification and what it changes: benchmarks/verify.py), and saves ~2 min of listening.
+    passage = folder / "lj001-start.txt"
+    passage.write_text(first_sentences("ljspeech_LJ001.txt", 400), encoding="utf-8")
+    texts = {"lj001": passage, "notes": TEXTS / NARRATED["notes"][0],
+             "sentence": TEXTS / NARRATED["sentence"][0]}
+    rows = [{"id": item_id, "text_file": str(texts[item_id]), "format": fmt, "title": f"Title {item_id}"}
+            for item_id, (_, fmt) in NARRATED.items()]
+    # Without verification and captions (tested elsewhere); ~1 min requests, so that the
+    # 400 words go out in several and are joined back.
     return await run_narrate(write_manifest(folder / "texts.csv", rows), folder / "out",
-                             verify=False, captions=False)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def heard(narrated: RunResult, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    narrations = narrated.dataset("narrations")
-    return await transcribe_files(dict(zip(narrations["item_id"], narrations["audio_path"])),
-                                  tmp_path_factory.mktemp("heard"))
-
-
-def pooled_wer(transcripts: dict[str, str]) -> float:
-    return corpus_wer([spoken_text(ROUND_TRIP[i][0]) for i in ROUND_TRIP],
-                      [transcripts[i] for i in ROUND_TRIP])
-
-
-# --- round trip ---------------------------------------------------------------------------------
-
-# The two embedded engines alone (each chunk as Piper returned it, transcribed by faster-whisper
-# directly) measure 7.57% pooled on these texts, the pipeline 7.77% (benchmarks/round_trip.py,
-# 2026-11-30, with the pronunciation mends of localmodel/pronounce.py; 8.46% / 8.02% before).
-# A regression in splitting, stitching, loudness, encoding or transcription chunking shows up
-# here: the bar leaves the pipeline less than half a point over the engines' own floor.
-
-
-@pytest.mark.slow
-def test_round_trip_word_error_rate_is_at_most_8_percent(heard: dict[str, str]) -> None:
-    for item_id, (name, _) in ROUND_TRIP.items():
-        print(f"{name}: round trip WER {corpus_wer([spoken_text(name)], [heard[item_id]]):.2%}")
-    ours = pooled_wer(heard)
-    print(f"all three texts: round trip {ours:.2%}")
-    assert ours <= 0.08
+                             verify=False, captions=False, max_audio_tokens=1200)
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -86,17 +68,17 @@ def test_round_trip_word_error_rate_is_at_most_8_percent(heard: dict[str, str]) 
 def test_narrations_are_written_with_their_format_title_and_loudness(narrated: RunResult) -> None:
     narrations = narrated.dataset("narrations")
     assert set(DESIGN_COLUMNS.split()) <= set(narrations.columns)
-    assert narrated.statuses() == {item_id: "ok" for item_id in ROUND_TRIP}
+    assert narrated.statuses() == {item_id: "ok" for item_id in NARRATED}
     for row in narrations.to_dict("records"):
         path = Path(row["audio_path"])
-        assert path.suffix == "." + ROUND_TRIP[row["item_id"]][1] == "." + row["format"]
+        assert path.suffix == "." + NARRATED[row["item_id"]][1] == "." + row["format"]
         with av.open(str(path)) as container:
             assert container.metadata.get("title", container.streams.audio[0].metadata.get("title")) \
                 == f"Title {row['item_id']}"
         samples = decode(path, RATE)
         assert len(samples) / RATE == pytest.approx(row["duration_s"], abs=0.1)
         assert row["loudness_lufs"] == pytest.approx(-16.0, abs=1.0)
-    assert narrated.item("lj001", "narrations")["n_chunks"] >= 5  # 3,184 words over the budget
+    assert narrated.item("lj001", "narrations")["n_chunks"] >= 3  # 400 words, ~1 min requests
     costs = narrated.dataset("costs")
     assert len(costs) == narrations["n_chunks"].sum()
     assert (costs["completion_audio_tokens"] > 0).all() and (costs["http_status"] == 200).all()
@@ -105,13 +87,6 @@ def test_narrations_are_written_with_their_format_title_and_loudness(narrated: R
 # --- speed --------------------------------------------------------------------------------------
 
 SHORT = "The quick brown fox jumps over the lazy dog, and then it runs away into the woods."
-
-
-def first_sentences(name: str, words: int) -> str:
-    """The text's sentences up to about `words` words."""
-    text = spoken_text(name)
-    cut = text.find(". ", len(" ".join(text.split()[:words]))) + 1
-    return text[:cut]
 
 
 async def test_speed_changes_duration_not_words_and_bad_speeds_fail_per_row(tmp_path: Path) -> None:
