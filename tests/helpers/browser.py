@@ -87,9 +87,13 @@ def layout(page: Path, width: int) -> dict:
     labels drawn over each other (in one chart), table cells squeezed narrower than a word, the
     smallest text, the page's visible text."""
     wrapper = _wrapper(page, width, 900, MEASURE)
-    dom = _run(["--window-size=1280,1000", "--dump-dom", wrapper.as_uri()], page.parent / "profile")
-    measured = dom.split('<pre id="measured">', 1)[1].split("</pre>", 1)[0]
-    return json.loads(html.unescape(measured))
+    for _ in range(3):  # a very busy machine has let Chromium print the page before it measured
+        dom = _run(["--window-size=1280,1000", "--virtual-time-budget=5000", "--dump-dom",
+                    wrapper.as_uri()], page.parent / "profile")
+        measured = dom.split('<pre id="measured">', 1)[1].split("</pre>", 1)[0]
+        if measured:
+            return json.loads(html.unescape(measured))
+    raise AssertionError(f"Chromium did not lay out {page} at {width} px")
 
 
 def screenshot(page: Path, width: int, height: int = 2400) -> bytes:
