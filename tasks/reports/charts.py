@@ -147,9 +147,10 @@ def _plot(title: str, marks: str, x_ticks: Sequence[float], y_ticks: Sequence[fl
              f'<line x1="{x0}" y1="{TOP}" x2="{x0}" y2="{y0}" class="axis"/>']
     for t in x_ticks:
         x = x0 + _position(t, x_ticks) / 100 * plot_w
-        anchor = "end" if t == x_ticks[-1] else "middle"
+        # the ends are anchored inside the plot: the first x label beside the y axis's own "0"
+        anchor = "end" if t == x_ticks[-1] else "start" if t == x_ticks[0] else "middle"
         parts.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y0 + 4}" class="axis"/>'
-                     f'<text x="{x:.1f}" y="{y0 + 16}" text-anchor="{anchor}">{esc(tick_label(t, x_ticks))}</text>')
+                     f'<text x="{x:.1f}" y="{y0 + 18}" text-anchor="{anchor}">{esc(tick_label(t, x_ticks))}</text>')
     for t in y_ticks:
         y = y0 - _position(t, y_ticks) / 100 * plot_h
         parts.append(f'<line x1="{x0 - 4}" y1="{y:.1f}" x2="{x0 + plot_w}" y2="{y:.1f}" class="gridline"/>'
