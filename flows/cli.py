@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audiobatch: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("audiobatch: interrupted; run the same command again to resume", file=sys.stderr)
+        print("audiobatch: interrupted; finished items are kept: run the same command again to resume",
+              file=sys.stderr)
         return 130
     except Exception as error:  # a last line of defence: never print a key
         print(f"audiobatch: unexpected error: {redact(str(error))}", file=sys.stderr)
