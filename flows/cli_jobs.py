@@ -23,6 +23,8 @@ from audiobatch.tasks.inputs.manifest import NARRATE, TRANSCRIBE
 from audiobatch.tasks.options import JobOptions, NarrateOptions, TranscribeOptions
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
+INTERRUPTED = "interrupted; finished items are kept: run the same command again to resume"
+INTERRUPT_REPORTED = threading.Event()  # said once, by whoever saw the Ctrl-C first
 EXIT_AFTER_S = 2.0  # after Ctrl-C: time for Prefect to mark the run Crashed, then exit regardless
 
 
@@ -130,7 +132,7 @@ def run_flow(args: argparse.Namespace, load: Callable[[], Any], kwargs: dict[str
 
 @contextlib.contextmanager
 def quiet_interrupt() -> Iterator[None]:
-    """Ctrl-C during a run: `main` prints one line, and the process is gone within EXIT_AFTER_S.
+    """Ctrl-C during a run: one line, and the process is gone within EXIT_AFTER_S.
 
     What is done stays done whenever the process stops (rows are staged as items finish,
     answers cached before they count: the crash tests SIGKILL runs), so there is nothing to
@@ -138,16 +140,16 @@ def quiet_interrupt() -> Iterator[None]:
     of the interruption (six "Crash detected!" lines with tracebacks) is silenced. A second
     Ctrl-C exits at once."""
     def on_interrupt(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
+        if INTERRUPT_REPORTED.is_set():
             os._exit(INTERRUPTED_EXIT)
-        interrupted.set()
+        print(f"audiobatch: {INTERRUPTED}", file=sys.stderr, flush=True)  # now: the exit may not wait for `main`
+        INTERRUPT_REPORTED.set()
         silence_logs()
         deadline = threading.Timer(EXIT_AFTER_S, os._exit, args=(INTERRUPTED_EXIT,))
         deadline.daemon = True  # never what keeps the process alive
         deadline.start()
         raise KeyboardInterrupt
 
-    interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield

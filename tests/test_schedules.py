@@ -63,11 +63,6 @@ def _runs(api: str) -> list[dict]:
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
 
 
-def _states(api: str, run_id: str) -> list[str]:
-    history = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=10).json()
-    return [state["name"] for state in sorted(history, key=lambda s: s["timestamp"])]
-
-
 def _servers(request: pytest.FixtureRequest) -> dict[str, tuple[str, Path]]:
     servers = {"sqlite": request.getfixturevalue("prefect_sqlite_server")}
     if postgres_url():
@@ -108,6 +103,6 @@ def test_a_one_minute_cron_runs_by_itself_and_a_slow_run_holds_the_next(request,
         assert items is not None, f"{database}: no items written\n{log}"
         assert items.column("episode_guid").to_pylist() == ["e-1"]
         assert items.column("status").to_pylist() == ["ok"]
-        # ... and the next one, due while it ran, waited for it.
-        assert second["start_time"] >= first["end_time"], (first, second)
-        assert "AwaitingConcurrencySlot" in _states(api, second["id"]), _states(api, second["id"])
+        # ... and the next one came due while it ran, and waited for it (the server answers its
+        # worker with AwaitingConcurrencySlot, or the worker holds it back: Prefect's choice).
+        assert second["expected_start_time"] < first["end_time"] <= second["start_time"], (first, second)
