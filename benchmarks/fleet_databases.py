@@ -68,7 +68,8 @@ def run_fleet(database: str, url: str | None, manifest: Path, folder: Path, args
         base_url = stub.stdout.readline().split()[-1]
         audiobatch = str(BIN / "audiobatch")
         subprocess.run([audiobatch, "deploy", "transcribe", "--work-pool", "bench", "--out", str(folder / f"out-{database}"),
-                        "--base-url", base_url, "--model", "gpt-audio-1.5", "--no-qa", "--no-word-times"],
+                        "--data-root", str(folder), "--shards", str(args.shards), "--base-url", base_url,
+                        "--model", "gpt-audio-1.5", "--no-qa", "--no-word-times"],
                        env=env, check=True, capture_output=True)
         logs = [folder / f"worker-{database}-{i}.log" for i in range(args.workers)]
         workers = [subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "bench", "--type", "process",
@@ -79,6 +80,8 @@ def run_fleet(database: str, url: str | None, manifest: Path, folder: Path, args
             done = subprocess.run([audiobatch, "submit", str(manifest), "--kind", "transcribe", "--shards",
                                    str(args.shards), "--wait"], env=env, capture_output=True, text=True)
             wall = time.monotonic() - started
+            if done.returncode:
+                print(f"{database}: submit exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
             runs = shard_runs(api)
         finally:
             for worker in workers:
