@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audiobatch: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("audiobatch: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        if not cli_jobs.INTERRUPT_REPORTED.is_set():
+            print(f"audiobatch: {cli_jobs.INTERRUPTED}", file=sys.stderr)
+        return cli_jobs.INTERRUPTED_EXIT
     except Exception as error:  # a last line of defence: never print a key
         print(f"audiobatch: unexpected error: {redact(str(error))}", file=sys.stderr)
         return 3

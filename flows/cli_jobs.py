@@ -8,8 +8,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +21,11 @@ from audiobatch.flows.cli_args import (add_economy_args, add_model_args, add_nar
 from audiobatch.tasks.errors import register_secret
 from audiobatch.tasks.inputs.manifest import NARRATE, TRANSCRIBE
 from audiobatch.tasks.options import JobOptions, NarrateOptions, TranscribeOptions
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report it
+INTERRUPTED = "interrupted; finished items are kept: run the same command again to resume"
+INTERRUPT_REPORTED = threading.Event()  # said once, by whoever saw the Ctrl-C first
+EXIT_AFTER_S = 2.0  # after Ctrl-C: time for Prefect to mark the run Crashed, then exit regardless
 
 
 def add_parsers(sub: Any) -> None:
@@ -82,7 +90,7 @@ def use_api_key(args: argparse.Namespace) -> None:
 def prefect_api() -> Iterator[None]:
     """The configured Prefect API, else the local background server (or, with
     AUDIOBATCH_PREFECT_SERVER=temporary, one that lives and dies with this process)."""
-    from prefect.settings import (PREFECT_API_TLS_INSECURE_SKIP_VERIFY, PREFECT_API_URL,
+    from prefect.settings import (PREFECT_API_TLS_INSECURE_SKIP_VERIFY, PREFECT_API_URL, PREFECT_UI_URL,
                                   get_current_settings, temporary_settings)
 
     from audiobatch.flows import prefect_server
@@ -101,7 +109,9 @@ def prefect_api() -> Iterator[None]:
         # Our server speaks plain http on 127.0.0.1, where no certificate is ever checked, so
         # Prefect's clients need not each load the CA store (5 of a run's 7 loads, ~25 ms each).
         plain_http = server.url.startswith("http://")
-        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.url,
+        # It serves no UI: no "View at http://127.0.0.1:.../runs/..." link that would answer 404
+        # (the summary says `audiobatch runs OUT RUN_ID` instead).
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.url, PREFECT_UI_URL: "",
                                                         PREFECT_API_TLS_INSECURE_SKIP_VERIFY: plain_http}))
         yield
 
@@ -114,10 +124,44 @@ def run_flow(args: argparse.Namespace, load: Callable[[], Any], kwargs: dict[str
     async def call() -> dict:
         return await summary_of(await flow(**kwargs, return_state=True))
 
-    with prefect_api():
+    with prefect_api(), quiet_interrupt():
         summary = asyncio.run(call())
     print_summary(args, summary)
     return summary_exit(summary)
+
+
+@contextlib.contextmanager
+def quiet_interrupt() -> Iterator[None]:
+    """Ctrl-C during a run: one line, and the process is gone within EXIT_AFTER_S.
+
+    What is done stays done whenever the process stops (rows are staged as items finish,
+    answers cached before they count: the crash tests SIGKILL runs), so there is nothing to
+    wait for but Prefect marking the run Crashed, which it may do in that time. Its own report
+    of the interruption (six "Crash detected!" lines with tracebacks) is silenced. A second
+    Ctrl-C exits at once."""
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if INTERRUPT_REPORTED.is_set():
+            os._exit(INTERRUPTED_EXIT)
+        print(f"audiobatch: {INTERRUPTED}", file=sys.stderr, flush=True)  # now: the exit may not wait for `main`
+        INTERRUPT_REPORTED.set()
+        silence_logs()
+        deadline = threading.Timer(EXIT_AFTER_S, os._exit, args=(INTERRUPTED_EXIT,))
+        deadline.daemon = True  # never what keeps the process alive
+        deadline.start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def silence_logs() -> None:
+    """No more log lines on the terminal from Prefect or audiobatch (the API still has them)."""
+    for name in [*logging.root.manager.loggerDict, "prefect", "audiobatch"]:
+        if name.startswith(("prefect", "audiobatch")):
+            logging.getLogger(name).disabled = True
 
 
 def print_summary(args: argparse.Namespace, summary: dict) -> None:
@@ -126,7 +170,12 @@ def print_summary(args: argparse.Namespace, summary: dict) -> None:
     if getattr(args, "json", False):
         print(json.dumps(summary, default=str, indent=2))
     elif summary.get("run_id"):
-        print(f"\naudiobatch {summary['kind']} finished\n{as_summary(summary).text()}", flush=True)
+        print(f"\naudiobatch {summary.get('job') or summary['kind']} finished\n{as_summary(summary).text()}",
+              flush=True)
+    elif summary.get("feed"):  # a podcast run that found nothing new
+        feed = summary["feed"]
+        print(f"nothing new in '{feed['title']}': {feed['episodes']} episodes, {feed['done']} done before",
+              flush=True)
 
 
 def prepare_manifest_job(args: argparse.Namespace, kind: str,

@@ -1,10 +1,11 @@
-"""`audiobatch` subcommands for unattended operation: podcast, deploy, submit, inbox.
+"""`audiobatch` subcommands for unattended operation: podcast, deploy, submit, cancel, inbox.
 
     audiobatch podcast FEED --out DIR [--limit N] [--since DATE] [--force] [options]
     audiobatch deploy podcast FEED --cron "0 * * * *" [--timezone TZ] [--work-pool NAME] [options]
     audiobatch deploy transcribe|narrate [--manifest M --cron ...] [options]
     audiobatch deploy inbox FOLDER [--cron "*/5 * * * *"] [options]
-    audiobatch submit MANIFEST --kind transcribe|narrate [--deployment NAME] [--strict] [options]
+    audiobatch submit MANIFEST --kind transcribe|narrate [--deployment NAME] [--strict] [--wait] [options]
+    audiobatch cancel FLOW_RUN_ID                         (a submitted run: its worker stops it)
     audiobatch inbox FOLDER --out DIR [options]           (one pass now, without a schedule)
 
 For `deploy` and `submit`, only the options typed on the command line become flow-run
@@ -33,6 +34,7 @@ def add_parsers(sub: Any) -> None:
     _podcast_parser(sub)
     _deploy_parser(sub)
     _submit_parser(sub)
+    _cancel_parser(sub)
     _inbox_parser(sub)
 
 
@@ -124,6 +126,12 @@ def _submit_parser(sub: Any) -> None:
     parser.set_defaults(handler=run_submit)
 
 
+def _cancel_parser(sub: Any) -> None:
+    parser = sub.add_parser("cancel", help="cancel a submitted flow run (its worker stops it)")
+    parser.add_argument("flow_run_id", help="the id `submit` printed")
+    parser.set_defaults(handler=run_cancel)
+
+
 def add_shards_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=int, metavar="K",
                         help="split the manifest into K flow runs of the deployment, run by any "
@@ -182,7 +190,7 @@ def _inbox_options(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from audiobatch.flows.deploy import DeploymentSpec, deploy, describe, flow_parameters, is_remote
+    from audiobatch.flows.deploy import DeploymentSpec, after_deploy, deploy, describe, flow_parameters, is_remote
     from audiobatch.flows.deploy import require_api_url, worker_parameters
     from audiobatch.tasks.podcast.feeds import feed_key
 
@@ -202,7 +210,9 @@ def run_deploy(args: argparse.Namespace) -> int:
     default_name = f"podcast-{feed_key(params['feed'])}" if kind == "podcast" else "audiobatch"
     spec = DeploymentSpec(kind=kind, name=args.name or default_name, parameters=params,
                           cron=args.cron or None, timezone=args.timezone, work_pool=args.work_pool)
-    print(describe(spec, deploy(spec)))
+    deployment_id = deploy(spec)
+    print(describe(spec, deployment_id), flush=True)
+    print(after_deploy(spec, deployment_id))
     return 0
 
 
@@ -230,4 +240,16 @@ def run_submit(args: argparse.Namespace) -> int:
         return 0
     from audiobatch.flows.submit import wait_for_run
 
-    return wait_for_run(submitted.flow_run_id)
+    return wait_for_run(submitted.flow_run_id, args.kind)
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from audiobatch.flows.submit import cancel_run
+
+    before = cancel_run(args.flow_run_id)
+    if before in ("Completed", "Failed", "Crashed", "Cancelled"):
+        print(f"flow run {args.flow_run_id} had already ended ({before}): nothing to cancel")
+        return 1
+    print(f"cancelling flow run {args.flow_run_id} (was {before}): its worker stops it; finished "
+          "items are kept, and submitting the same manifest again resumes the rest")
+    return 0

@@ -77,8 +77,17 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"stopped (pid {stopped.pid})" if stopped else "no local server was running")
     else:
         server = prefect_server.running()
-        print(f"running: {server.url.removesuffix('/api')} (pid {server.pid})" if server
-              else "not running (the next run starts it)")
+        install = prefect_server.Install.this()
+        if server is None:
+            print(f"not running (the next run of this install starts it): {install.describe()}")
+        else:
+            whose = server.install.describe() if server.install else "an unknown install"
+            stale = "" if server.install == install else "; the next run replaces it (other versions)"
+            print(f"running: {server.url.removesuffix('/api')} (pid {server.pid}), started by {whose}{stale}")
+        for other in prefect_server.others():
+            whose = other.install.describe() if other.install else "an older audiobatch"
+            print(f"also running, not used by this install: {other.url.removesuffix('/api')} "
+                  f"(pid {other.pid}), started by {whose}")
         return 0 if server else 1
     return 0
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.inputs.sources import safe_url
@@ -25,6 +28,9 @@ from audiobatch.tasks.options import (InboxOptions, JobOptions, NarrateOptions, 
 DEFAULT_POOL = "audiobatch"
 DEFAULT_NAME = "audiobatch"  # the deployment `audiobatch submit` uses unless told otherwise
 PATH_PARAMETERS = ("feed", "manifest", "inbox", "out")  # read or written by the worker (and profiles)
+SCHEDULED_WITHIN_S = 15.0  # Prefect's scheduler takes up new deployments every 5 s
+UPCOMING_SHOWN = 3
+WORKER_SEEN_WITHIN_S = 120.0  # workers heartbeat every 30 s by default
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,60 @@ def deploy(spec: DeploymentSpec) -> str:
     if created:
         print(f"created work pool '{spec.work_pool}' (type process)")
     return str(deployment.apply())
+
+
+def upcoming_runs(deployment_id: str, wait_s: float = SCHEDULED_WITHIN_S) -> list[datetime]:
+    """The deployment's next scheduled runs, as the server's scheduler made them (it schedules a
+    new or changed deployment within seconds); none after `wait_s`: no scheduler is running."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + wait_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=UPCOMING_SHOWN)
+            if runs or time.monotonic() > deadline:
+                return [run.expected_start_time for run in runs if run.expected_start_time]
+            time.sleep(0.5)
+
+
+def workers_polling(pool: str, within_s: float = WORKER_SEEN_WITHIN_S) -> list[str]:
+    """Names of the pool's workers that polled the server within the last `within_s`."""
+    from prefect import get_client
+
+    now = datetime.now(timezone.utc)
+    with get_client(sync_client=True) as client:
+        workers = client.read_workers_for_work_pool(pool)
+    return [worker.name for worker in workers if worker.last_heartbeat_time
+            and (now - worker.last_heartbeat_time).total_seconds() <= within_s]
+
+
+def after_deploy(spec: DeploymentSpec, deployment_id: str) -> str:
+    """What the operator should know next: when it runs (read back from the server), and
+    whether any worker is there to run it."""
+    lines = []
+    if spec.cron:
+        runs = upcoming_runs(deployment_id)
+        if runs:
+            shown = ", ".join(f"{run.astimezone(ZoneInfo(spec.timezone)):%Y-%m-%d %H:%M %Z}" for run in runs)
+            lines.append(f"next runs, scheduled by the server: {shown}")
+        else:
+            lines.append(f"warning: the server scheduled no run within {SCHEDULED_WITHIN_S:.0f} s: is its "
+                         "scheduler service running? (`prefect server start` runs it; a server with "
+                         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=false, or audiobatch's own local "
+                         "server, does not)")
+    if not workers_polling(spec.work_pool):
+        lines.append(f"warning: no worker has polled work pool '{spec.work_pool}' in the last "
+                     f"{WORKER_SEEN_WITHIN_S / 60:.0f} minutes: nothing runs until one does "
+                     f"(prefect worker start --pool {spec.work_pool})")
+    return "\n".join(lines)
 
 
 def _shown(value: Any) -> Any:

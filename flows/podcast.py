@@ -134,7 +134,7 @@ def _feed_report(feed: Feed, state: FeedState, attempted: int) -> dict:
 def _nothing_new(feed: Feed, state: FeedState) -> dict:
     """The summary of a run with nothing to do: no run folder, no model loaded."""
     summary = summarize("", TRANSCRIBE, [], [], wall_s=0.0, model="", priced_as="", outputs={})
-    report = {**asdict(summary), "run_id": None, "cost_usd": 0.0,
+    report = {**asdict(summary), "run_id": None, "cost_usd": 0.0, "job": "podcast",
               "feed": _feed_report(feed, state, 0)}
     print("nothing new to transcribe")
     return report

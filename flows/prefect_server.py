@@ -11,8 +11,13 @@ that exits with the run, even when the run is killed (it watches its parent proc
 
     python -m audiobatch.flows.prefect_server --port P [--idle-min N | --parent PID]
 
-Where it is recorded: `<state dir>/prefect-server.json` (pid, url); its log beside it. The state
-dir is AUDIOBATCH_STATE_DIR, else ~/.cache/audiobatch. Trusted side: only the operator's own
+One background server per install: each install (a venv, a system Python) records its own
+server in `<state dir>/prefect-server-<install>.json` (pid, url, the interpreter, the audiobatch
+and Prefect versions) with its own database (`<state dir>/prefect-<install>.db`, unless
+PREFECT_SERVER_DATABASE_CONNECTION_URL names one), so a run never uses a server that another
+install (other versions) started: a server found under this install's record whose versions
+differ (an upgrade) is stopped and replaced. The state dir is AUDIOBATCH_STATE_DIR, else
+~/.cache/audiobatch; the log sits beside the record. Trusted side: only the operator's own
 processes start, find and stop it; it binds 127.0.0.1.
 """
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -29,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +50,40 @@ def state_dir() -> Path:
     return Path(os.environ.get("AUDIOBATCH_STATE_DIR", Path.home() / ".cache" / "audiobatch"))
 
 
-def _record() -> Path:
-    return state_dir() / "prefect-server.json"
+@dataclass(frozen=True)
+class Install:
+    """Whose server it is: the interpreter's environment and the versions it runs."""
+
+    python: str
+    audiobatch: str
+    prefect: str
+
+    @classmethod
+    def this(cls) -> Install:
+        from importlib.metadata import version
+
+        from audiobatch import __version__
+
+        return cls(sys.executable, __version__, version("prefect"))
+
+    @property
+    def key(self) -> str:
+        """Names this install's files: one per environment (sys.prefix), whatever its versions."""
+        return hashlib.sha256(os.path.realpath(sys.prefix).encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        return f"{self.python} (audiobatch {self.audiobatch}, Prefect {self.prefect})"
+
+
+def _record(install: Install) -> Path:
+    return state_dir() / f"prefect-server-{install.key}.json"
 
 
 @dataclass(frozen=True)
 class Server:
     pid: int
     url: str  # the API URL, ending in /api
+    install: Install | None = None  # who started it (None: an older audiobatch's record)
 
     def healthy(self) -> bool:
         try:
@@ -60,6 +92,18 @@ class Server:
         except httpx.HTTPError:
             return False
 
+    def as_record(self) -> str:
+        return json.dumps({"pid": self.pid, "url": self.url, "install": asdict(self.install) if self.install else None})
+
+    @classmethod
+    def from_record(cls, path: Path) -> Server | None:
+        try:
+            data = json.loads(path.read_text())
+            install = Install(**data["install"]) if data.get("install") else None
+            return cls(int(data["pid"]), str(data["url"]), install)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -67,15 +111,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _database_env(install: Install) -> dict[str, str]:
+    """This install's own database, unless the operator named one: two Prefect versions never
+    migrate the same SQLite file."""
+    if os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        return {}
+    database = state_dir() / f"prefect-{install.key}.db"
+    return {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}"}
+
+
 def _spawn(extra: list[str], log_path: Path, *, detach: bool) -> Server:
     port = _free_port()
+    install = Install.this()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "audiobatch.flows.prefect_server", "--port", str(port), *extra],
+            # -P: not the working folder first on sys.path (a checkout's own `audiobatch/` there
+            # would hide the installed package's subpackages)
+            [sys.executable, "-P", "-m", "audiobatch.flows.prefect_server", "--port", str(port), *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=detach,
-            env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"})
-    return Server(process.pid, f"http://127.0.0.1:{port}/api")
+            env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                 **_database_env(install)})
+    return Server(process.pid, f"http://127.0.0.1:{port}/api", install)
 
 
 def _wait_healthy(server: Server, log_path: Path) -> None:
@@ -108,31 +165,42 @@ def _alive(pid: int) -> bool:
 def _locked() -> Iterator[None]:
     """One starter at a time: two runs started together share one server."""
     state_dir().mkdir(parents=True, exist_ok=True)
-    with open(state_dir() / "prefect-server.lock", "w") as lock:
+    with open(state_dir() / f"prefect-server-{Install.this().key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
+def _answering(server: Server | None) -> Server | None:
+    return server if server and _alive(server.pid) and server.healthy() else None
+
+
 def running() -> Server | None:
-    """The background server, if one is recorded and answering."""
-    try:
-        server = Server(**json.loads(_record().read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-    return server if _alive(server.pid) and server.healthy() else None
+    """This install's background server, if one is recorded and answering (whatever versions
+    it was started with: `ensure_background` replaces one of other versions)."""
+    return _answering(Server.from_record(_record(Install.this())))
+
+
+def others() -> list[Server]:
+    """Background servers that other installs (or an older audiobatch) started and that answer."""
+    mine = _record(Install.this())
+    records = [path for path in state_dir().glob("prefect-server*.json") if path != mine]
+    return [server for server in map(Server.from_record, sorted(records)) if _answering(server)]
 
 
 def ensure_background() -> tuple[Server, bool]:
-    """(the background server, whether it was started now)."""
+    """(this install's background server, whether it was started now)."""
+    install = Install.this()
     with _locked():
         server = running()
-        if server:
+        if server and server.install == install:
             return server, False
+        if server:  # this environment's server, started before an upgrade: not ours to use
+            stop_pid(server.pid)
         idle = os.environ.get("AUDIOBATCH_SERVER_IDLE_MIN", str(DEFAULT_IDLE_MIN))
-        log_path = state_dir() / "prefect-server.log"
+        log_path = state_dir() / f"prefect-server-{install.key}.log"
         server = _spawn(["--idle-min", idle], log_path, detach=True)
         _wait_healthy(server, log_path)
-        _record().write_text(json.dumps({"pid": server.pid, "url": server.url}))
+        _record(install).write_text(server.as_record())
         return server, True
 
 
@@ -150,10 +218,10 @@ def temporary() -> Iterator[Server]:
 
 
 def stop_background() -> Server | None:
-    """Stop the background server (if any); return what was stopped."""
+    """Stop this install's background server (if any); return what was stopped."""
     with _locked():
         server = running()
-        _record().unlink(missing_ok=True)
+        _record(Install.this()).unlink(missing_ok=True)
         if server:
             stop_pid(server.pid)
         return server

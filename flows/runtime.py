@@ -32,8 +32,9 @@ from audiobatch.tasks.outputs.staging import RunStaging, new_writer_name
 from audiobatch.tasks.run.batches import RunJob, opened
 from audiobatch.tasks.run.cache import ResultCache
 from audiobatch.tasks.run.calls import Budget
-from audiobatch.tasks.run.context import (RunContext, RunOptions, choose_run_id, new_job, read_job,
-                                          run_folder, work_dir, write_job_file)
+from audiobatch.tasks.run.context import (RunContext, RunOptions, new_job, read_job, run_folder, work_dir,
+                                          write_job_file)
+from audiobatch.tasks.run.lease import claim_run, held
 from audiobatch.tasks.transcription.transcribe import output_formats
 
 log = logging.getLogger("audiobatch")
@@ -193,11 +194,12 @@ async def open_run(options: RunOptions, manifest_bytes: bytes,
     """Build the run context (resuming an unfinished run of the same job) and close it after."""
     out = OutputRoot(options.out)
     job_key = options.job_key(manifest_bytes)
-    run_id, resumed = choose_run_id(options, out, job_key)
-    write_job_file(out, run_id, new_job(job_key, options))
-    staging = RunStaging(run_folder(out, run_id))
-    async with _context(options, run_id, staging, trust, staging.snapshot().read("costs")) as ctx:
-        async with opened(ctx):  # batches of this run in this process use this context
+    run_id, resumed, lease = await claim_run(options, out, job_key)
+    async with held(lease):
+        write_job_file(out, run_id, new_job(job_key, options))
+        staging = RunStaging(run_folder(out, run_id))
+        async with _context(options, run_id, staging, trust, staging.snapshot().read("costs")) as ctx, \
+                opened(ctx):  # batches of this run in this process use this context
             yield ctx, resumed
 
 

@@ -26,6 +26,8 @@ from audiobatch.tasks.inputs.manifest import TRANSCRIBE, Item, read_manifest
 from audiobatch.tasks.inputs.sources import safe_url
 from audiobatch.tasks.inputs.trust import DATA_ROOTS_ENV, real_roots, widened
 from audiobatch.tasks.options import JobOptions, deep_merge
+from audiobatch.tasks.reports.progress import rows_text
+from audiobatch.tasks.reports.report import plain_text
 
 SHOWN_PROBLEMS = 20
 
@@ -157,7 +159,7 @@ def submit_sharded_and_wait(manifest: str, kind: str, parameters: dict[str, Any]
     on the deployment's workers. Returns the exit code of a run."""
     import asyncio
 
-    from audiobatch.flows.common import summary_of
+    from audiobatch.flows.common import as_summary, summary_of
 
     api_url = require_api_url()
     full_name = f"{FLOWS[kind].name}/{deployment}"
@@ -165,6 +167,7 @@ def submit_sharded_and_wait(manifest: str, kind: str, parameters: dict[str, Any]
     state = asyncio.run(submission_flow()(deployment=full_name, parameters=merged, kind=kind,
                                           return_state=True))
     summary = asyncio.run(summary_of(state))
+    print(f"\naudiobatch {kind} finished\n{as_summary(summary).text()}", flush=True)
     return 0 if summary["ok"] == summary["items"] else 1
 
 
@@ -200,22 +203,70 @@ def _stored_parameters(full_name: str, api_url: str) -> dict[str, Any]:
                           "is `prefect server start` running, and is PREFECT_API_URL right?") from None
 
 
-def wait_for_run(flow_run_id: str, poll_s: float = 2.0) -> int:
-    """Wait until the submitted run is final; print how it ended; the exit code of a run
-    (0 every item ok, 1 some failed or were skipped, or the run itself failed)."""
+def wait_for_run(flow_run_id: str, kind: str, poll_s: float = 2.0) -> int:
+    """Wait until the submitted run is final, then print its summary as a local run prints it
+    (read from the run's summary artifact); the exit code of a run (0 every item ok, 1 some
+    failed or were skipped, or the run itself failed). Ctrl-C stops waiting, not the run."""
     import time
 
     from prefect import get_client
 
+    try:
+        with get_client(sync_client=True) as client:
+            while (run := client.read_flow_run(flow_run_id)).state is None or not run.state.is_final():
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting. Flow run {flow_run_id} goes on on the worker; cancel it with "
+              f"`audiobatch cancel {flow_run_id}` (or `prefect flow-run cancel {flow_run_id}`).", flush=True)
+        return 130
+    rows = _summary_rows(flow_run_id, kind)
+    print(f"\n{run.state.name}: {run.state.message or ''}".rstrip(": "), flush=True)
+    if rows:
+        print(rows_text(rows), flush=True)
+    return 0 if run.state.is_completed() else 1
+
+
+def _summary_rows(flow_run_id: str, kind: str) -> list[dict[str, Any]]:
+    """The summary table the run published (none when it ended before its summary)."""
+    import json
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
     with get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                break
-            time.sleep(poll_s)
-    state = run.state
-    print(f"{state.name}: {state.message or ''}".rstrip(": "), flush=True)
-    return 0 if state.is_completed() else 1
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            key=ArtifactFilterKey(any_=[f"{kind}-summary"])))
+    if not artifacts:
+        return []
+    data = artifacts[0].data
+    rows = json.loads(data) if isinstance(data, str) else list(data)
+    return [{key: plain_text(value) for key, value in row.items()} for row in rows]  # cells are Markdown
+
+
+def cancel_run(flow_run_id: str) -> str:
+    """Ask the server to cancel a flow run (its worker stops the run's process); its state before."""
+    import uuid
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelling
+
+    require_api_url()
+    try:
+        run_uuid = uuid.UUID(flow_run_id)
+    except ValueError:
+        raise InputError(f"{flow_run_id!r} is not a flow run id: give the id `submit` printed "
+                         "(see `prefect flow-run ls`).") from None
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_uuid)
+        except ObjectNotFound:
+            raise InputError(f"no flow run {flow_run_id} on this Prefect server (see `prefect flow-run ls`).") from None
+        if run.state is not None and run.state.is_final():
+            return run.state.name
+        client.set_flow_run_state(run_uuid, Cancelling(message="cancelled with audiobatch cancel"))
+        return run.state.name if run.state else "unknown"
 
 
 def submission_flow() -> Any:

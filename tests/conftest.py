@@ -1,7 +1,9 @@
-"""Shared fixtures. The Prefect API is one ephemeral server for the whole session (~17 s to
-start here), never one per test."""
+"""Shared fixtures. The Prefect API is one real `prefect server start` for the whole session
+(every service on; ~20 s to start here), never one per test; fleets get a second one on
+PostgreSQL when the machine has it (tests/helpers/prefect_servers.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -22,13 +24,60 @@ def allow_loopback_fetch(monkeypatch):
         monkeypatch.setenv(name, value)
 
 
-@pytest.fixture(scope="session")
-def prefect_api():
-    """A real, temporary Prefect API server (SQLite) for tests that run flows."""
-    from prefect.testing.utilities import prefect_test_harness
+@contextlib.contextmanager
+def _using(api: str):
+    """This process talks to the server at `api` (workers get it from PREFECT_API_URL's value)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        yield api
+
+
+@pytest.fixture(scope="session")
+def prefect_sqlite_server(tmp_path_factory):
+    """`prefect server start` on SQLite, as one machine runs it; yields (api, home)."""
+    from tests.helpers.prefect_servers import prefect_server
+
+    home = tmp_path_factory.mktemp("prefect-sqlite")
+    with prefect_server(home) as api:
+        yield api, home
+
+
+@pytest.fixture(scope="session")
+def prefect_postgres_server(tmp_path_factory):
+    """`prefect server start` on PostgreSQL, as a fleet runs it (a fresh database on the server
+    AUDIOBATCH_TEST_POSTGRES_URL names; `.ci/run` starts Debian's postgresql and sets it)."""
+    from tests.helpers.prefect_servers import POSTGRES_ENV, fresh_postgres_database, postgres_url, prefect_server
+
+    url = postgres_url()
+    if url is None:
+        pytest.skip(f"PostgreSQL is not available: set {POSTGRES_ENV} (.ci/run installs and starts it)")
+    home = tmp_path_factory.mktemp("prefect-postgres")
+    with prefect_server(home, database_url=fresh_postgres_database(url)) as api:
+        yield api, home
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_sqlite_server):
+    """The session's Prefect API: a real server with its services, for every test that runs
+    flows, deploys, submits or schedules."""
+    with _using(prefect_sqlite_server[0]):
+        yield prefect_sqlite_server[0]
+
+
+@pytest.fixture
+def fleet_api(prefect_api, request):
+    """A fleet's Prefect API: the PostgreSQL server when the machine has one, else (with a
+    warning in the report) the session's SQLite server."""
+    from tests.helpers.prefect_servers import postgres_url
+
+    if postgres_url() is None:
+        request.node.warn(pytest.PytestWarning("PostgreSQL is not available: this fleet test runs on SQLite"))
+        yield prefect_api
+        return
+    api, _ = request.getfixturevalue("prefect_postgres_server")
+    with _using(api):
+        yield api
 
 
 @pytest.fixture(scope="session")

@@ -34,9 +34,9 @@ def _command(manifest: Path, out: Path, base_url: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    # In-process limits only: the run killed here dies holding fleet concurrency slots, which a
-    # real server frees when their lease ends (60 s), but the test harness's ephemeral server
-    # runs no lease repossessor, so they would stay taken. Fleet limits: tests/test_fleet.py.
+    # In-process limits only: the run killed here dies holding fleet concurrency slots, which the
+    # server frees only when their leases end (60-90 s): later tests of the session would wait
+    # for them. Fleet limits, and their leases ending: tests/test_fleet.py.
     return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "AUDIOBATCH_FLEET_LIMITS": "0",
             "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 

@@ -1,4 +1,5 @@
-"""One job across a fleet: a real Prefect server (the session's), two real process workers on
+"""One job across a fleet: a real Prefect server (`prefect server start` on PostgreSQL when the
+machine has it, as fleets run it; else the session's, on SQLite), two real process workers on
 one pool, a real S3-compatible server (moto on 127.0.0.1) holding the manifest, the audio and
 the outputs, and a model stub on 127.0.0.1 that allows 30 requests a minute (token bucket,
 429 beyond it, as OpenAI does).
@@ -103,7 +104,7 @@ async def _shard_names() -> dict[str, str]:
     return {str(run.id): run.name for run in runs}
 
 
-def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None:
+def test_a_sharded_job_on_two_workers_with_s3(fleet_api, s3, tmp_path) -> None:
     bucket = s3.bucket("fleet")
     rows = []
     for clip in distinct_clips(tmp_path / "clips", CLIPS, seconds=2.0):
@@ -136,8 +137,7 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
             assert len(model.arrivals) >= 4 and running, logs["worker-a"].read_text()[-3000:]
             victim = running[0]
             survivor = next(name for name in workers if name != victim)
-            _shut_down(workers[victim])
-            _sweep_dead_workers_slots()
+            _shut_down(workers[victim])  # its fleet slots come back when their leases end (the server's sweep)
             output, _ = first.communicate(timeout=300)
             assert first.returncode == 0, output + logs[survivor].read_text()[-4000:]
             paid_first = len([s for _, s in model.arrivals if s == 200])
@@ -178,7 +178,7 @@ def test_a_sharded_job_on_two_workers_with_s3(prefect_api, s3, tmp_path) -> None
     assert len(second_items) == CLIPS and (second_items["status"] == "ok").all()
 
 
-def test_a_shard_whose_worker_died_while_starting_it_is_marked_crashed(prefect_api, monkeypatch) -> None:
+def test_a_shard_whose_worker_died_while_starting_it_is_marked_crashed(fleet_api, monkeypatch) -> None:
     """A worker that dies while starting a shard's process leaves the run Pending, never
     heartbeating: the watchdog automation (run by the Prefect server's trigger service) marks
     it Crashed once the silence is long enough, and the parent then runs it again. The silence
@@ -240,17 +240,6 @@ def _drop_fleet_limits() -> None:
                 client.delete_global_concurrency_limit_by_name(limit_name("127.0.0.1", "gpt-audio-1.5", what))
             except ObjectNotFound:
                 pass
-
-
-def _sweep_dead_workers_slots() -> None:
-    """What a real server's lease sweep does 60 s after a worker dies holding fleet slots
-    (the test server runs no sweep): the slots come back. Slots still held by the living
-    worker are released later, and the server never counts below zero."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
-
-    with get_client(sync_client=True) as client:
-        client.update_global_concurrency_limit(limit_name("127.0.0.1", "gpt-audio-1.5", "concurrency"),
-                                               GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 def _fleet_limit() -> int:

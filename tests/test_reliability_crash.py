@@ -31,7 +31,8 @@ def _command(manifest: Path, out: Path, base_url: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     # The runs use this session's Prefect API rather than starting their own. In-process limits:
-    # the killed run dies holding fleet slots, which the test server (no lease sweep) never frees.
+    # the killed run dies holding fleet slots, which the server frees only when their leases end
+    # (60-90 s): later tests would wait for them.
     return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "AUDIOBATCH_FLEET_LIMITS": "0",
             "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
@@ -77,3 +78,34 @@ def test_sigkill_then_rerun_finishes_without_paying_twice(tmp_path) -> None:
     assert not costs["cached"].any()
     # What was answered before the kill was not asked for again.
     assert sent_after == chunks - cached_before
+
+
+def test_two_runs_of_the_same_job_at_once_never_share_a_run(tmp_path) -> None:
+    """The same command twice at once on one output root (a fleet makes this normal): the
+    second waits for the first run (its lease) instead of resuming it alongside, so no item is
+    done twice inside a run, no paid request is repeated, and neither removes the other's work
+    files (the FileNotFoundError on a chunk file that a fleet once showed)."""
+    manifest = tmp_path / "episodes.csv"
+    with open(manifest, "w", newline="") as handle:
+        csv.writer(handle).writerows([["audio"], *[[str(SPEECH / c)] for c in CLIPS]])
+    out = tmp_path / "out"
+    with running_server() as upstream, FaultServer(upstream=upstream.removesuffix("/v1")) as proxy:
+        first = subprocess.Popen(_command(manifest, out, proxy.base_url), env=_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while _chat(proxy) < 1 and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        second = subprocess.run(_command(manifest, out, proxy.base_url), env=_env(),
+                                capture_output=True, text=True, timeout=900)
+        _, first_err = first.communicate(timeout=900)
+    assert first.returncode == 0, first_err[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "of this job is in progress" in second.stderr
+    items = pd.read_parquet(out / "items")
+    costs = pd.read_parquet(out / "costs")
+    runs = items.groupby("run_id")
+    assert runs.ngroups == 2 and all(sorted(group["status"]) == ["ok"] * 3 for _, group in runs)
+    paid = costs[~costs["cached"]]
+    chunks = int(items.groupby("run_id")["n_chunks"].sum().iloc[0])
+    assert len(paid) == chunks and not paid.duplicated(["item_id", "chunk_index"]).any()
+    assert "FileNotFoundError" not in first_err + second.stderr

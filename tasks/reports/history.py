@@ -34,6 +34,7 @@ class RunRecord:
     retries: int
     item_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     cost_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    job: str = ""  # what the user ran: "podcast" for a feed's episodes, else the kind
 
     @property
     def duration_s(self) -> float:
@@ -123,7 +124,13 @@ def record_from_rows(run_id: str, items: list[dict[str, Any]], costs: list[dict[
         audio_s=sum(r.get("duration_s") or 0.0 for r in items if r["status"] == "ok"),
         cost_usd=None if any(r.get("cost_usd") is None for r in paid) else sum(r["cost_usd"] for r in paid),
         requests=len(costs), retries=sum(1 for r in costs if (r.get("attempt") or 1) > 1),
-        item_rows=sorted(items, key=lambda r: r.get("row") or 0), cost_rows=costs)
+        item_rows=sorted(items, key=lambda r: r.get("row") or 0), cost_rows=costs,
+        job=job_of(items[0]["kind"], items))
+
+
+def job_of(kind: str, items: list[dict[str, Any]]) -> str:
+    """What the user ran: a run whose items are a feed's episodes is a podcast run."""
+    return "podcast" if any(row.get("episode_guid") for row in items) else kind
 
 
 def _cost(value: float | None) -> str:
@@ -135,7 +142,7 @@ def render_runs(runs: list[RunRecord], out: str) -> str:
              f"{'skipped':>7} {'audio h':>8} {'cost':>10}"]
     for r in runs:
         start = f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "-"
-        lines.append(f"{r.run_id:<24} {r.kind:<10} {start:<19} {r.duration_s:>8.1f}s {r.ok:>5} "
+        lines.append(f"{r.run_id:<24} {r.job or r.kind:<10} {start:<19} {r.duration_s:>8.1f}s {r.ok:>5} "
                      f"{r.failed:>6} {r.skipped:>7} {r.audio_s / 3600:>8.3f} {_cost(r.cost_usd):>10}")
     if runs:
         lines.append(f"one run's failures: audiobatch runs {out} RUN_ID (or last)")
@@ -143,7 +150,7 @@ def render_runs(runs: list[RunRecord], out: str) -> str:
 
 
 def render_run(run: RunRecord) -> str:
-    lines = [f"run {run.run_id} ({run.kind}): {run.items} items, {run.ok} ok, {run.failed} failed, "
+    lines = [f"run {run.run_id} ({run.job or run.kind}): {run.items} items, {run.ok} ok, {run.failed} failed, "
              f"{run.skipped} skipped; {run.audio_s / 3600:.3f} audio h; {_cost(run.cost_usd)}; "
              f"{run.duration_s:.1f} s"]
     failures = run.failures

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from audiobatch.tasks.reports.history import job_of
 from audiobatch.tasks.reports.report import markdown_text
 
 LISTED_PROBLEMS = 20  # failed/skipped items named in the summary; the rest are counted
@@ -93,14 +94,21 @@ class RunSummary:
     problems: list[dict[str, Any]] = field(default_factory=list)
     sent_audio_s: float = 0.0  # transcription: audio the answered requests carried
     saved_usd: float | None = 0.0  # what economy left unsent would have cost (audio in)
+    job: str = ""  # what the user ran: "podcast" for a feed's episodes, else the kind
+
+    @property
+    def label(self) -> str:
+        return self.job or self.kind
 
     @property
     def outcome(self) -> str:
         """One line for logs and the Prefect state: what happened, and what the exit code says."""
+        if not self.items:
+            return f"{self.label} run: nothing to do"
         counts = f"{self.items} items: {self.ok} ok, {self.failed} failed, {self.skipped} skipped"
         if self.ok == self.items:
-            return f"{self.kind} run {self.run_id} completed: {counts}"
-        return f"{self.kind} run {self.run_id} finished with problems (exit code 1): {counts}"
+            return f"{self.label} run {self.run_id} completed: {counts}"
+        return f"{self.label} run {self.run_id} finished with problems (exit code 1): {counts}"
 
     @property
     def x_real_time(self) -> float:
@@ -135,9 +143,12 @@ class RunSummary:
                 (f"saved by economy ({self.priced_as})", saved)]
 
     def text(self) -> str:
-        width = max(len(r["what"]) for r in self.rows())
-        lines = [f"  {r['what']:<{width}}  {r['value']}" for r in self.rows()]
-        return "\n".join(lines + self.problem_lines())
+        return rows_text(self.artifact_rows())
+
+    def artifact_rows(self) -> list[dict[str, Any]]:
+        """The summary as table rows, failed items included (a line of its own: no `what`), so
+        whoever reads the artifact (`submit --wait`) prints what a local run prints."""
+        return self.rows() + [{"what": "", "value": line} for line in self.problem_lines()]
 
     def problem_lines(self) -> list[str]:
         """The failed and skipped items, the first LISTED_PROBLEMS by name, then a count."""
@@ -152,6 +163,12 @@ class RunSummary:
         where = f"audiobatch runs {self.out} {self.run_id}" if self.out else "the items dataset"
         lines.append(f"full list: {where}" + (f" (or {self.outputs['items']})" if "items" in self.outputs else ""))
         return lines
+
+
+def rows_text(rows: list[dict[str, Any]]) -> str:
+    """Summary rows as the terminal shows them: aligned pairs, then the failed items' lines."""
+    width = max((len(r["what"]) for r in rows if r["what"]), default=0)
+    return "\n".join(f"  {r['what']:<{width}}  {r['value']}" if r["what"] else str(r["value"]) for r in rows)
 
 
 def summarize(run_id: str, kind: str, items: list[dict[str, Any]], costs: list[dict[str, Any]],
@@ -180,6 +197,7 @@ def summarize(run_id: str, kind: str, items: list[dict[str, Any]], costs: list[d
                            for row in not_ok[:LISTED_PROBLEMS]],
         sent_audio_s=sum(row.get("sent_audio_s") or 0.0 for row in answered),
         saved_usd=None if None in savings else sum(savings),
+        job=job_of(kind, items),
     )
 
 
@@ -193,7 +211,7 @@ async def publish_artifact(summary: RunSummary) -> None:
     await acreate_table_artifact(
         key=f"{summary.kind}-summary",
         # the UI renders each text cell as Markdown: a stop reason may quote a server's reply
-        table=[{key: markdown_text(value) for key, value in row.items()} for row in summary.rows()],
+        table=[{key: markdown_text(value) for key, value in row.items()} for row in summary.artifact_rows()],
         description=f"audiobatch {summary.kind} run {summary.run_id}",
     )
 

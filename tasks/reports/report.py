@@ -87,5 +87,10 @@ def markdown_text(value: object) -> str:
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
+def plain_text(markdown: str) -> str:
+    """The text `markdown_text` escaped, as it was (for whoever reads an artifact back)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 _md = markdown_text
 
