@@ -18,7 +18,7 @@ stated unpacked size, no absolute or `..` names); each entry is then inflated by
 bounded decompressor (tasks/bounded.py), which stops as soon as it passes the size the entry
 states, whatever the compression (deflate, bzip2, lzma): zipfile's own reader decompresses
 a whole 4 KB read of bzip2 or lzma at once (hundreds of MB) before it cuts the result to the
-stated size. A document read as text may state at most 16 MB, and reading stops once the
+stated size. A document read as text may state at most 4 MB, and reading stops once the
 book's text passes the per-item limit. XML is parsed with defusedxml (no entity expansion, no DTD fetches), XHTML with
 the standard library's HTML parser (no entities beyond HTML's own), and cover art is kept
 only when small (bytes and pixels, read from the image header).
@@ -50,7 +50,7 @@ from audiobatch.tasks.text.speakable import speakable_text
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
 MAX_EPUB_ENTRIES = 5_000
 MAX_EPUB_UNPACKED_BYTES = 200 * 1024 * 1024  # a 1,000-page illustrated book is ~50 MB
-MAX_EPUB_DOCUMENT_BYTES = 16 * 1024 * 1024  # one XHTML/XML file (a long chapter is ~1 MB)
+MAX_EPUB_DOCUMENT_BYTES = 4 * 1024 * 1024  # one XHTML/XML file: 4x the markup of a whole item's text
 MAX_COVER_BYTES = 10 * 1024 * 1024
 MAX_COVER_PIXELS = 4096 * 4096
 _MARKDOWN = MarkdownIt("commonmark")
