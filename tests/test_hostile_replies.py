@@ -89,8 +89,8 @@ def test_sigterm_stops_a_run_while_it_aligns(tmp_path: Path) -> None:
         while len(server.requests) < 2 and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(server.requests) == 2  # asked, re-asked: then it aligns (and hears) for minutes
-        time.sleep(8)
-        assert run.poll() is None
+        time.sleep(3)
+        assert run.poll() is None  # aligning (on main it went on for two more minutes)
         run.send_signal(signal.SIGTERM)
         try:
             run.wait(timeout=45)
