@@ -15,11 +15,12 @@ to the speech Silero VAD hears, its onsets refined by level (`tasks.captions.wor
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
 
-from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines
+from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines, Stopped
 from audiobatch.tasks.audio.vad import refined_onsets, speech_spans
 from audiobatch.tasks.captions.words import Word, clamp_to_speech
 
@@ -37,15 +38,17 @@ class WhisperAligner:
         self.engines = engines
 
     async def align(self, samples: np.ndarray, words: list[str], language: str | None) -> list[Word]:
-        return await self.engines.run(self.align_blocking, samples, words, language)
+        """Cancelling the caller (a run stopped, SIGTERM) stops the walk at its next window."""
+        return await self.engines.stoppable(self.align_blocking, samples, words, language)
 
-    def align_blocking(self, samples: np.ndarray, words: list[str], language: str | None) -> list[Word]:
+    def align_blocking(self, samples: np.ndarray, words: list[str], language: str | None,
+                       stop: threading.Event | None = None) -> list[Word]:
         if not words:
             return []
         model = self.engines.whisper_for(language)
         tokenizer = _tokenizer(model, language)
         tokens = [tokenizer.encode(" " + word) or [tokenizer.eot - 1] for word in words]
-        aligned = _walk_windows(model, tokenizer, samples, words, tokens)
+        aligned = _walk_windows(model, tokenizer, samples, words, tokens, stop)
         spans = refined_onsets(samples, speech_spans(samples)) if samples.size else []
         return _monotonic(clamp_to_speech(aligned, spans), len(samples) / WHISPER_SAMPLE_RATE)
 
@@ -59,11 +62,13 @@ def _tokenizer(model: Any, language: str | None) -> Any:
 
 
 def _walk_windows(model: Any, tokenizer: Any, samples: np.ndarray, words: list[str],
-                  tokens: list[list[int]]) -> list[Word]:
+                  tokens: list[list[int]], stop: threading.Event | None = None) -> list[Word]:
     rate, window = WHISPER_SAMPLE_RATE, round(WINDOW_S * WHISPER_SAMPLE_RATE)
     result: list[Word] = []
     position, i = 0, 0
     while i < len(words):
+        if stop is not None and stop.is_set():
+            raise Stopped()  # nobody waits for these words any more
         audio = samples[position:position + window]
         last = position + window >= len(samples)
         n = min(_words_that_fit(tokens, i),

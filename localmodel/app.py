@@ -13,9 +13,10 @@ request, a bounded queue, Host/Origin checks; a client that hangs up stops its w
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
-import weakref
 import logging
+import weakref
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -86,9 +87,10 @@ async def _chat_completions(request: Request) -> Response:
 
 
 async def _answer(request: Request, admission: Admission | None, entered: float) -> Response:
-    raw = await read_capped_body(request, request.app.state.max_body_bytes)
-    parsed = parse_chat_request(raw)
     limits: ServeLimits | None = request.app.state.limits
+    raw = await read_capped_body(request, request.app.state.max_body_bytes,
+                                 limits.body_timeout_s if limits else None)
+    parsed = parse_chat_request(raw)
     if limits:
         check_text(parsed.prompt_texts, limits)
     engines: Engines = request.app.state.engines
@@ -199,8 +201,10 @@ def _multilingual_card() -> dict[str, Any]:
     return card
 
 
-async def read_capped_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) past `limit` bytes without reading more than that."""
+async def read_capped_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The body, refusing (413) past `limit` bytes without reading more than that, and (408)
+    when it has not all arrived `timeout_s` after the request did (a slow or stalled client
+    must not keep its place in the queue)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -209,11 +213,18 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
             raise _too_large(f"{int(declared):,} bytes", limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(f"more than {limit:,} bytes", limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(f"more than {limit:,} bytes", limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout_s:g} s ({size:,} bytes "
+                       "came): this server gives each body that long (--body-timeout-s). Send "
+                       "the whole request at once, or ask the operator for a longer time.",
+                       code="request_timeout", headers={"connection": "close"}) from None
     return b"".join(chunks)
 
 

@@ -21,6 +21,7 @@ from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, WHISPER_SAMPLE_RAT
 from audiobatch.localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, ChatRequest, audio_dict,
                                         chunk_dict, completion_dict, new_id, now, sse, usage_dict)
 from audiobatch.tasks.audio import codecs
+from audiobatch.tasks.bounded import Budget, OverBudget
 from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.model.profiles import (LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, estimate_text_tokens,
                                              get_profile)
@@ -44,49 +45,41 @@ class Prepared:
 async def prepare(request: ChatRequest, max_audio_s: float | None = None) -> Prepared:
     """Decode the input audio off the event loop; bad audio is a 400 naming the part.
 
-    With `max_audio_s` (a served model), audio longer than that in all is refused by its
-    header, or else as soon as decoding passes the limit: a small file of hours of silence
-    is never decoded whole."""
+    Each part must open as the format it declares. With `max_audio_s` (a served model), audio
+    longer than that in all is refused by its header, or else before the frame that would pass
+    the limit is resampled (tasks/bounded.py): a small file of hours is never decoded."""
     if not request.audio_inputs:
         return Prepared(request, None)
-    left = None if max_audio_s is None else round(max_audio_s * WHISPER_SAMPLE_RATE)
+    budget = None if max_audio_s is None else Budget(round(max_audio_s * WHISPER_SAMPLE_RATE), "")
     blocks = []
     for audio in request.audio_inputs:
-        blocks.append(await asyncio.to_thread(_decode, audio, left, max_audio_s))
-        left = None if left is None else left - blocks[-1].size
+        blocks.append(await asyncio.to_thread(_decode, audio, budget, max_audio_s))
     return Prepared(request, np.concatenate(blocks))
 
 
-def _decode(audio: AudioInput, limit: int | None = None, max_audio_s: float | None = None) -> np.ndarray:
+def _decode(audio: AudioInput, budget: Budget | None = None, max_audio_s: float | None = None) -> np.ndarray:
+    def too_long(seconds: str) -> APIError:
+        return APIError(400, f"{audio.label}: the audio is {seconds} long; this server takes at most "
+                        f"{max_audio_s:g} s of audio per request (--max-audio-s). Send it in shorter "
+                        "chunks.", code="audio_too_long", param=audio.label)
+
     try:
-        if limit is None:
-            samples = codecs.decode(audio.data, WHISPER_SAMPLE_RATE, label=audio.label)
-        else:
-            samples = _decode_within(audio, limit, max_audio_s or 0.0)
+        if budget is not None:
+            stated = codecs.probe(audio.data, audio.label).duration_s
+            if stated is not None and stated * WHISPER_SAMPLE_RATE > budget.left:
+                raise too_long(f"{stated:.0f} s")
+        samples = codecs.decode(audio.data, WHISPER_SAMPLE_RATE, label=audio.label, budget=budget,
+                                declared=audio.format)
+    except OverBudget as exc:
+        if budget is not None and budget.used > budget.limit:  # the request's, not the file's own
+            raise too_long(f"more than {max_audio_s:g} s") from None
+        raise APIError(400, str(exc), code="audio_too_long", param=audio.label) from None
     except InputError as exc:
         raise APIError(400, str(exc), code="invalid_audio", param=audio.label) from exc
     if samples.size == 0:
         raise APIError(400, f"{audio.label}: the audio has no samples (zero length). Send a "
                        "recording with sound in it.", code="invalid_audio", param=audio.label)
     return samples
-
-
-def _decode_within(audio: AudioInput, limit: int, max_audio_s: float) -> np.ndarray:
-    def too_long(seconds: str) -> APIError:
-        return APIError(400, f"{audio.label}: the audio is {seconds} long; this server takes at most "
-                        f"{max_audio_s:g} s of audio per request (--max-audio-s). Send it in shorter "
-                        "chunks.", code="audio_too_long", param=audio.label)
-
-    stated = codecs.probe(audio.data, audio.label).duration_s
-    if stated is not None and stated * WHISPER_SAMPLE_RATE > limit:
-        raise too_long(f"{stated:.0f} s")
-    blocks, decoded = [], 0
-    for block in codecs.iter_decoded(audio.data, WHISPER_SAMPLE_RATE, audio.label):
-        decoded += block.size
-        if decoded > limit:  # the header understated it: stop here
-            raise too_long(f"more than {max_audio_s:g} s")
-        blocks.append(block)
-    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 
 def usage_for(prepared: Prepared, *, output_text: str, output_samples: int) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """What one client may ask of `audiobatch serve` (docs/security.md: every client of the
 server is untrusted).
 
-- `ServeLimits` (localmodel/serving.py): audio and text per request, requests waiting.
+- `ServeLimits` (localmodel/serving.py): audio and text per request, requests waiting, the
+  time a client has to send a body.
 - `Admission`: one request is worked on and at most `max_queue` wait; more are answered 429
-  with `retry-after` at once, before their body is read.
+  with `retry-after` at once, before their body is read. A request holds its place from its
+  arrival, so its body must arrive within `body_timeout_s` (localmodel/app.py answers 408
+  and frees the place): five clients that send a head and never a body held every place.
 - `request_origin_error`: DNS rebinding and cross-site pages. A web page on another site can make
   a browser send requests to 127.0.0.1 (its host name re-pointed at 127.0.0.1, or a simple
   cross-origin POST); the Host header still names the page's site and the Origin header the

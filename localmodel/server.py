@@ -2,11 +2,13 @@
 
     python -m audiobatch.localmodel.server [--host 127.0.0.1] [--port 8000] [--api-key KEY]
         [--insecure-no-auth] [--max-body-mb 64] [--max-audio-s S] [--max-text-chars N] [--max-queue 4]
+        [--body-timeout-s 30]
 
 Binds 127.0.0.1 unless told otherwise; any other address needs an API key (or, knowingly,
 --insecure-no-auth). The API key may also come from the environment (AUDIOBATCH_SERVE_API_KEY),
 which keeps it out of the process list; it is never logged. Every client is untrusted: audio and
-text per request, the queue, Host and Origin are checked (localmodel/protect.py). The engines
+text per request, the queue, the time to send a body, Host and Origin are checked
+(localmodel/protect.py). The engines
 load before the port opens, so a server that answers is ready to work; SIGTERM stops it within
 seconds (running inference stops at its next segment, queued work is dropped).
 """
@@ -51,10 +53,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
              engines.load_seconds.get("whisper", 0.0), engines.load_seconds.get("piper", 0.0))
     app = create_app(api_key=api_key, max_body_bytes=int(max_body_mb * 1024 * 1024), engines=engines,
                      limits=limits, allowed_hosts=allowed_hosts(host, api_key=api_key is not None))
-    log.info("%s on http://%s:%d/v1 (API key %s, body limit %s MB, %g s of audio and %d characters "
-             "per request, %d waiting at most)", LOCAL_MODEL, host, port,
-             "required" if api_key else "not required", max_body_mb, limits.max_audio_s,
-             limits.max_text_chars, limits.max_queue)
+    log.info("%s on http://%s:%d/v1 (API key %s, body limit %s MB within %g s, %g s of audio and %d "
+             "characters per request, %d waiting at most)", LOCAL_MODEL, host, port,
+             "required" if api_key else "not required", max_body_mb, limits.body_timeout_s,
+             limits.max_audio_s, limits.max_text_chars, limits.max_queue)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), server_header=False,
                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
@@ -82,11 +84,14 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
                         help=f"requests waiting beyond the one being worked on; more get 429 "
                         f"(default: {defaults.max_queue})")
+    parser.add_argument("--body-timeout-s", type=float, default=defaults.body_timeout_s,
+                        help="seconds a client has to send a request's body; slower ones get 408 "
+                        f"and free their place in the queue (default: {defaults.body_timeout_s:g})")
 
 
 def serve_from_args(args: argparse.Namespace, log_level: str = "info") -> None:
     serve(args.host, args.port, args.api_key, args.max_body_mb, insecure_no_auth=args.insecure_no_auth,
-          limits=ServeLimits(args.max_audio_s, args.max_text_chars, args.max_queue),
+          limits=ServeLimits(args.max_audio_s, args.max_text_chars, args.max_queue, args.body_timeout_s),
           log_level=log_level)
 
 

@@ -17,11 +17,14 @@ CHARS_PER_WORD = 10  # generous: an average English word with its space is about
 
 @dataclass(frozen=True)
 class ServeLimits:
+    """What one request may ask of a served model (localmodel/protect.py enforces it)."""
+
     max_audio_s: float
     max_text_chars: int
     max_queue: int  # requests waiting behind the one being worked on
-
-    """What one request may ask of a served model (localmodel/protect.py enforces it)."""
+    # From a request's arrival to the end of its body: a client that sends a head and no body
+    # would otherwise hold its place in the queue for as long as it likes.
+    body_timeout_s: float = 30.0
 
     @classmethod
     def defaults(cls) -> ServeLimits:

@@ -1,6 +1,8 @@
 """The pipeline's steps, one module per step, grouped by stage in the order data flows through them.
 
     errors.py, options.py   what every stage shares: the one exception tree; the job's typed options
+    bounded.py     the decoding budget every decoder of others' input works within (and its
+                   bounded decompression): audio, archives, HTTP bodies
     inputs/        manifest rows -> items; where their bytes come from, and what a run may reach
     audio/         decode, loudness, pauses and voice, chunks cut to the request budget; joins
     text/          narration text: books and files -> speakable text -> word and sentence breaks

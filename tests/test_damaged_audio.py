@@ -13,6 +13,7 @@ import soundfile as sf
 
 from audiobatch.tasks.audio.codecs import DecodeReport, decode, encode, iter_decoded
 from audiobatch.tasks.errors import InputError
+from tests.helpers.bombs import flac_hours
 from tests.helpers.data import REFERENCES, SPEECH
 from tests.helpers.e2e import corpus_wer, run_transcribe, write_manifest
 
@@ -85,10 +86,14 @@ def test_a_file_mostly_garbage_fails_with_a_clear_reason(tmp_path: Path) -> None
 @pytest.mark.usefixtures("prefect_api")
 async def test_damaged_files_are_transcribed_and_the_damage_reported(
         podcast_with_ads: Path, float_wav_with_nans: Path, tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.flac"  # 757 bytes of FLAC at 8 Hz: 126 hours at 16 kHz (main: 6 GB)
+    bomb.write_bytes(flac_hours(55))
     manifest = write_manifest(tmp_path / "m.csv", [{"id": "episode", "audio": str(podcast_with_ads)},
-                                                   {"id": "nans", "audio": str(float_wav_with_nans)}])
+                                                   {"id": "nans", "audio": str(float_wav_with_nans)},
+                                                   {"id": "bomb", "audio": str(bomb)}])
     run = await run_transcribe(manifest, tmp_path / "out")
-    assert run.statuses() == {"episode": "ok", "nans": "ok"}
+    assert run.statuses() == {"episode": "ok", "nans": "ok", "bomb": "failed"}
+    assert "bomb: the file (757 bytes) holds more than 757 s of audio" in run.item("bomb")["error_message"]
     episode, nans = run.item("episode"), run.item("nans")
     assert episode["skipped_audio_s"] > 0 and episode["skipped_bytes"] > 0
     assert nans["repaired_samples"] == 11 and nans["skipped_audio_s"] == 0

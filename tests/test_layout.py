@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"flows": "audiobatch.flows", "tasks": "audiobatch.tasks", "localmodel": "audiobatch.localmodel"}
 # What each package of tasks/ may import besides itself (its __init__ says the same in words).
-SHARED = {"errors", "options"}
+# The shared modules import only each other: bounded.py's errors are InputErrors (an item fails).
+SHARED = {"errors", "options", "bounded"}
 ALLOWED = {
     "audio": set(),
     "inputs": {"audio"},
@@ -108,7 +109,7 @@ def test_each_stage_imports_only_the_stages_its_package_names() -> None:
     for module, deps in graph().items():
         stage = stage_of(module)
         if stage in SHARED:
-            assert not {stage_of(d) for d in deps} - {None}, f"{module} must stay a leaf: {deps}"
+            assert not {stage_of(d) for d in deps} - {None} - SHARED, f"{module} must stay a leaf: {deps}"
             continue
         if stage is None:
             continue

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import pytest
 
 from audiobatch.flows.cli import main
 from audiobatch.tasks.audio import codecs
+from tests.helpers.bombs import flac_hours
 from tests.helpers.data import ROOT, SPEECH
 from tests.helpers.localserver import (free_port, narration_body, openai_error, server_process,
                                        transcription_body)
@@ -59,11 +61,16 @@ def peak_rss_mb(process: subprocess.Popen) -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
 
 
+BODY_TIMEOUT_S = 5
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen, Path]]:
-    """A loopback server without a key: 60 s of audio per request, one request waiting at most."""
+    """A loopback server without a key: 60 s of audio per request, one request waiting at most,
+    BODY_TIMEOUT_S for a body to arrive."""
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    with server_process(["--max-audio-s", "60", "--max-queue", "1"], log_path=log) as (url, process):
+    with server_process(["--max-audio-s", "60", "--max-queue", "1", "--body-timeout-s", str(BODY_TIMEOUT_S)],
+                        log_path=log) as (url, process):
         yield url, process, log
 
 
@@ -96,6 +103,20 @@ def test_hours_of_audio_in_a_small_file_are_refused_before_decoding(served) -> N
     error = openai_error(chat(url, transcription_body(flac, "wav")), 400, "invalid_audio")
     assert "says 'wav', but the data is FLAC" in error["message"]
     assert chat(url, transcription_body(SHORT, "wav")).json()["choices"][0]["message"]["content"]
+
+
+def test_a_1_kb_request_of_hours_is_refused_before_anything_is_decoded(served) -> None:
+    """The issue's example: an empty ID3 tag, then FLAC at 8 Hz (159 hours in 962 bytes), sent
+    as mp3. The sniff sees ID3; FFmpeg skips the tag and opens FLAC, which states no length;
+    each 13-byte frame is 2.3 hours at 16 kHz (main: 277 MiB -> 3.2 GiB)."""
+    url, process, _ = served
+    before = peak_rss_mb(process)
+    bomb = flac_hours(70, id3=True)
+    assert len(bomb) < 1024
+    error = openai_error(chat(url, transcription_body(bomb, "mp3")), 400, "invalid_audio")
+    assert "said to be mp3, but the data opens as flac" in error["message"]
+    assert peak_rss_mb(process) - before < 50
+    assert chat(url, transcription_body(SHORT, "wav")).status_code == 200
 
 
 def test_text_and_json_beyond_the_limits_are_400(served) -> None:
@@ -134,6 +155,32 @@ def test_a_full_queue_answers_429_with_retry_after(served) -> None:
     while log.read_text().count("the client went away") < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert log.read_text().count("the client went away") >= 2
+
+
+def test_clients_that_send_a_head_and_never_the_body_lose_their_place(served) -> None:
+    """Each request holds a place in the queue from its arrival; two that never send their
+    body held both places (main: every other client got 429 for 90 s). They get 408 after
+    --body-timeout-s and the places are free again."""
+    url, _, log = served
+    port = int(url.split(":")[2].split("/")[0])
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n{\"model\": " % port)
+    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        for connection in stalled:
+            connection.sendall(head)
+        time.sleep(1.0)
+        refused = chat(url, transcription_body(SHORT, "wav"))
+        assert refused.status_code == 429  # both places are taken, by clients sending nothing
+        for connection in stalled:
+            connection.settimeout(BODY_TIMEOUT_S + 30)
+            answer = connection.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in answer
+            assert b"(--body-timeout-s)" in answer
+    finally:
+        for connection in stalled:
+            connection.close()
+    assert chat(url, transcription_body(SHORT, "wav")).status_code == 200
 
 
 def test_a_client_that_hangs_up_stops_its_work(served) -> None:

@@ -1,4 +1,5 @@
 """Audio: streaming decode (PyAV) -> 16 kHz mono -> loudness -> chunks cut in pauses within the
 request budget (prepare.py), with voice detection (Silero, vad.py), economy (shortened pauses),
-and the narration side's joins, loudness and time-stretch (stitch.py). Imports: errors only.
+and the narration side's joins, loudness and time-stretch (stitch.py). Imports: errors and bounded
+(the decoding budget) only.
 """

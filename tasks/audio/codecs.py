@@ -2,10 +2,20 @@
 
 Samples inside audiobatch are float32 mono numpy arrays in [-1, 1] at a stated rate.
 Decoding streams: `iter_decoded` yields blocks, so a 3-hour file is never held whole.
+
+Audio comes from others (manifests, feeds, `serve` requests, model replies), and a few bytes
+can claim hours (FLAC at 8 Hz: one 65,536-sample frame is 2.3 hours at 16 kHz). So decoding
+works within budgets of output samples (tasks/bounded.py), charged for each frame before it is
+resampled: always the file's own (MAX_AUDIO_S_PER_BYTE: more audio than any real recording of
+that size holds), and the caller's when it has one (a served request's --max-audio-s, a
+narrated reply's length). The resampler's output is made in blocks of at most RESAMPLED_BLOCK,
+so no single step holds more. A caller that knows the format (`declared`) gets the codec it
+declared or an InputError: an ID3 tag in front of FLAC is not an mp3.
 """
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +25,7 @@ import av
 import numpy as np
 import soundfile as sf
 
+from audiobatch.tasks.bounded import Budget
 from audiobatch.tasks.errors import InputError
 
 Source = str | Path | BinaryIO | bytes
@@ -45,7 +56,12 @@ def _audio_stream(container: av.container.InputContainer, label: str) -> av.audi
     if not container.streams.audio:
         container.close()
         raise InputError(f"{label}: the file has no audio track. Give a file with sound in it.")
-    return container.streams.audio[0]
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:  # FFmpeg has no decoder for what the header names
+        container.close()
+        raise InputError(f"{label}: the audio is in a codec that cannot be decoded here (or its "
+                         "header is damaged). Re-export it as wav, mp3, flac or m4a.")
+    return stream
 
 
 def probe(source: Source, label: str = "audio") -> AudioInfo:
@@ -80,40 +96,97 @@ class DecodeReport:
 
 
 MAX_UNREADABLE_SHARE = 0.25  # more than this of the audio data refused: fail the file
+# The most audio a file may decode to, per byte of it. Real recordings hold far less: digital
+# silence in FLAC, the most compressible audio there is, 21 ms a byte (measured); speech in
+# Opus 0.1 ms.
+MAX_AUDIO_S_PER_BYTE = 1.0
+MIN_AUDIO_BUDGET_S = 60.0  # what any file may hold, however small
+# The codecs a declared format may open as (container names as FFmpeg reports them).
+DECLARED_CODECS = {"wav": ("wav", ("pcm_",)), "mp3": ("mp3", ("mp3",)),
+                   "flac": ("flac", ("flac",)), "opus": ("ogg", ("opus",))}
 
 
 def iter_decoded(source: Source, sample_rate: int, label: str = "audio",
-                 report: DecodeReport | None = None) -> Iterator[np.ndarray]:
+                 report: DecodeReport | None = None, *, budget: Budget | None = None,
+                 declared: str | None = None) -> Iterator[np.ndarray]:
     """Decode any FFmpeg-readable audio to float32 mono blocks at `sample_rate`, streaming.
 
     Like the ffmpeg tool, it decodes through damage: a packet the decoder refuses is left out
     (counted in `report`), junk between frames is skipped by FFmpeg's demuxer, a stream that
     changes rate or layout mid-way (podcast segments with their own tags, joined) gets a new
     resampler, and non-finite samples become silence. It fails (InputError naming `label`)
-    only when more than MAX_UNREADABLE_SHARE of the audio data could not be decoded.
+    when more than MAX_UNREADABLE_SHARE of the audio data could not be decoded, when the file
+    holds more audio than its size allows or `budget` (samples at `sample_rate`) takes
+    (OverBudget, before the frame that would pass it is resampled), and when `declared`
+    (wav, mp3, flac, opus) is not what FFmpeg opened.
     """
     report = report if report is not None else DecodeReport()
     container = _open(source, label)
+    budgets = [size_budget(source, sample_rate, label), *([budget] if budget is not None else [])]
     with container:
         stream = _audio_stream(container, label)
-        resampler = _Resampler(sample_rate)
-        for packet in _packets(container, stream, label):
-            report.packets += 1
-            report.packet_bytes += packet.size
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                _skip(packet, report)
-                continue
-            for frame in frames:
-                for block in resampler.add(frame, report):
-                    yield _finite(block, report)
-        for block in resampler.flush(report):
-            yield _finite(block, report)
+        if declared is not None:
+            check_declared(container, stream, declared, label)
+        try:
+            yield from _blocks(container, stream, _Resampler(sample_rate, budgets), report, label)
+        except av.error.FFmpegError as exc:  # the resampler's: a layout or rate it cannot take
+            raise InputError(f"{label}: the audio cannot be converted to mono at {sample_rate} Hz "
+                             f"({exc}); its header may be damaged. Re-export it.") from None
     if report.unreadable_share > MAX_UNREADABLE_SHARE:
         raise InputError(f"{label}: {report.unreadable_share:.0%} of the audio data could not be "
                          f"decoded ({report.skipped_packets} of {report.packets} packets). The file "
                          "is too damaged to transcribe; re-download or re-export it.")
+
+
+def _blocks(container: av.container.InputContainer, stream: Any, resampler: _Resampler,
+            report: DecodeReport, label: str) -> Iterator[np.ndarray]:
+    for packet in _packets(container, stream, label):
+        report.packets += 1
+        report.packet_bytes += packet.size
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            _skip(packet, report)
+            continue
+        for frame in frames:
+            for block in resampler.add(frame, report):
+                yield _finite(block, report)
+    for block in resampler.flush(report):
+        yield _finite(block, report)
+
+
+def size_budget(source: Source, sample_rate: int, label: str) -> Budget:
+    """The most samples a file of this size may decode to (MAX_AUDIO_S_PER_BYTE)."""
+    size = _size_of(source)
+    seconds = max(MIN_AUDIO_BUDGET_S, size * MAX_AUDIO_S_PER_BYTE)
+    return Budget(round(seconds * sample_rate), (
+        f"{label}: the file ({size:,} bytes) holds more than {seconds:,.0f} s of audio, more than "
+        f"any real recording of its size ({MAX_AUDIO_S_PER_BYTE:g} s a byte at most); decoding "
+        "stopped there. It is crafted or broken: re-export it."))
+
+
+def _size_of(source: Source) -> int:
+    if isinstance(source, bytes):
+        return len(source)
+    if isinstance(source, (str, Path)):
+        return os.path.getsize(source)
+    here = source.tell()
+    size = source.seek(0, io.SEEK_END)
+    source.seek(here)  # FFmpeg reads on from here
+    return size
+
+
+def check_declared(container: av.container.InputContainer, stream: Any, declared: str,
+                   label: str) -> None:
+    """InputError unless FFmpeg opened what `declared` names (container and codec)."""
+    if declared not in DECLARED_CODECS:
+        raise ValueError(f"no codec check for format {declared!r}")
+    container_name, codec_prefixes = DECLARED_CODECS[declared]
+    opened, codec = container.format.name, stream.codec_context.name
+    if container_name not in opened.split(",") or not codec.startswith(codec_prefixes):
+        raise InputError(f"{label}: said to be {declared}, but the data opens as {codec} in "
+                         f"{opened.split(',')[0]}: refused. Send {declared} data, or say what "
+                         "format it is.")
 
 
 def _packets(container: av.container.InputContainer, stream: Any, label: str) -> Iterator[Any]:
@@ -139,6 +212,7 @@ def _skip(packet: Any, report: DecodeReport) -> None:
 
 
 BATCH_SAMPLES = 65_536  # per channel: decoded frames (~1,000 samples each) joined before conversion
+RESAMPLED_BLOCK = 65_536  # the most samples one resampler call may make (8 Hz -> 16 kHz is x2000)
 
 
 class _Resampler:
@@ -153,22 +227,26 @@ class _Resampler:
     resampler: its samples are converted as FFmpeg's would be (x / 32768 is exact in float32),
     without building a filter graph per file, ~1 ms of held GIL per short clip."""
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, budgets: list[Budget] = ()) -> None:  # type: ignore[assignment]
         self.sample_rate = sample_rate
+        self._budgets = budgets
         self._resampler: av.AudioResampler | None = None
         self._setup: tuple[str, str, int] | None = None
         self._layout: Any = None
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
 
-    def add(self, frame: av.AudioFrame, report: DecodeReport) -> list[np.ndarray]:
-        """Take one decoded frame; returns the blocks that are ready."""
+    def add(self, frame: av.AudioFrame, report: DecodeReport) -> Iterator[np.ndarray]:
+        """Take one decoded frame; yields the blocks that are ready. The frame's samples at
+        the output rate are charged to the budgets first: over budget, nothing is made."""
         setup = (frame.format.name, frame.layout.name, frame.sample_rate)
-        blocks = []
+        output = -(-frame.samples * self.sample_rate // max(1, frame.sample_rate))
+        for budget in self._budgets:
+            budget.charge(output)
         if setup != self._setup:
-            blocks += self._convert_pending(report)
+            yield from self._convert_pending(report)
             if self._setup is not None:
-                blocks += self._drain()
+                yield from self._drain()
                 report.restarts += 1
             self._resampler = None if self._passes_through(frame) else av.AudioResampler(
                 format="flt", layout="mono", rate=self.sample_rate)
@@ -181,29 +259,39 @@ class _Resampler:
             self._pending.append(frame.to_ndarray())
         self._pending_samples += samples
         if self._pending_samples >= BATCH_SAMPLES:
-            blocks += self._convert_pending(report)
-        return blocks
+            yield from self._convert_pending(report)
 
-    def flush(self, report: DecodeReport) -> list[np.ndarray]:
-        return self._convert_pending(report) + self._drain()
+    def flush(self, report: DecodeReport) -> Iterator[np.ndarray]:
+        yield from self._convert_pending(report)
+        yield from self._drain()
 
-    def _convert_pending(self, report: DecodeReport) -> list[np.ndarray]:
+    def _convert_pending(self, report: DecodeReport) -> Iterator[np.ndarray]:
         if not self._pending:
-            return []
+            return
         samples = np.concatenate(self._pending, axis=-1) if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_samples = [], 0
         samples = _finite(samples, report)
         if self._resampler is None:
-            return [_as_float(samples)]
+            yield _as_float(samples)
+            return
         sample_format, _, rate = self._setup  # type: ignore[misc]
-        frame = av.AudioFrame.from_ndarray(samples, format=sample_format, layout=self._layout)
-        frame.sample_rate = rate  # no pts: the resampler ignores gaps in broken timestamps
-        return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+        # Upsampling multiplies: at most RESAMPLED_BLOCK out of each resampler call.
+        step = max(1, RESAMPLED_BLOCK * rate // self.sample_rate)
+        packed = samples.shape[0] == 1 and len(self._layout.channels) > 1
+        width = len(self._layout.channels) if packed else 1  # packed: channels interleaved
+        for start in range(0, samples.shape[-1] // width, step):
+            piece = samples[:, start * width:(start + step) * width]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format=sample_format,
+                                               layout=self._layout)
+            frame.sample_rate = rate  # no pts: the resampler ignores gaps in broken timestamps
+            for out in self._resampler.resample(frame):
+                yield out.to_ndarray().reshape(-1)
 
-    def _drain(self) -> list[np.ndarray]:
+    def _drain(self) -> Iterator[np.ndarray]:
         if self._resampler is None:
-            return []
-        return [out.to_ndarray().reshape(-1) for out in self._resampler.resample(None)]
+            return
+        for out in self._resampler.resample(None):
+            yield out.to_ndarray().reshape(-1)
 
     def _passes_through(self, frame: av.AudioFrame) -> bool:
         return (len(frame.layout.channels) == 1 and frame.sample_rate == self.sample_rate
@@ -232,9 +320,11 @@ def _finite(samples: np.ndarray, report: DecodeReport) -> np.ndarray:
     return np.where(bad, 0, samples).astype(samples.dtype)
 
 
-def decode(source: Source, sample_rate: int, label: str = "audio") -> np.ndarray:
-    """Whole-file decode; for short audio (request bodies, narrated chunks) only."""
-    blocks = list(iter_decoded(source, sample_rate, label))
+def decode(source: Source, sample_rate: int, label: str = "audio", *, budget: Budget | None = None,
+           declared: str | None = None) -> np.ndarray:
+    """Whole-file decode; for short audio (request bodies, narrated chunks) only: give it the
+    `budget` the audio's purpose allows (see `iter_decoded`)."""
+    blocks = list(iter_decoded(source, sample_rate, label, budget=budget, declared=declared))
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
 

@@ -31,6 +31,7 @@ from urllib.request import url2pathname
 import fsspec
 import httpx
 
+from audiobatch.tasks.bounded import BodyDecoder, Budget, OverBudget, Undecodable
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.inputs.fetch_policy import (FetchPolicy, RateCheck, content_type_problem, too_big,
                                                   within_roots)
@@ -291,17 +292,22 @@ def _check_status(response: httpx.Response, offset: int, part: Path, label: str,
 
 async def _write_body(response: httpx.Response, part: Path, resuming: bool, offset: int,
                       policy: FetchPolicy, label: str, shown: str) -> None:
-    written = offset
+    """The body into `part`, decoded as it arrives within the size cap (tasks/bounded.py: at
+    most one content-coding, inflated a piece at a time; httpx would inflate a whole network
+    read, and stacked codings multiply)."""
     rate = RateCheck(policy, label, shown)
-    with open(part, "ab" if resuming else "wb") as out:
-        async for block in response.aiter_bytes():  # as received: a drop loses nothing kept
-            written += len(block)
-            if written > policy.max_bytes:  # the server sent more than it announced, or nothing said
-                out.close()
-                part.unlink(missing_ok=True)
-                raise too_big(label, shown, None, policy)
-            out.write(block)
-            rate.received(len(block))
+    room = Budget(policy.max_bytes - offset, str(too_big(label, shown, None, policy)))
+    try:
+        decoder = BodyDecoder(response.headers.get("content-encoding"), room, f"{label}: {shown}")
+        with open(part, "ab" if resuming else "wb") as out:
+            async for raw in response.aiter_raw():  # as received: a drop loses nothing kept
+                for block in decoder.feed(raw):
+                    out.write(block)
+                rate.received(len(raw))
+        decoder.finish()
+    except (OverBudget, Undecodable):  # over the cap (sent more than announced, or nothing said)
+        part.unlink(missing_ok=True)
+        raise
 
 
 def _range_start(response: httpx.Response) -> int | None:

@@ -32,6 +32,7 @@ from tenacity import (AsyncRetrying, RetryCallState, stop_after_attempt,
                       wait_random_exponential)
 
 from audiobatch.tasks.audio import codecs
+from audiobatch.tasks.bounded import ACCEPT_ENCODING
 from audiobatch.tasks.errors import (ConfigError, InputError, ModelError, RunFatalError, TransientModelError,
                                      register_secret)
 from audiobatch.tasks.inputs.sources import safe_url
@@ -340,7 +341,9 @@ class ModelClient:
         return self._jitter(state)
 
     def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": "audiobatch", **self.settings.extra_headers}
+        # the codings read_capped decodes (httpx would offer brotli and zstd when installed)
+        headers = {"User-Agent": "audiobatch", "Accept-Encoding": ACCEPT_ENCODING,
+                   **self.settings.extra_headers}
         if self.settings.api_key:
             headers["Authorization"] = f"Bearer {self.settings.api_key}"
         return headers

@@ -12,7 +12,16 @@ a transport, and tunnelling is httpcore's job.
 
 Timeouts are httpx's (`connect`, `read`, `write`; the pool never waits: the model client's
 limiter bounds requests) and failures are httpx's exceptions, so callers see no difference.
-What an endpoint sends is hostile: h11 parses it, with its limit on the size of a head.
+What an endpoint sends is hostile: h11 parses it; an answer's head (informational answers
+included) may be at most MAX_HEAD_BYTES however it arrives (h11's own limit covers only a head
+still incomplete), and a connection is reused only when nothing unasked waits anywhere: not
+in the socket's buffer, and not in h11's (a second answer sent in the same write as the first
+would be taken for the next request's answer, and every later one would be off by one).
+
+Kept after measuring it against httpx's own transport (issue 23, benchmarks/transport.py): at
+a realistic endpoint's pace both take the same wall time, this one less CPU, and httpcore has
+both of the faults above (h11 underneath, the same checks missing), which it does not let a
+caller mend.
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ import h11
 import httpx
 
 READ_SIZE = 64 * 1024
+MAX_HEAD_BYTES = 16 * 1024  # h11's default for an incomplete head, for a whole one too
 Origin = tuple[str, str, int]
 
 
@@ -40,14 +50,21 @@ class _Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.received = 0  # bytes of the current answer given to h11
+
+    def unasked(self) -> bool:
+        """Whether the server sent anything beyond the answer h11 has read: bytes in h11's
+        buffer (sent with the answer), in the stream's (sent after it; StreamReader has no
+        public way to ask) or the end of the stream."""
+        return bool(self.h11.trailing_data[0] or self.reader._buffer  # type: ignore[attr-defined]
+                    or self.reader.at_eof())
 
     def reusable(self) -> bool:
         """Idle and still open, and the server sent nothing since its last answer: bytes
         there (a 408 some servers send before closing an idle connection) would be taken
-        for the next request's answer. StreamReader has no public way to ask for them."""
-        return (self.h11.our_state is h11.IDLE and not self.writer.is_closing()
-                and not self.reader.at_eof() and not self.reader._buffer)  # type: ignore[attr-defined]
+        for the next request's answer."""
+        return self.h11.our_state is h11.IDLE and not self.writer.is_closing() and not self.unasked()
 
     def close(self) -> None:
         self.writer.close()
@@ -66,8 +83,13 @@ class _Connection:
                     data = await self.reader.read(READ_SIZE)
                 if not data and self.h11.their_state is h11.SEND_RESPONSE:
                     raise httpx.RemoteProtocolError("the server disconnected without sending an answer")
+                self.received += len(data)
                 self.h11.receive_data(data)
         return event
+
+    def head_bytes(self) -> int:
+        """Bytes of the answer read so far, less what h11 holds unparsed (the body's start)."""
+        return self.received - len(self.h11.trailing_data[0])
 
 
 @contextmanager
@@ -143,6 +165,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                         write_timeout_s: float | None, read_timeout_s: float | None) -> h11.Response:
         """Send the request, its body piece by piece, and read the answer's head."""
         target = request.url.raw_path
+        connection.received = 0
         await connection.send(h11.Request(method=request.method, target=target,
                                           headers=request.headers.raw), write_timeout_s)
         try:
@@ -161,6 +184,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
     async def _head(connection: _Connection, read_timeout_s: float | None) -> h11.Response:
         while True:
             event = await connection.next_event(read_timeout_s)
+            if connection.head_bytes() > MAX_HEAD_BYTES:  # 1xx answers count: they could go on
+                raise httpx.RemoteProtocolError(f"the answer's head is over {MAX_HEAD_BYTES:,} bytes "
+                                                f"({connection.head_bytes():,})")
             if isinstance(event, h11.Response):
                 return event
             if not isinstance(event, h11.InformationalResponse):  # 100 Continue and kin: skip
@@ -193,7 +219,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     def _release(self, origin: Origin, connection: _Connection) -> None:
         """An answer was read to its end: keep the connection if both sides allow it."""
-        if connection.h11.our_state is h11.DONE and connection.h11.their_state is h11.DONE:
+        if (connection.h11.our_state is h11.DONE and connection.h11.their_state is h11.DONE
+                and not connection.unasked()):
             connection.h11.start_next_cycle()
             idle = self._idle.setdefault(origin, [])
             if len(idle) < self._max_idle:

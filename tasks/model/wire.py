@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from audiobatch.tasks.bounded import BodyDecoder, Budget, OverBudget, Undecodable
 from audiobatch.tasks.errors import (ModelError, PermanentModelError, RunFatalError, TransientModelError,
                                      UnreadableUsage)
 from audiobatch.tasks.model.cost import Usage
@@ -233,23 +234,32 @@ def _audio(message: dict, where: str, want_audio: bool,
 
 async def read_capped(streamed: httpx.Response, url: str, max_mb: float) -> httpx.Response:
     """The streamed answer with its body read, up to `max_mb`: a larger body (announced or not)
-    is refused unread, since the endpoint could otherwise fill memory."""
+    is refused unread, since the endpoint could otherwise fill memory. The body is decoded
+    here, within the same cap (tasks/bounded.py): at most one content-coding, each piece
+    counted before the next is inflated (httpx inflates a whole network read at once, and
+    `gzip, gzip` 825 bytes to 400 MiB)."""
     cap = int(max_mb * 1024 * 1024)
     declared = streamed.headers.get("content-length", "")
-    chunks, size = [], int(declared) if declared.isdigit() else 0
-    if size <= cap:
-        size = 0
-        async for chunk in streamed.aiter_bytes():
-            size += len(chunk)
-            if size > cap:
-                break
-            chunks.append(chunk)
-    if size > cap:
-        raise PermanentModelError(
-            f"{url} answered HTTP {streamed.status_code} with a body over the "
-            f"{max_mb:g} MB reply limit; it was not read. Send "
-            "smaller requests (a lower audio-token budget) or check the endpoint.",
-            status=streamed.status_code, request_id=streamed.headers.get("x-request-id"))
+    request_id = streamed.headers.get("x-request-id")
+    refused = PermanentModelError(
+        f"{url} answered HTTP {streamed.status_code} with a body over the "
+        f"{max_mb:g} MB reply limit; it was not read. Send "
+        "smaller requests (a lower audio-token budget) or check the endpoint.",
+        status=streamed.status_code, request_id=request_id)
+    if declared.isdigit() and int(declared) > cap:
+        raise refused
+    chunks = []
+    try:
+        decoder = BodyDecoder(streamed.headers.get("content-encoding"), Budget(cap, str(refused)),
+                              f"{url}'s answer")
+        async for raw in streamed.aiter_raw():
+            chunks.extend(decoder.feed(raw))
+        decoder.finish()
+    except OverBudget:
+        raise refused from None
+    except Undecodable as error:
+        raise PermanentModelError(f"{error} Check the endpoint (or a proxy in front of it).",
+                                  status=streamed.status_code, request_id=request_id) from None
     headers = [(k, v) for k, v in streamed.headers.multi_items()  # the body is decoded now
                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
     return httpx.Response(streamed.status_code, headers=headers, content=b"".join(chunks),

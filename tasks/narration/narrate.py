@@ -18,6 +18,7 @@ import numpy as np
 from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.audio.loudness import measure_lufs
 from audiobatch.tasks.audio.stitch import MAX_SPEED, MIN_SPEED, PartClock, finish_narration, speed_up
+from audiobatch.tasks.bounded import Budget
 from audiobatch.tasks.captions.files import render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import Word
@@ -41,6 +42,9 @@ AUDIOBOOK = "m4b"
 # A retake asks for another reading: temperature 0.8 for the second take, 1.0 for the third...
 # (the embedded voice reads temperature/8 slower: 10%, 12.5%..., the same take every time).
 RETAKE_TEMPERATURE = 0.8
+# A narrated chunk's audio may last at most this long per word and character of its text, plus
+# MAX_EXTRA_S: slow reading is ~0.6 s a word, a long number read out ~0.3 s a character.
+MAX_S_PER_WORD, MAX_S_PER_CHARACTER, MAX_EXTRA_S = 2.0, 0.1, 10.0
 _EXTENSIONS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", AUDIOBOOK: "m4b"}
 
 
@@ -105,10 +109,24 @@ async def _narrate_chunk(ctx: RunContext, recorder: ItemRecorder, index: int, te
                                         model=settings["model"], expected_tokens=expected.total_tokens))
 
 
-def _decode_part(item: Item, index: int, reply: ReplyRecord) -> np.ndarray:
+def longest_reading_s(text: str) -> float:
+    """The longest any voice could take to say `text` (generous: slow reading, long numbers)."""
+    return MAX_S_PER_WORD * count_words(text) + MAX_S_PER_CHARACTER * len(text) + MAX_EXTRA_S
+
+
+def _decode_part(item: Item, index: int, reply: ReplyRecord, text: str) -> np.ndarray:
+    """A narrated chunk's samples. The reply is from the model: it must open as the wav asked
+    for, and is decoded only as far as the text could take to say (a few hundred KB of FLAC
+    or low-rate wav can hold an hour)."""
     if not reply.audio:
         raise InputError(f"{item.item_id}: chunk {index} came back without audio")
-    return codecs.decode(reply.audio, NARRATION_RATE, label=f"{item.item_id} chunk {index}")
+    limit_s = longest_reading_s(text)
+    budget = Budget(round(limit_s * NARRATION_RATE), (
+        f"{item.item_id}: the model's audio for chunk {index} is longer than {limit_s:.0f} s, more "
+        f"than its {count_words(text):,} words take to say: refused (decoding stopped there). "
+        "Check the endpoint: it should answer with the text spoken."))
+    return codecs.decode(reply.audio, NARRATION_RATE, label=f"{item.item_id} chunk {index} (the model's audio)",
+                         budget=budget, declared=reply.audio_format or "wav")
 
 
 @dataclass
@@ -141,7 +159,7 @@ async def _chunk_audio(ctx: RunContext, recorder: ItemRecorder, chunk: PlannedCh
     best: tuple[int, np.ndarray] | None = None  # (word errors, samples) of the best take so far
     for take in range(1, takes + 1):
         reply = await _narrate_chunk(ctx, recorder, chunk.index, chunk.text, settings, take)
-        samples = await asyncio.to_thread(_decode_part, item, chunk.index, reply)
+        samples = await asyncio.to_thread(_decode_part, item, chunk.index, reply, chunk.text)
         try:
             heard = await _hear(ctx, samples, settings["speed"], language) if verifying else None
         except ModelError as error:  # the listener failed, not the narration: keep it, say so

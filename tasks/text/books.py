@@ -14,17 +14,23 @@ formats narrate the chapters one after the other. What is read:
 
 Trust: a text file may come from an untrusted manifest (inbox, submit). An EPUB is a zip of
 XML written by anyone, so before anything is parsed the zip is checked (entry count, total
-unpacked size: zipfile never reads past an entry's stated size, so the stated sizes bound the
-work; no absolute or `..` names), XML is parsed with defusedxml (no entity expansion, no DTD
-fetches), XHTML with the standard library's HTML parser (no entities beyond HTML's own), and
-cover art is kept only when small (bytes and pixels, read from the image header).
+stated unpacked size, no absolute or `..` names); each entry is then inflated by our own
+bounded decompressor (tasks/bounded.py), which stops as soon as it passes the size the entry
+states, whatever the compression (deflate, bzip2, lzma): zipfile's own reader decompresses
+a whole 4 KB read of bzip2 or lzma at once (hundreds of MB) before it cuts the result to the
+stated size. A document read as text may state at most 4 MB, and reading stops once the
+book's text passes the per-item limit. XML is parsed with defusedxml (no entity expansion, no DTD fetches), XHTML with
+the standard library's HTML parser (no entities beyond HTML's own), and cover art is kept
+only when small (bytes and pixels, read from the image header).
 """
 from __future__ import annotations
 
+import copy
 import posixpath
 import re
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -34,6 +40,7 @@ from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 from markdown_it import MarkdownIt
 
+from audiobatch.tasks.bounded import STEP, Budget, Inflater
 from audiobatch.tasks.errors import InputError
 from audiobatch.tasks.inputs.fetch_policy import FetchPolicy
 from audiobatch.tasks.inputs.manifest import TEXT_FILE_SUFFIXES, Item
@@ -43,6 +50,7 @@ from audiobatch.tasks.text.speakable import speakable_text
 MAX_TEXT_CHARS = 500_000  # about 80,000 words or 8 hours of speech per item
 MAX_EPUB_ENTRIES = 5_000
 MAX_EPUB_UNPACKED_BYTES = 200 * 1024 * 1024  # a 1,000-page illustrated book is ~50 MB
+MAX_EPUB_DOCUMENT_BYTES = 4 * 1024 * 1024  # one XHTML/XML file: 4x the markup of a whole item's text
 MAX_COVER_BYTES = 10 * 1024 * 1024
 MAX_COVER_PIXELS = 4096 * 4096
 _MARKDOWN = MarkdownIt("commonmark")
@@ -126,6 +134,7 @@ _NS = {"opf": "http://www.idpf.org/2007/opf", "dc": "http://purl.org/dc/elements
        "container": "urn:oasis:names:tc:opendocument:xmlns:container",
        "epub": "http://www.idpf.org/2007/ops"}
 _XHTML_TYPES = ("application/xhtml+xml", "text/html")
+_ZIP_KINDS = {zipfile.ZIP_DEFLATED: "raw-deflate", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma-zip"}
 
 
 class _Epub:
@@ -135,7 +144,7 @@ class _Epub:
         self.label = label
         try:
             self.zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as error:
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError) as error:
             raise InputError(f"{label}: {path.name} is not a readable EPUB (a zip file): {error}. "
                              "Export the book again as EPUB.") from None
         self._check()
@@ -157,13 +166,48 @@ class _Epub:
                 raise InputError(f"{self.label}: the EPUB has an entry named {name!r}, which "
                                  "points outside the book: not read.")
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, limit: int = MAX_EPUB_DOCUMENT_BYTES) -> bytes:
+        """An entry's bytes, inflated no further than the size it states, which may be at
+        most `limit` (a chapter or a table of contents is far smaller than a book's media)."""
         try:
-            return self.zip.read(name)
+            info = self.zip.getinfo(name)
         except KeyError:
             raise InputError(f"{self.label}: the EPUB names {name!r}, which it does not contain.") from None
-        except (zipfile.BadZipFile, ValueError, NotImplementedError, OSError) as error:
-            raise InputError(f"{self.label}: {name!r} in the EPUB cannot be unpacked ({error}).") from None
+        what = f"{self.label}: {name!r} in the EPUB"
+        if info.file_size > limit:
+            raise InputError(f"{what} unpacks to {info.file_size:,} bytes, over the {limit:,}-byte "
+                             "limit for one of its files: not read. Split the book.")
+        budget = Budget(info.file_size, f"{what} unpacks to more than the {info.file_size:,} bytes "
+                        "it states (a zip bomb?): not read.")
+        try:
+            data = self._inflated(info, budget, what)
+        except (zipfile.BadZipFile, ValueError, NotImplementedError, OSError, EOFError,
+                RuntimeError) as error:  # RuntimeError: encrypted; EOFError: cut short
+            raise InputError(f"{what} cannot be unpacked ({error}).") from None
+        if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+            raise InputError(f"{what} is damaged (its size or checksum is not what the zip "
+                             "states): export the book again.")
+        return data
+
+    def _inflated(self, info: zipfile.ZipInfo, budget: Budget, what: str) -> bytes:
+        kind = _ZIP_KINDS.get(info.compress_type)
+        if kind is None and info.compress_type != zipfile.ZIP_STORED:
+            raise InputError(f"{what} uses a compression EPUB readers do not support "
+                             f"(zip method {info.compress_type}): export the book again.")
+        raw = copy.copy(info)  # zipfile reads the entry as stored: its bytes as they are in the zip
+        raw.compress_type, raw.file_size, raw.CRC = zipfile.ZIP_STORED, info.compress_size, None
+        inflater = Inflater(kind, budget, what) if kind else None
+        pieces = []
+        with self.zip.open(raw) as handle:
+            while block := handle.read(STEP):
+                if inflater is None:
+                    budget.charge(len(block))
+                    pieces.append(block)
+                else:
+                    pieces.extend(inflater.feed(block))
+        if inflater is not None:
+            inflater.finish()
+        return b"".join(pieces)
 
     def xml(self, name: str) -> SafeET.Element:
         try:
@@ -194,6 +238,7 @@ def read_epub(path: Path, label: str) -> Book:
     titles = _toc_titles(epub, opf, manifest, href_of)
     book = Book(title=_dc(opf, "title"), author=_dc(opf, "creator"))
     _add_cover(book, epub, opf, manifest, href_of)
+    spoken = 0
     for itemref in opf.iterfind("opf:spine/opf:itemref", _NS):
         item = manifest.get(itemref.get("idref"))
         if (item is None or itemref.get("linear") == "no" or item.get("media-type") not in _XHTML_TYPES
@@ -204,6 +249,10 @@ def read_epub(path: Path, label: str) -> Book:
         speakable = speakable_text(text, markdown=False)
         if not speakable:
             continue  # a cover or title page: pictures only
+        spoken += len(speakable)
+        if spoken > MAX_TEXT_CHARS:  # stop reading: the rest would only be refused
+            raise InputError(f"{label}: the book's text is longer than {MAX_TEXT_CHARS:,} characters, "
+                             "the limit per item. Split it into parts (one row each).")
         title = titles.get(name) or heading
         if title or not book.chapters:
             book.chapters.append(Chapter(_plain_title(title or book.title or "Opening"), speakable))
@@ -259,7 +308,7 @@ def _add_cover(book: Book, epub: _Epub, opf: SafeET.Element, manifest: dict, hre
     if not size or size > MAX_COVER_BYTES:
         book.notes.append(f"cover art left out: {size:,} bytes (at most {MAX_COVER_BYTES:,})")
         return
-    data = epub.read(name)
+    data = epub.read(name, MAX_COVER_BYTES)
     kind, pixels = image_kind_and_pixels(data)
     if kind is None:
         book.notes.append("cover art left out: not a JPEG or PNG image")

@@ -14,7 +14,10 @@ Checks (each returns a short reason, the flag's text):
 - "loop": a phrase repeated over and over, or text that compresses like a loop (Whisper's
   own test: gzip ratio > 2.4);
 - "coverage": words per second of VAD speech far outside what people say in the language, or
-  a word count far from what the local engine hears in the same chunk (when it is asked).
+  a word count far from what the local engine hears in the same chunk (when it is asked);
+- "overlong": more words than the chunk's audio could hold at any speaking rate
+  (`overlong`, MAX_WORDS_PER_S): checked first, with QA on or off, and such a reply is never
+  kept, so nothing downstream (alignment, captions) works on it.
 
 `strip_wrapper` removes benign chatter lines around a transcript; the caller keeps the rest
 only when it then passes every check (and agrees with the local engine, when there is one).
@@ -34,6 +37,8 @@ from dataclasses import dataclass
 WORDS_PER_S = (0.4, 6.5)
 CHARS_PER_S = (0.8, 14.0)
 MIN_SPEECH_S = 3.0  # below this, rates say too little
+# The hard bound per second of audio (not of speech): far above any speaker (auctioneers ~6).
+MAX_WORDS_PER_S, MAX_CHARS_PER_S, MAX_UNITS_EXTRA = 10.0, 20.0, 20
 REFERENCE_RATIO = (0.5, 2.0)  # reply words / local engine words
 MIN_REFERENCE_SIMILARITY = 0.35  # share of words in common with the local engine's transcript
 LOOP_GZIP_RATIO = 2.4
@@ -113,6 +118,17 @@ def units(text: str) -> int:
     """Words, or characters for scripts written without spaces."""
     no_space = len(_NO_SPACE_SCRIPT.findall(text))
     return no_space + len(words_of(_NO_SPACE_SCRIPT.sub(" ", text))) if no_space else len(words_of(text))
+
+
+def overlong(text: str, audio_s: float) -> bool:
+    """More words (characters, for scripts without spaces) than `audio_s` of audio can hold."""
+    limit = MAX_CHARS_PER_S * audio_s + MAX_UNITS_EXTRA
+    if len(text) <= limit:  # fewer characters than the most words: within the bound
+        return False
+    if len(text) > 64 * limit:  # no need to count 50,000 words
+        return True
+    per_s = MAX_CHARS_PER_S if _NO_SPACE_SCRIPT.search(text) else MAX_WORDS_PER_S
+    return units(text) > per_s * audio_s + MAX_UNITS_EXTRA
 
 
 def coverage_problem(text: str, speech_s: float, reference: str | None) -> bool:

@@ -37,7 +37,7 @@ from audiobatch.tasks.run.calls import attempts_before, call_model
 from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields,
                                           item_row)
 from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
-from audiobatch.tasks.transcription.qa import Verdict, judge
+from audiobatch.tasks.transcription.qa import Verdict, judge, overlong
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
 MULTILINGUAL_INSTALL = "pip install 'audiobatch[multilingual]'"
@@ -122,20 +122,30 @@ async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chun
         return ChunkText("")  # nothing to hear: no request, no cost
     reply = await _request(ctx, recorder, chunk, ask, context)
     if not ctx.options.qa:
-        return ChunkText(reply.text, (), reply.language, reply.language_probability)
+        verdict = _bounded(reply, chunk) or Verdict((), reply.text)
+        return ChunkText(verdict.text, verdict.problems, reply.language, reply.language_probability)
     facts = await _qa_facts(ctx, chunk, ask.language)
-    verdict = _judge(reply, facts)
+    verdict = _judge(reply, facts, chunk)
     if verdict.ok:
         return ChunkText(verdict.text, (), reply.language, reply.language_probability)
     retry = await _request(ctx, recorder, chunk, ask, context, reask=",".join(verdict.problems))
-    second = _judge(retry, facts)
+    second = _judge(retry, facts, chunk)
     if second.ok or len(second.problems) <= len(verdict.problems):
         verdict, reply = second, retry
     return ChunkText(verdict.text, verdict.problems, reply.language, reply.language_probability)
 
 
-def _judge(reply: ReplyRecord, facts: tuple[float, str | None]) -> Verdict:
+def _bounded(reply: ReplyRecord, chunk: Chunk) -> Verdict | None:
+    """An "overlong" verdict with no text kept, for a reply with more words than the chunk's
+    audio can hold (the model's reply is hostile input: 50,000 words for 2 s would otherwise
+    be checked, aligned and written); None when the reply is within the bound."""
+    return Verdict(("overlong",), "") if overlong(reply.text, chunk.recorded_s) else None
+
+
+def _judge(reply: ReplyRecord, facts: tuple[float, str | None], chunk: Chunk) -> Verdict:
     speech_s, reference = facts
+    if (refused := _bounded(reply, chunk)) is not None:
+        return refused
     return judge(reply.text, finish_reason=reply.finish_reason, refusal=reply.refusal,
                  speech_s=speech_s, reference=reference)
 
