@@ -44,10 +44,18 @@ class WhisperAligner:
             return []
         model = self.engines.whisper_for(language)
         tokenizer = _tokenizer(model, language)
-        tokens = [tokenizer.encode(" " + word) or [tokenizer.eot - 1] for word in words]
+        tokens = [tokenizer.encode(_as_whisper_writes(word, first=i == 0)) or [tokenizer.eot - 1]
+                  for i, word in enumerate(words)]
         aligned = _walk_windows(model, tokenizer, samples, words, tokens)
         spans = refined_onsets(samples, speech_spans(samples)) if samples.size else []
         return _monotonic(clamp_to_speech(aligned, spans), len(samples) / WHISPER_SAMPLE_RATE)
+
+
+def _as_whisper_writes(word: str, *, first: bool) -> str:
+    """A word as it stands in the text (with the whitespace before it), as Whisper's decoder
+    would write it: one leading space at most (a transcript's first word has one too)."""
+    stripped = word.lstrip()
+    return " " + stripped if first or stripped != word else stripped
 
 
 def _tokenizer(model: Any, language: str | None) -> Any:

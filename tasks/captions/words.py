@@ -87,15 +87,24 @@ def word_rows(run_id: str, item_id: str, chunk_index: int, offset_s: float, word
             for i, w in enumerate(words)]
 
 
+def text_words(text: str) -> list[tuple[int, int]]:
+    """(start, end) characters of each word of `text`, as captions and the aligner count them."""
+    return word_breaks(text)[0]
+
+
+def word_pieces(text: str) -> list[str]:
+    """Each word of `text` with the whitespace before it: what `Aligner.align` is given."""
+    spans = text_words(text)
+    return [text[(spans[i - 1][1] if i else 0):b] for i, (_, b) in enumerate(spans)]
+
+
 async def align_chunk(aligner: Aligner, chunk: Chunk, text: str,
                       language: str | None) -> list[Word] | None:
     """One `Word` per `word_breaks` word of the chunk's text, placed in the chunk's wav; None
     when there is nothing to align or the aligner cannot (captions then use estimates)."""
-    spans, _ = word_breaks(text)
-    if not spans or chunk.silent:
+    pieces = word_pieces(text)
+    if not pieces or chunk.silent:
         return None
-    # each word with the space before it, as the aligner's tokenizer expects it
-    pieces = [text[(spans[i - 1][1] if i else 0):b] for i, (_, b) in enumerate(spans)]
     samples, _ = await asyncio.to_thread(sf.read, chunk.path, dtype="float32")
     try:
         words = await aligner.align(samples, pieces, language)
