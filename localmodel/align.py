@@ -14,7 +14,9 @@ to the speech Silero VAD hears, its onsets refined by level (`tasks.captions.wor
 """
 from __future__ import annotations
 
+import bisect
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ EDGE_S = 1.0
 MAX_TEXT_TOKENS = 220  # with the start-of-transcript tokens, well inside Whisper's 448
 MEDIAN_FILTER_WIDTH = 7  # faster-whisper's default
 WORDS_MARGIN = 1.6  # words given to a window beyond its share of the text (speech rate varies)
+KEPT_GAP_S = 1.0  # a longer stretch without speech is cut to this before aligning
 
 
 class WhisperAligner:
@@ -46,9 +49,75 @@ class WhisperAligner:
         tokenizer = _tokenizer(model, language)
         tokens = [tokenizer.encode(_as_whisper_writes(word, first=i == 0)) or [tokenizer.eot - 1]
                   for i, word in enumerate(words)]
-        aligned = _walk_windows(model, tokenizer, samples, words, tokens)
-        spans = refined_onsets(samples, speech_spans(samples)) if samples.size else []
+        heard = speech_spans(samples) if samples.size else []
+        speech, timeline = speech_only(samples, heard)
+        aligned = [timeline.word(w) for w in _walk_windows(model, tokenizer, speech, words, tokens)]
+        spans = refined_onsets(samples, heard) if samples.size else []
         return _monotonic(clamp_to_speech(aligned, spans), len(samples) / WHISPER_SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where the pieces of `speech_only`'s audio lie in the original: (start in the cut audio,
+    start in the original) per piece, in order."""
+
+    pieces: tuple[tuple[float, float], ...]
+
+    def at(self, t: float, *, ending: bool = False) -> float:
+        """The original time of cut-audio time `t`; exactly at a splice, a start belongs to
+        the piece after it and an end (`ending`) to the piece before."""
+        starts = [cut for cut, _ in self.pieces]
+        k = (bisect.bisect_left if ending else bisect.bisect_right)(starts, t) - 1
+        cut, original = self.pieces[max(k, 0)]
+        return original + t - cut
+
+    def word(self, word: Word) -> Word:
+        return Word(word.word, self.at(word.start_s), max(self.at(word.start_s),
+                                                          self.at(word.end_s, ending=True)),
+                    word.probability)
+
+
+def speech_only(samples: np.ndarray, spans: list[tuple[float, float]]) -> tuple[np.ndarray, Timeline]:
+    """The audio with every stretch the voice detector calls non-speech cut to at most
+    KEPT_GAP_S (half of it kept beside the speech on each side), and where its pieces lie.
+
+    Given 30 s of music between two sentences, DTW has to put the window's words somewhere and
+    spread the second sentence over the music (seen: 20 words there, probability ~0). Cut
+    out, the aligner sees speech wherever it looks; text invented over the non-speech has only
+    the kept edges to go to, at KEPT_GAP_S / 2 from the speech, where `tasks.transcription.qa`
+    finds it."""
+    rate, half = WHISPER_SAMPLE_RATE, KEPT_GAP_S / 2
+    total = len(samples) / rate
+    kept: list[tuple[float, float]] = []
+    position = 0.0
+    for start, end in [*spans, (total + half, total + half)]:
+        gap_start, gap_end = position, start
+        if gap_end - gap_start > KEPT_GAP_S:
+            kept += [(gap_start, gap_start + half if position > 0 else gap_start),
+                     (max(gap_end - half, 0.0), gap_end)]
+        else:
+            kept.append((gap_start, gap_end))
+        kept.append((start, end))
+        position = end
+    kept = [(a, min(b, total)) for a, b in kept if min(b, total) > a]
+    if not spans or sum(b - a for a, b in kept) >= total - 1e-6:
+        return samples, Timeline(((0.0, 0.0),))
+    pieces, cut = [], 0.0
+    for a, b in _merged(kept):
+        pieces.append((cut, a))
+        cut += b - a
+    audio = np.concatenate([samples[round(a * rate):round(b * rate)] for a, b in _merged(kept)])
+    return audio, Timeline(tuple(pieces))
+
+
+def _merged(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for a, b in ranges:
+        if merged and a <= merged[-1][1] + 1e-9:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
 
 
 def _as_whisper_writes(word: str, *, first: bool) -> str:

@@ -116,14 +116,18 @@ async def align_chunk(aligner: Aligner, chunk: Chunk, text: str,
 
 
 async def align_item(aligner: Aligner | None, run_id: str, item_id: str, chunks: list[Chunk],
-                     texts: list[str], language: str | None, kept: list[tuple[int, int]]
+                     texts: list[str], language: str | None, kept: list[tuple[int, int]],
+                     known: list[list[Word] | None] | None = None
                      ) -> tuple[list[list[Word] | None], list[dict[str, Any]]]:
     """Every chunk's aligned words (None without an aligner), and the `words` rows of the words
     the joined transcript keeps (`kept`: each chunk's range, `assemble.kept_word_ranges`),
-    numbered through the item."""
+    numbered through the item. `known`: words already aligned (by QA) for a chunk's text."""
     if aligner is None:
         return [None] * len(chunks), []
-    aligned = [await align_chunk(aligner, chunk, text, language) for chunk, text in zip(chunks, texts)]
+    known = known or [None] * len(chunks)
+    aligned = [words if words is not None and len(words) == len(text_words(text))
+               else await align_chunk(aligner, chunk, text, language)
+               for chunk, text, words in zip(chunks, texts, known)]
     rows: list[dict[str, Any]] = []
     for chunk, words, (a, b) in zip(chunks, aligned, kept):
         if words:
