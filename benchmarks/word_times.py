@@ -36,7 +36,8 @@ async def measure(folder: Path, name: str, clips: list[str], max_audio_tokens: i
     recording = episode(folder, [c for c, _ in plan], [c for _, c in plan], name=name)
     manifest = write_manifest(folder / f"{name}.csv", [{"id": name, "audio": str(recording.path)}])
     started = time.perf_counter()
-    run = await run_transcribe(manifest, folder / f"out-{name}", max_audio_tokens=max_audio_tokens)
+    run = await run_transcribe(manifest, folder / f"out-{name}", max_audio_tokens=max_audio_tokens,
+                               timeout_s=900)
     elapsed = time.perf_counter() - started
     words = run.dataset("words")
     timed = list(zip(words["start_s"], words["end_s"]))

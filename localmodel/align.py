@@ -66,14 +66,26 @@ class Timeline:
     def at(self, t: float, *, ending: bool = False) -> float:
         """The original time of cut-audio time `t`; exactly at a splice, a start belongs to
         the piece after it and an end (`ending`) to the piece before."""
-        starts = [cut for cut, _ in self.pieces]
-        k = (bisect.bisect_left if ending else bisect.bisect_right)(starts, t) - 1
-        cut, original = self.pieces[max(k, 0)]
+        cut, original = self.pieces[self._piece(t, ending)]
         return original + t - cut
 
+    def _piece(self, t: float, ending: bool = False) -> int:
+        starts = [cut for cut, _ in self.pieces]
+        return max((bisect.bisect_left if ending else bisect.bisect_right)(starts, t) - 1, 0)
+
     def word(self, word: Word) -> Word:
-        return Word(word.word, self.at(word.start_s), max(self.at(word.start_s),
-                                                          self.at(word.end_s, ending=True)),
+        """The word on the original timeline; one that straddles a splice keeps the side where
+        it has more time (else it would span the whole stretch that was cut out)."""
+        start, end = word.start_s, word.end_s
+        first, last = self._piece(start), self._piece(end, ending=True)
+        if last > first:
+            splice_after, splice_before = self.pieces[first + 1][0], self.pieces[last][0]
+            if splice_after - start >= end - splice_before:
+                end = splice_after
+            else:
+                start = splice_before
+        original_start = self.at(start)
+        return Word(word.word, original_start, max(original_start, self.at(end, ending=True)),
                     word.probability)
 
 

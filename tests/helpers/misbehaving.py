@@ -125,8 +125,10 @@ def is_reask(request: Received) -> bool:
 
 @contextmanager
 def misbehaving_model(share: float = 0.4, seed: int = 24, *, always: bool = False,
-                      kinds: tuple[str, ...] = KINDS) -> Iterator[MisbehavingModel]:
-    """The embedded model behind a proxy that misbehaves on `share` of first answers."""
+                      kinds: tuple[str, ...] = KINDS, upstream_url: str | None = None
+                      ) -> Iterator[MisbehavingModel]:
+    """The embedded model behind a proxy that misbehaves on `share` of first answers; in this
+    process, or `upstream_url` (`audiobatch serve` in its own, for benchmarks of CPU time)."""
     from audiobatch.localmodel.app import create_app
 
     model = MisbehavingModel(base_url="")
@@ -150,6 +152,7 @@ def misbehaving_model(share: float = 0.4, seed: int = 24, *, always: bool = Fals
 
         return rewritten(rewrite, rewrite_request=upstream)
 
-    with FaultServer(script, upstream=httpx.ASGITransport(app=create_app())) as server:
+    origin = upstream_url.removesuffix("/v1") if upstream_url else None
+    with FaultServer(script, upstream=origin or httpx.ASGITransport(app=create_app())) as server:
         model.base_url = server.base_url
         yield model
