@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines
-from audiobatch.tasks.audio.vad import refined_onsets, speech_spans
+from audiobatch.tasks.audio.vad import no_speech_stretches, refined_onsets, speech_spans
 from audiobatch.tasks.captions.words import Word, clamp_to_speech
 
 WINDOW_S = 30.0
@@ -30,7 +30,7 @@ EDGE_S = 1.0
 MAX_TEXT_TOKENS = 220  # with the start-of-transcript tokens, well inside Whisper's 448
 MEDIAN_FILTER_WIDTH = 7  # faster-whisper's default
 WORDS_MARGIN = 1.6  # words given to a window beyond its share of the text (speech rate varies)
-KEPT_GAP_S = 1.0  # a longer stretch without speech is cut to this before aligning
+KEPT_GAP_S = 1.0  # a stretch where nobody speaks (vad.no_speech_stretches) is cut to this
 
 
 class WhisperAligner:
@@ -50,7 +50,7 @@ class WhisperAligner:
         tokens = [tokenizer.encode(_as_whisper_writes(word, first=i == 0)) or [tokenizer.eot - 1]
                   for i, word in enumerate(words)]
         heard = speech_spans(samples) if samples.size else []
-        speech, timeline = speech_only(samples, heard)
+        speech, timeline = speech_only(samples, no_speech_stretches(samples) if samples.size else [])
         aligned = [timeline.word(w) for w in _walk_windows(model, tokenizer, speech, words, tokens)]
         spans = refined_onsets(samples, heard) if samples.size else []
         return _monotonic(clamp_to_speech(aligned, spans), len(samples) / WHISPER_SAMPLE_RATE)
@@ -89,47 +89,33 @@ class Timeline:
                     word.probability)
 
 
-def speech_only(samples: np.ndarray, spans: list[tuple[float, float]]) -> tuple[np.ndarray, Timeline]:
-    """The audio with every stretch the voice detector calls non-speech cut to at most
-    KEPT_GAP_S (half of it kept beside the speech on each side), and where its pieces lie.
+def speech_only(samples: np.ndarray, stretches: list[tuple[float, float]]
+                ) -> tuple[np.ndarray, Timeline]:
+    """The audio with every stretch where nobody speaks (`tasks.audio.vad.no_speech_stretches`)
+    cut to KEPT_GAP_S (half of it kept beside the audio on each side), and where its pieces lie.
 
     Given 30 s of music between two sentences, DTW has to put the window's words somewhere and
     spread the second sentence over the music (seen: 20 words there, probability ~0). Cut
-    out, the aligner sees speech wherever it looks; text invented over the non-speech has only
-    the kept edges to go to, at KEPT_GAP_S / 2 from the speech, where `tasks.transcription.qa`
-    finds it."""
+    out, the aligner sees speech wherever it looks, and text invented over the music has no
+    time to be given (`tasks.transcription.qa`: squeezed words)."""
     rate, half = WHISPER_SAMPLE_RATE, KEPT_GAP_S / 2
     total = len(samples) / rate
-    kept: list[tuple[float, float]] = []
-    position = 0.0
-    for start, end in [*spans, (total + half, total + half)]:
-        gap_start, gap_end = position, start
-        if gap_end - gap_start > KEPT_GAP_S:
-            kept += [(gap_start, gap_start + half if position > 0 else gap_start),
-                     (max(gap_end - half, 0.0), gap_end)]
-        else:
-            kept.append((gap_start, gap_end))
-        kept.append((start, end))
-        position = end
-    kept = [(a, min(b, total)) for a, b in kept if min(b, total) > a]
-    if not spans or sum(b - a for a, b in kept) >= total - 1e-6:
+    kept, position = [], 0.0
+    for start, end in stretches:
+        if end - start <= KEPT_GAP_S:
+            continue
+        kept.append((position, start + half if start > 0 else 0.0))
+        position = end - half if end < total else total
+    kept.append((position, total))
+    kept = [(a, b) for a, b in kept if b > a]
+    if sum(b - a for a, b in kept) >= total - 1e-6:
         return samples, Timeline(((0.0, 0.0),))
     pieces, cut = [], 0.0
-    for a, b in _merged(kept):
+    for a, b in kept:
         pieces.append((cut, a))
         cut += b - a
-    audio = np.concatenate([samples[round(a * rate):round(b * rate)] for a, b in _merged(kept)])
+    audio = np.concatenate([samples[round(a * rate):round(b * rate)] for a, b in kept])
     return audio, Timeline(tuple(pieces))
-
-
-def _merged(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[list[float]] = []
-    for a, b in ranges:
-        if merged and a <= merged[-1][1] + 1e-9:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    return [(a, b) for a, b in merged]
 
 
 def _as_whisper_writes(word: str, *, first: bool) -> str:

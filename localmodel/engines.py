@@ -29,7 +29,7 @@ from audiobatch.localmodel.pronounce import clearer_phonemes
 from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, WHISPER_MODEL_SHA256, verify_weights
 from audiobatch.tasks.audio.codecs import resample
 from audiobatch.tasks.audio.memo import ContentMemo
-from audiobatch.tasks.audio.vad import speech_spans
+from audiobatch.tasks.audio.vad import no_speech_stretches
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
     from faster_whisper import WhisperModel
@@ -92,23 +92,24 @@ def piper_config(slower: float = 0.0) -> Any:
     return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
 
 
-NON_SPEECH_MARGIN_S = 1.0  # Whisper's segment times may miss the speech by this much
+NON_SPEECH_MARGIN_S = 1.0  # Whisper's segment times may miss by this much
 
 
 def over_speech(segments: Iterable[Any], samples: np.ndarray) -> Iterator[Any]:
-    """Whisper's segments, without those that lie wholly where Silero VAD hears no speech (not
-    within NON_SPEECH_MARGIN_S of it): Whisper invents text over music, noise and silence
-    ("Thank you.", lyrics, loops), and a segment's times say where it put it."""
-    spans: list[tuple[float, float]] | None = None
+    """Whisper's segments, without those that lie inside a stretch where Silero VAD is sure
+    nobody speaks (give or take NON_SPEECH_MARGIN_S: a segment's times are loose): Whisper
+    invents text over music, noise and silence ("Thank you.", lyrics, loops), and a segment's
+    times say where it put it."""
+    stretches: list[tuple[float, float]] | None = None
+    margin = NON_SPEECH_MARGIN_S
     for segment in segments:
-        if spans is None:
-            spans = speech_spans(samples)
-        margin = NON_SPEECH_MARGIN_S
-        if any(segment.start - margin < b and segment.end + margin > a for a, b in spans):
-            yield segment
-        else:
+        if stretches is None:
+            stretches = no_speech_stretches(samples)
+        if any(a - margin <= segment.start and segment.end <= b + margin for a, b in stretches):
             log.info("dropped %r at %.1f-%.1f s: no speech there", segment.text.strip()[:60],
                      segment.start, segment.end)
+        else:
+            yield segment
 
 
 def clean_text(segment_texts: list[str]) -> str:

@@ -22,7 +22,7 @@ import pytest_asyncio
 import soundfile as sf
 
 from audiobatch.tasks.audio.codecs import decode
-from audiobatch.tasks.audio.vad import speech_spans
+from audiobatch.tasks.audio.vad import no_speech_stretches, speech_spans
 from audiobatch.tasks.captions.words import word_pieces
 from audiobatch.tasks.transcription.qa import Evidence, judge
 from tests.helpers.data import SPEECH
@@ -43,7 +43,7 @@ def aligner() -> Any:
 
 def evidence_for(samples: np.ndarray, text: str) -> Evidence:
     words = aligner().align_blocking(samples, word_pieces(text), "en")
-    return Evidence(speech_spans(samples), words)
+    return Evidence(speech_spans(samples), words, no_speech=no_speech_stretches(samples))
 
 
 # --- the judgement, on real audio ---------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from audiobatch.tasks.audio.prepare import Chunk
-from audiobatch.tasks.audio.vad import speech_spans
+from audiobatch.tasks.audio.vad import no_speech_stretches, speech_spans
 from audiobatch.tasks.captions.words import Word, word_pieces
 from audiobatch.tasks.errors import AudiobatchError
 from audiobatch.tasks.model.profiles import LOCAL_MODELS
@@ -63,7 +63,11 @@ class ChunkAudio:
 
     samples: np.ndarray
     spans: list[tuple[float, float]]
+    no_speech: list[tuple[float, float]]
     heard: str | None = None
+
+    def evidence(self, words: list[Word] | None, heard: str | None = None) -> Evidence:
+        return Evidence(self.spans, words, heard, self.no_speech)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class Assessed:
 
 async def chunk_audio(chunk: Chunk) -> ChunkAudio:
     samples, _ = await asyncio.to_thread(sf.read, chunk.path, dtype="float32")
-    return ChunkAudio(samples, await asyncio.to_thread(speech_spans, samples))
+    spans = await asyncio.to_thread(speech_spans, samples)
+    return ChunkAudio(samples, spans, await asyncio.to_thread(no_speech_stretches, samples))
 
 
 async def aligned(ctx: RunContext, audio: ChunkAudio, text: str,
@@ -96,11 +101,11 @@ async def assess(ctx: RunContext, audio: ChunkAudio, reply: ReplyRecord,
     """The reply judged by its text and its alignment; heard by the embedded Whisper only
     when that leaves it in doubt (or when there is no alignment to judge by)."""
     words = await aligned(ctx, audio, reply.text, language)
-    verdict = _judge(reply, Evidence(audio.spans, words))
+    verdict = _judge(reply, audio.evidence(words))
     if ctx.ears is not None and (verdict.doubt or words is None):
         if audio.heard is None:
             audio.heard = await ctx.ears.hear(audio.samples, language)
-        verdict = _judge(reply, Evidence(audio.spans, words, audio.heard))
+        verdict = _judge(reply, audio.evidence(words, audio.heard))
     if verdict.text != reply.text:  # a wrapper was stripped: place what is kept
         words = await aligned(ctx, audio, verdict.text, language)
     return Assessed(reply, verdict, words)
@@ -148,6 +153,6 @@ def _flagged(best: Assessed, audio: ChunkAudio) -> ChunkText:
     """The chunk's text with what QA could not fix, and words placed over non-speech."""
     reply, verdict, words = best.reply, best.verdict, best.words
     flags = verdict.problems
-    if words and non_speech_words(words, audio.spans) and "non-speech" not in flags:
+    if words and non_speech_words(words, audio.no_speech) and "non-speech" not in flags:
         flags += ("non-speech",)
     return ChunkText(verdict.text, flags, reply.language, reply.language_probability, words)

@@ -95,6 +95,7 @@ class Evidence:
     spans: Sequence[tuple[float, float]] = ()
     words: Sequence[Word] | None = None
     reference: str | None = None
+    no_speech: Sequence[tuple[float, float]] = ()  # where nobody surely speaks (music, noise)
 
     @property
     def speech_s(self) -> float:
@@ -175,11 +176,13 @@ def uncovered_speech_s(words: Sequence[Word], spans: Sequence[tuple[float, float
     return sum(max(0.0, b - max(a, last)) for a, b in spans)
 
 
-def non_speech_words(words: Sequence[Word], spans: Sequence[tuple[float, float]]) -> tuple[int, ...]:
-    """Indexes of the words placed wholly where the voice detector hears no speech."""
+def non_speech_words(words: Sequence[Word], no_speech: Sequence[tuple[float, float]]
+                     ) -> tuple[int, ...]:
+    """Indexes of the words placed inside a stretch where the voice detector is sure nobody
+    speaks (`tasks.audio.vad.no_speech_stretches`), NON_SPEECH_PAD_S or more from its edges."""
     pad = NON_SPEECH_PAD_S
     return tuple(i for i, w in enumerate(words)
-                 if not any(w.start_s < b + pad and w.end_s > a - pad for a, b in spans))
+                 if any(a + pad <= w.start_s and w.end_s <= b - pad for a, b in no_speech))
 
 
 def audio_problems(text: str, evidence: Evidence) -> list[str]:
@@ -289,7 +292,7 @@ def judge(text: str, *, finish_reason: str | None, refusal: str | None,
             if _faithful(stripped, kept, finish_reason, refusal, evidence):
                 return Verdict((), stripped, agreement=_agreement(stripped, evidence, kept))
     doubt = not problems and in_doubt(text, evidence)
-    non_speech = non_speech_words(evidence.words, evidence.spans) if evidence.words else ()
+    non_speech = non_speech_words(evidence.words, evidence.no_speech) if evidence.words else ()
     return Verdict(tuple(problems), text, doubt, _agreement(text, evidence, evidence.words),
                    non_speech)
 
