@@ -77,6 +77,33 @@ def clamp_to_speech(words: list[Word], spans: list[tuple[float, float]]) -> list
     return clamped
 
 
+MIN_QUIET_EDGE_S = 0.3  # quiet this long inside a word's edge is a pause, not a soft consonant
+
+
+def off_quiet(words: list[Word], quiet: list[tuple[float, float]]) -> list[Word]:
+    """Each word without the quiet (by level: room tone, silence) it was stretched over: an
+    edge lying in a quiet run of at least MIN_QUIET_EDGE_S moves out of it, and a word that
+    spans a whole quiet run keeps the side where it has more time. Levels see pauses the voice
+    detector misses (it slept through band-limited and noisy speech, and the words there were
+    left spanning whole pauses)."""
+    result = []
+    for word in words:
+        start, end = word.start_s, word.end_s
+        for a, b in quiet:
+            if b - a < MIN_QUIET_EDGE_S or b <= start or a >= end:
+                continue
+            if a <= start:
+                start = min(b, end)  # the word begins in the pause: it starts after it
+            elif b >= end:
+                end = max(a, start)  # it ends in the pause: it ends before it
+            elif a - start >= end - b:
+                end = a  # it spans the pause: the longer side is the word
+            else:
+                start = b
+        result.append(replace(word, start_s=start, end_s=max(start, end)))
+    return result
+
+
 def word_rows(run_id: str, item_id: str, chunk_index: int, offset_s: float, words: list[Word],
               first_index: int = 0) -> list[dict[str, Any]]:
     """`words` dataset rows: chunk-relative times moved to the recording's timeline."""
