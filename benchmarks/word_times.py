@@ -41,7 +41,8 @@ async def measure(folder: Path, name: str, clips: list[str], max_audio_tokens: i
     elapsed = time.perf_counter() - started
     words = run.dataset("words")
     timed = list(zip(words["start_s"], words["end_s"]))
-    errors = np.array(first_word_errors(timed, recording))
+    signed = np.array(first_word_errors(timed, recording, signed=True))
+    errors = np.abs(signed)
     over = words_over_pauses(timed, recording)
     text = run.item(name, "transcripts")["text"]
     print(f"\n{name}: {len(plan)} clips, {recording.duration_s:.0f} s, {elapsed:.0f} s to run; "
@@ -52,9 +53,12 @@ async def measure(folder: Path, name: str, clips: list[str], max_audio_tokens: i
     for condition in CONDITIONS:
         mine = [e for e, c in zip(errors, recording.conditions) if c == condition]
         print(f"    {condition:<9} within 0.3 s {np.mean(np.nan_to_num(mine, nan=99) <= 0.3):.0%}")
-    for clip, condition, error in zip(recording.clips, recording.conditions, errors):
-        if not error <= 0.3:
-            print(f"    off: {clip} ({condition}) {error:.2f} s")
+    print(f"    signed (word start - onset): median {np.nanmedian(signed) * 1000:+.0f} ms")
+    for clip, condition, error in zip(recording.clips, recording.conditions, signed):
+        if not abs(error) <= 0.3:
+            print(f"    off: {clip} ({condition}) {error:+.2f} s")
+    for start, end in over:
+        print(f"    over a pause: {start:.2f}-{end:.2f} s")
 
 
 async def main() -> None:

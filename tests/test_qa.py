@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from audiobatch.localmodel.app import create_app
 from audiobatch.tasks.model.prompts import STRICT_TRANSCRIPT
+from audiobatch.tasks.captions.words import Word
 from audiobatch.tasks.transcription.qa import Evidence, judge
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import RunResult, run_transcribe, write_manifest
@@ -158,3 +159,36 @@ def test_checks_name_each_misbehaviour() -> None:
         verdict = judge(bad["message"]["content"], finish_reason=bad["finish_reason"],
                         refusal=None, evidence=Evidence([(0.0, 9.0)], reference=real))
         assert (verdict.problems, verdict.text) == ((), real) if kind == "chatter" else kind in verdict.problems
+
+
+def _timed(text: str, seconds_each: float, start: float = 0.0, probability: float = 0.9) -> list[Word]:
+    return [Word(w, start + i * seconds_each, start + (i + 1) * seconds_each, probability)
+            for i, w in enumerate(text.split())]
+
+
+def test_a_loop_is_a_repeat_the_audio_gives_no_time() -> None:
+    said = "yes yes yes yes yes I said"
+    spans = [(0.0, 3.0)]
+    spoken = judge(said, finish_reason="stop", refusal=None,
+                   evidence=Evidence(spans, _timed(said, 0.5)))
+    assert spoken.ok
+    looped = said + " yes" * 8
+    words = _timed(said, 0.5) + [Word("yes", 3.0, 3.0, 0.9)] * 8  # squeezed at the end
+    assert "loop" in judge(looped, finish_reason="stop", refusal=None,
+                           evidence=Evidence(spans, words)).problems
+
+
+def test_lines_the_audio_does_not_hold_are_stripped_as_a_wrapper() -> None:
+    text = "Okay, I listened to the clip. Word for word:\nprinting in the only sense\nHope that helps."
+    words = (_timed("Okay, I listened to the clip. Word for word:", 0.1, probability=0.1)
+             + _timed("printing in the only sense", 0.4, 1.0, probability=0.9)
+             + _timed("Hope that helps.", 0.1, 3.0, probability=0.05))
+    verdict = judge(text, finish_reason="stop", refusal=None, evidence=Evidence([(1.0, 3.0)], words))
+    assert verdict.ok and verdict.text == "printing in the only sense"
+
+
+def test_speech_left_after_the_last_word_is_a_truncation() -> None:
+    text = "printing in the only sense"
+    verdict = judge(text, finish_reason="stop", refusal=None,
+                    evidence=Evidence([(0.0, 8.0)], _timed(text, 0.4)))
+    assert "truncated" in verdict.problems

@@ -178,6 +178,7 @@ def _wer(run: RunResult, said: dict[str, str]) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two flow runs of 20 items: ~2 min on an idle machine, 11 at load 20
 def test_misbehaving_first_answers_leave_the_transcripts_as_good_as_a_well_behaved_run(
         behaved_and_misbehaving: tuple[RunResult, RunResult, list, dict[str, str]]) -> None:
     behaved, misbehaving, log, said = behaved_and_misbehaving
@@ -195,6 +196,7 @@ def test_misbehaving_first_answers_leave_the_transcripts_as_good_as_a_well_behav
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_well_behaved_model_is_never_asked_twice_and_a_misbehaving_one_pays_for_its_reasks(
         behaved_and_misbehaving: tuple[RunResult, RunResult, list, dict[str, str]]) -> None:
     behaved, misbehaving, log, said = behaved_and_misbehaving

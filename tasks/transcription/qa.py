@@ -59,7 +59,7 @@ LOOP_REPEATS = 4  # the same phrase this many times in a row
 # Alignment scores (mean word probability), chosen on the tuning clips (tests/helpers/heldout.py)
 LOW_FIT = 0.25  # below: the audio does not hold these words
 HIGH_FIT = 0.35  # at or above: it does; in between, the embedded Whisper's hearing decides
-EDGE_FIT_SHARE = 0.5  # a first/last line scoring under this share of the rest is a wrapper
+EDGE_FIT_SHARE = 0.5  # a first/last line under LOW_FIT and this share of the rest: a wrapper
 SQUEEZED_S = 0.02  # a word the aligner gives no more time than this has no audio of its own
 MAX_SQUEEZED_RUN = 3  # more squeezed words in a row than this: text the audio cannot hold
 MIN_REPEAT_WORD_S = 0.08  # a spoken repetition gets at least this per word on average
@@ -193,6 +193,8 @@ def audio_problems(text: str, evidence: Evidence) -> list[str]:
     problems = []
     if fit(words) < LOW_FIT or squeezed_run(words) > MAX_SQUEEZED_RUN and not is_loop(text):
         problems.append("mismatch")
+    elif without_unheard_edges(text, words) != text.strip():
+        problems.append("chatter")  # lines around the transcript that the audio does not hold
     uncovered = uncovered_speech_s(words, evidence.spans)
     if uncovered > UNCOVERED_S and uncovered > UNCOVERED_SHARE * evidence.speech_s:
         problems.append("truncated")
@@ -329,8 +331,9 @@ def _words_within(text: str, part: str, words: Sequence[Word]) -> Sequence[Word]
 
 
 def without_unheard_edges(text: str, words: Sequence[Word]) -> str:
-    """The text without first and last lines whose words score far below the rest's (a
-    wrapper's words are not in the audio). `words`: the text's words, aligned, in order."""
+    """The text without first and last lines whose words the audio does not hold: scoring
+    under LOW_FIT and under EDGE_FIT_SHARE of the rest (a wrapper's words are not in the
+    audio). `words`: the text's words, aligned, in order."""
     lines = _line_words(text)
     if len(lines) < 2 or lines[-1][3] != len(words):
         return text
@@ -343,7 +346,7 @@ def without_unheard_edges(text: str, words: Sequence[Word]) -> str:
         while len(keep) > 1:
             k = keep[end]
             line_fit = fit(words[lines[k][2]:lines[k][3]])
-            if line_fit >= max(LOW_FIT, EDGE_FIT_SHARE * rest_fit(k)):
+            if line_fit >= min(LOW_FIT, EDGE_FIT_SHARE * rest_fit(k)):
                 break
             keep.pop(end)
     return text[lines[keep[0]][0]:lines[keep[-1]][1]].strip()

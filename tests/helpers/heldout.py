@@ -121,8 +121,10 @@ def held_out_episode(folder: Path, pause_s: float = 1.5) -> Episode:
                    name="held-out")
 
 
-def first_word_errors(words: Sequence[tuple[float, float]], recording: Episode) -> list[float]:
-    """For each clip, how far its first word starts from its voice's onset (s; nan: no word).
+def first_word_errors(words: Sequence[tuple[float, float]], recording: Episode,
+                      signed: bool = False) -> list[float]:
+    """For each clip, how far its first word starts from its voice's onset (s, after it when
+    `signed`; nan: no word).
     A word is the clip's when its middle lies within the clip or half a pause from it."""
     errors = []
     for k, onset in enumerate(recording.onsets_s):
@@ -130,7 +132,8 @@ def first_word_errors(words: Sequence[tuple[float, float]], recording: Episode) 
         after = (recording.ends_s[k] + recording.starts_s[k + 1]) / 2 \
             if k + 1 < len(recording.starts_s) else recording.duration_s
         mine = [start for start, end in words if before <= (start + end) / 2 < after]
-        errors.append(abs(min(mine) - onset) if mine else float("nan"))
+        error = min(mine) - onset if mine else float("nan")
+        errors.append(error if signed else abs(error))
     return errors
 
 
