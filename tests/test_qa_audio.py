@@ -205,9 +205,11 @@ def test_a_well_behaved_model_is_never_asked_twice_and_a_misbehaving_one_pays_fo
     assert not any(len(f) for f in behaved.dataset("transcripts")["qa_flags"])
     costs = misbehaving.dataset("costs")
     reasks = costs[costs["reask_reason"].notna()]
-    assert len(reasks) == len(log)  # each misbehaving first answer asked again, nothing else
+    # each misbehaving first answer asked again (chatter around a transcript the audio vouches
+    # for may be stripped instead), and nothing else
+    assert len([m for m in log if m.kind != "chatter"]) <= len(reasks) <= len(log)
     assert (reasks["attempt"] == 2).all() and reasks["cost_usd"].gt(0).all()
-    assert misbehaving.summary["requests"] == len(said) + len(log)  # in the run's cost report
+    assert misbehaving.summary["requests"] == len(said) + len(reasks)  # in the run's cost report
     assert costs["cost_usd"].sum() > clean_costs["cost_usd"].sum()
 
 

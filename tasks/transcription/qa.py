@@ -207,7 +207,9 @@ def in_doubt(text: str, evidence: Evidence) -> bool:
     words = evidence.words
     if not words or evidence.reference is not None:
         return False
-    speech_s = evidence.speech_s
+    # the voice detector can sleep through speech (band-limited, noisy): the span the aligner
+    # spread the words over counts too (a text cut short is stretched over the whole audio)
+    speech_s = max(evidence.speech_s, words[-1].end_s - words[0].start_s)
     slow = speech_s > 0 and units(text) < SLOW_WORDS_PER_S * speech_s
     uncovered = uncovered_speech_s(words, evidence.spans)
     return fit(words) < HIGH_FIT or slow or uncovered > min(UNCOVERED_S, 0.5 * speech_s) / 2

@@ -77,6 +77,7 @@ class MisbehavingModel:
     base_url: str
     name: str = MODEL_NAME
     log: list[Misbehaviour] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)
 
 
 def _fraction(digest: bytes) -> float:
@@ -140,7 +141,8 @@ def misbehaving_model(share: float = 0.4, seed: int = 24, *, always: bool = Fals
         digest = audio_digest(request, seed)
         if (is_reask(request) and not always) or _fraction(digest) >= share:
             return forward(rewrite_request=upstream)
-        kind = kinds[digest[8] % len(kinds)]
+        kind = kinds[len(model.chosen) % len(kinds)]  # every kind, once five have misbehaved
+        model.chosen.append(kind)
 
         def rewrite(answer: dict[str, Any]) -> dict[str, Any]:
             choice = answer["choices"][0]
