@@ -23,7 +23,7 @@ import numpy as np
 
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines
 from audiobatch.tasks.audio.vad import no_speech_stretches, refined_onsets, speech_spans
-from audiobatch.tasks.audio.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
+from audiobatch.tasks.audio.pauses import quiet_stretches
 from audiobatch.tasks.captions.words import MIN_QUIET_EDGE_S, Word, clamp_to_speech, off_quiet
 
 WINDOW_S = 30.0
@@ -54,7 +54,8 @@ class WhisperAligner:
         speech, timeline = speech_only(samples, no_speech_stretches(samples) if samples.size else [])
         aligned = [timeline.word(w) for w in _walk_windows(model, tokenizer, speech, words, tokens)]
         spans = refined_onsets(samples, heard) if samples.size else []
-        placed = off_quiet(clamp_to_speech(aligned, spans), quiet_stretches(samples))
+        quiet = quiet_stretches(samples, WHISPER_SAMPLE_RATE, MIN_QUIET_EDGE_S)
+        placed = off_quiet(clamp_to_speech(aligned, spans), quiet)
         return _monotonic(placed, len(samples) / WHISPER_SAMPLE_RATE)
 
 
@@ -118,20 +119,6 @@ def speech_only(samples: np.ndarray, stretches: list[tuple[float, float]]
         cut += b - a
     audio = np.concatenate([samples[round(a * rate):round(b * rate)] for a, b in kept])
     return audio, Timeline(tuple(pieces))
-
-
-QUIET_FRAME_S = 0.01
-
-
-def quiet_stretches(samples: np.ndarray) -> list[tuple[float, float]]:
-    """(start_s, end_s) of the quiet runs (by level, `tasks.audio.pauses`) of at least
-    MIN_QUIET_EDGE_S."""
-    frame = round(QUIET_FRAME_S * WHISPER_SAMPLE_RATE)
-    levels = frame_levels_db(samples, frame)
-    if levels.size == 0:
-        return []
-    runs = quiet_runs(levels <= quiet_threshold_db(levels), round(MIN_QUIET_EDGE_S / QUIET_FRAME_S))
-    return [(a * QUIET_FRAME_S, b * QUIET_FRAME_S) for a, b in runs]
 
 
 def _as_whisper_writes(word: str, *, first: bool) -> str:

@@ -32,8 +32,9 @@ import numpy as np
 import soundfile as sf
 
 from audiobatch.tasks.audio.prepare import Chunk
-from audiobatch.tasks.audio.vad import no_speech_stretches, speech_spans
-from audiobatch.tasks.captions.words import Word, word_pieces
+from audiobatch.tasks.audio.pauses import quiet_stretches, sounding
+from audiobatch.tasks.audio.vad import VAD_RATE, no_speech_stretches, speech_spans
+from audiobatch.tasks.captions.words import MIN_QUIET_EDGE_S, Word, word_pieces
 from audiobatch.tasks.errors import AudiobatchError
 from audiobatch.tasks.model.profiles import LOCAL_MODELS
 from audiobatch.tasks.run.cache import ReplyRecord
@@ -64,10 +65,11 @@ class ChunkAudio:
     samples: np.ndarray
     spans: list[tuple[float, float]]
     no_speech: list[tuple[float, float]]
+    sound: list[tuple[float, float]]
     heard: str | None = None
 
     def evidence(self, words: list[Word] | None, heard: str | None = None) -> Evidence:
-        return Evidence(self.spans, words, heard, self.no_speech)
+        return Evidence(self.spans, words, heard, self.no_speech, self.sound)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,9 @@ class Assessed:
 async def chunk_audio(chunk: Chunk) -> ChunkAudio:
     samples, _ = await asyncio.to_thread(sf.read, chunk.path, dtype="float32")
     spans = await asyncio.to_thread(speech_spans, samples)
-    return ChunkAudio(samples, spans, await asyncio.to_thread(no_speech_stretches, samples))
+    quiet = quiet_stretches(samples, VAD_RATE, MIN_QUIET_EDGE_S)
+    return ChunkAudio(samples, spans, await asyncio.to_thread(no_speech_stretches, samples),
+                      sounding(quiet, len(samples) / VAD_RATE))
 
 
 async def aligned(ctx: RunContext, audio: ChunkAudio, text: str,

@@ -62,7 +62,7 @@ HIGH_FIT = 0.35  # at or above: it does; in between, the embedded Whisper's hear
 EDGE_FIT_SHARE = 0.5  # a first/last line under LOW_FIT and this share of the rest: a wrapper
 SQUEEZED_S = 0.02  # a word the aligner gives no more time than this has no audio of its own
 MAX_SQUEEZED_RUN = 3  # more squeezed words in a row than this: text the audio cannot hold
-MIN_REPEAT_WORD_S = 0.08  # a spoken repetition gets at least this per word on average
+MIN_REPEAT_WORD_S = 0.15  # a spoken repetition gets at least this per word on average
 UNCOVERED_S = 1.0  # speech after the last word: more than this (and UNCOVERED_SHARE) is cut
 UNCOVERED_SHARE = 0.25
 SLOW_WORDS_PER_S = 1.8  # fewer words per second of speech: ask the embedded Whisper
@@ -96,6 +96,7 @@ class Evidence:
     words: Sequence[Word] | None = None
     reference: str | None = None
     no_speech: Sequence[tuple[float, float]] = ()  # where nobody surely speaks (music, noise)
+    sound: Sequence[tuple[float, float]] = ()  # where the level is above the quiet (any sound)
 
     @property
     def speech_s(self) -> float:
@@ -212,7 +213,11 @@ def in_doubt(text: str, evidence: Evidence) -> bool:
     speech_s = max(evidence.speech_s, words[-1].end_s - words[0].start_s)
     slow = speech_s > 0 and units(text) < SLOW_WORDS_PER_S * speech_s
     uncovered = uncovered_speech_s(words, evidence.spans)
-    return fit(words) < HIGH_FIT or slow or uncovered > min(UNCOVERED_S, 0.5 * speech_s) / 2
+    # sound after the last word, by level: where the voice detector slept through a line
+    sound_after = uncovered_speech_s(words, evidence.sound)
+    sound_s = sum(b - a for a, b in evidence.sound)
+    return fit(words) < HIGH_FIT or slow or uncovered > min(UNCOVERED_S, 0.5 * speech_s) / 2 \
+        or sound_after > max(UNCOVERED_S / 2, UNCOVERED_SHARE * sound_s)
 
 
 def is_loop(text: str) -> bool:
