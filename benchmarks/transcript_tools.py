@@ -31,7 +31,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 from audiobatch.localmodel.align import WhisperAligner  # noqa: E402
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, shared_engines  # noqa: E402
 from audiobatch.tasks.audio.codecs import decode  # noqa: E402
-from audiobatch.tasks.transcription.qa import judge  # noqa: E402
+from audiobatch.tasks.captions.words import word_pieces  # noqa: E402
+from audiobatch.tasks.transcription.qa import Evidence, judge  # noqa: E402
 from audiobatch.tasks.audio.vad import speech_spans  # noqa: E402
 from tests.helpers.data import SPEECH  # noqa: E402
 from tests.helpers.e2e import run_transcribe, write_manifest  # noqa: E402
@@ -55,9 +56,9 @@ def parts_alone(audio: Path) -> None:
           f"({seconds / engine_s:.1f}x real time)")
     spans, vad_s = timed(speech_spans, samples)
     words = text.split()
-    aligned, align_s = timed(WhisperAligner(engines).align_blocking, samples, [" " + w for w in words], "en")
+    aligned, align_s = timed(WhisperAligner(engines).align_blocking, samples, word_pieces(text), "en")
     _, check_s = timed(judge, text, finish_reason="stop", refusal=None,
-                       speech_s=sum(b - a for a, b in spans), reference=text)
+                       evidence=Evidence(spans, aligned, text))
     chunk = samples[: WHISPER_SAMPLE_RATE * 29]
     _, reference_s = timed(engines.transcribe_blocking, chunk)
     rows = [("Silero VAD, whole file", vad_s), (f"alignment of {len(words)} words", align_s),

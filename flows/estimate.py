@@ -11,7 +11,7 @@ from audiobatch.tasks.inputs.manifest import NARRATE, TRANSCRIBE, read_manifest
 from audiobatch.tasks.inputs.manifest_io import ManifestError, read_rows
 from audiobatch.tasks.run.context import RunOptions
 from audiobatch.tasks.run.forecast import (ItemForecast, forecast_items, forecast_table, render_economy,
-                                           render_forecast, render_problems)
+                                           render_forecast, render_problems, render_reasks)
 
 
 def detect_kind(manifest: str) -> str:
@@ -46,7 +46,10 @@ def forecast(options: RunOptions) -> tuple[list[ItemForecast], str]:
 
 def estimate(options: RunOptions) -> str:
     forecasts, priced_as = forecast(options)
-    report = render_forecast(forecast_table(forecasts), options.kind, priced_as)
+    table = forecast_table(forecasts)
+    report = render_forecast(table, options.kind, priced_as)
+    if options.kind == TRANSCRIBE and table:
+        report += "\n" + render_reasks(table)
     if options.kind == TRANSCRIBE and any(f.listened or f.seconds < f.recorded_s for f in forecasts):
         report += "\n" + render_economy(forecasts)
     later = render_problems(forecasts, countable_later=True)
@@ -68,15 +71,20 @@ def run_estimate(args: argparse.Namespace) -> int:
     economy_for(options.economy, options.economy_speed)  # a bad --economy-speed stops here (exit 2)
     if args.json:
         forecasts, priced_as = forecast(options)
-        models = [{**row, "usage": asdict(row["usage"])} for row in forecast_table(forecasts)]
+        table = forecast_table(forecasts)
+        models = [{**row, "usage": asdict(row["usage"])} for row in table]
         not_counted = [{"item_id": f.item_id, "problem": f.problem, "will_run": f.countable_later}
                        for f in forecasts if f.problem]
         counted = [f for f in forecasts if not f.problem]
         economy = {"recorded_s": sum(f.recorded_s for f in counted),
                    "sent_s": sum(f.seconds for f in counted),
                    "files_listened": sum(f.listened for f in counted)}
+        reasks = {"reasks_at_most": {
+            "requests": sum(row["requests"] for row in table),
+            "cost_usd": None if any(row["cost_usd"] is None for row in table)
+            else sum(row["cost_usd"] for row in table)}} if kind == TRANSCRIBE else {}
         print(json.dumps({"manifest": args.manifest, "kind": kind, "prices": priced_as,
-                          "models": models, "not_counted": not_counted,
+                          "models": models, "not_counted": not_counted, **reasks,
                           **({"economy": economy} if any(f.listened for f in counted) else {})},
                          indent=2))
         return 0

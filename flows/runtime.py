@@ -107,15 +107,16 @@ def check_transcription(options: RunOptions, settings: ClientSettings) -> None:
 
 def wire_transcription_helpers(ctx: RunContext, options: RunOptions, settings: ClientSettings) -> None:
     """The embedded Whisper's help for any model (engines load on first use): the forced
-    aligner for word times, and - when another model transcribes - the reference transcript
-    that QA compares its replies with."""
+    aligner for word times and for QA's judgement of a remote model's replies, and - when
+    another model transcribes - the hearing QA asks for when the alignment leaves doubt."""
     from audiobatch.localmodel.align import LocalEars, WhisperAligner
     from audiobatch.localmodel.engines import shared_engines
 
     check_transcription(options, settings)
-    if options.word_times:
+    remote = settings.model not in LOCAL_MODELS
+    if options.word_times or (options.qa and remote):  # QA judges a reply by its alignment
         ctx.aligner = WhisperAligner(shared_engines())
-    if options.qa and options.qa_reference and settings.model not in LOCAL_MODELS:
+    if options.qa and options.qa_reference and remote:
         ctx.ears = LocalEars(shared_engines())  # the embedded model needs no second opinion
 
 

@@ -14,21 +14,34 @@ to the speech Silero VAD hears, its onsets refined by level (`tasks.captions.wor
 """
 from __future__ import annotations
 
+import bisect
 import math
+<<<<<<< HEAD
 import threading
+=======
+from dataclasses import dataclass
+>>>>>>> i24a
 from typing import Any
 
 import numpy as np
 
+<<<<<<< HEAD
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines, Stopped
 from audiobatch.tasks.audio.vad import refined_onsets, speech_spans
 from audiobatch.tasks.captions.words import Word, clamp_to_speech
+=======
+from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines
+from audiobatch.tasks.audio.vad import no_speech_stretches, refined_onsets, speech_spans
+from audiobatch.tasks.audio.pauses import quiet_stretches
+from audiobatch.tasks.captions.words import MIN_QUIET_EDGE_S, Word, clamp_to_speech, off_quiet
+>>>>>>> i24a
 
 WINDOW_S = 30.0
 EDGE_S = 1.0
 MAX_TEXT_TOKENS = 220  # with the start-of-transcript tokens, well inside Whisper's 448
 MEDIAN_FILTER_WIDTH = 7  # faster-whisper's default
 WORDS_MARGIN = 1.6  # words given to a window beyond its share of the text (speech rate varies)
+KEPT_GAP_S = 1.0  # a stretch where nobody speaks (vad.no_speech_stretches) is cut to this
 
 
 class WhisperAligner:
@@ -47,10 +60,91 @@ class WhisperAligner:
             return []
         model = self.engines.whisper_for(language)
         tokenizer = _tokenizer(model, language)
+<<<<<<< HEAD
         tokens = [tokenizer.encode(" " + word) or [tokenizer.eot - 1] for word in words]
         aligned = _walk_windows(model, tokenizer, samples, words, tokens, stop)
         spans = refined_onsets(samples, speech_spans(samples)) if samples.size else []
         return _monotonic(clamp_to_speech(aligned, spans), len(samples) / WHISPER_SAMPLE_RATE)
+=======
+        tokens = [tokenizer.encode(_as_whisper_writes(word, first=i == 0)) or [tokenizer.eot - 1]
+                  for i, word in enumerate(words)]
+        heard = speech_spans(samples) if samples.size else []
+        speech, timeline = speech_only(samples, no_speech_stretches(samples) if samples.size else [])
+        aligned = [timeline.word(w) for w in _walk_windows(model, tokenizer, speech, words, tokens)]
+        spans = refined_onsets(samples, heard) if samples.size else []
+        quiet = quiet_stretches(samples, WHISPER_SAMPLE_RATE, MIN_QUIET_EDGE_S)
+        placed = off_quiet(clamp_to_speech(aligned, spans), quiet)
+        return _monotonic(placed, len(samples) / WHISPER_SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where the pieces of `speech_only`'s audio lie in the original: (start in the cut audio,
+    start in the original) per piece, in order."""
+
+    pieces: tuple[tuple[float, float], ...]
+
+    def at(self, t: float, *, ending: bool = False) -> float:
+        """The original time of cut-audio time `t`; exactly at a splice, a start belongs to
+        the piece after it and an end (`ending`) to the piece before."""
+        cut, original = self.pieces[self._piece(t, ending)]
+        return original + t - cut
+
+    def _piece(self, t: float, ending: bool = False) -> int:
+        starts = [cut for cut, _ in self.pieces]
+        return max((bisect.bisect_left if ending else bisect.bisect_right)(starts, t) - 1, 0)
+
+    def word(self, word: Word) -> Word:
+        """The word on the original timeline; one that straddles a splice keeps the side where
+        it has more time (else it would span the whole stretch that was cut out)."""
+        start, end = word.start_s, word.end_s
+        first, last = self._piece(start), self._piece(end, ending=True)
+        if last > first:
+            splice_after, splice_before = self.pieces[first + 1][0], self.pieces[last][0]
+            if splice_after - start >= end - splice_before:
+                end = splice_after
+            else:
+                start = splice_before
+        original_start = self.at(start)
+        return Word(word.word, original_start, max(original_start, self.at(end, ending=True)),
+                    word.probability)
+
+
+def speech_only(samples: np.ndarray, stretches: list[tuple[float, float]]
+                ) -> tuple[np.ndarray, Timeline]:
+    """The audio with every stretch where nobody speaks (`tasks.audio.vad.no_speech_stretches`)
+    cut to KEPT_GAP_S (half of it kept beside the audio on each side), and where its pieces lie.
+
+    Given 30 s of music between two sentences, DTW has to put the window's words somewhere and
+    spread the second sentence over the music (seen: 20 words there, probability ~0). Cut
+    out, the aligner sees speech wherever it looks, and text invented over the music has no
+    time to be given (`tasks.transcription.qa`: squeezed words)."""
+    rate, half = WHISPER_SAMPLE_RATE, KEPT_GAP_S / 2
+    total = len(samples) / rate
+    kept, position = [], 0.0
+    for start, end in stretches:
+        if end - start <= KEPT_GAP_S:
+            continue
+        kept.append((position, start + half if start > 0 else 0.0))
+        position = end - half if end < total else total
+    kept.append((position, total))
+    kept = [(a, b) for a, b in kept if b > a]
+    if sum(b - a for a, b in kept) >= total - 1e-6:
+        return samples, Timeline(((0.0, 0.0),))
+    pieces, cut = [], 0.0
+    for a, b in kept:
+        pieces.append((cut, a))
+        cut += b - a
+    audio = np.concatenate([samples[round(a * rate):round(b * rate)] for a, b in kept])
+    return audio, Timeline(tuple(pieces))
+
+
+def _as_whisper_writes(word: str, *, first: bool) -> str:
+    """A word as it stands in the text (with the whitespace before it), as Whisper's decoder
+    would write it: one leading space at most (a transcript's first word has one too)."""
+    stripped = word.lstrip()
+    return " " + stripped if first or stripped != word else stripped
+>>>>>>> i24a
 
 
 def _tokenizer(model: Any, language: str | None) -> Any:

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +29,7 @@ from audiobatch.localmodel.pronounce import clearer_phonemes
 from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, WHISPER_MODEL_SHA256, verify_weights
 from audiobatch.tasks.audio.codecs import resample
 from audiobatch.tasks.audio.memo import ContentMemo
+from audiobatch.tasks.audio.vad import no_speech_stretches
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
     from faster_whisper import WhisperModel
@@ -89,6 +90,26 @@ def piper_config(slower: float = 0.0) -> Any:
     if os.environ.get("AUDIOBATCH_LOCAL_VARIED_VOICE") == "1":
         return SynthesisConfig(length_scale=length_scale)
     return SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
+
+
+NON_SPEECH_MARGIN_S = 1.0  # Whisper's segment times may miss by this much
+
+
+def over_speech(segments: Iterable[Any], samples: np.ndarray) -> Iterator[Any]:
+    """Whisper's segments, without those that lie inside a stretch where Silero VAD is sure
+    nobody speaks (give or take NON_SPEECH_MARGIN_S: a segment's times are loose): Whisper
+    invents text over music, noise and silence ("Thank you.", lyrics, loops), and a segment's
+    times say where it put it."""
+    stretches: list[tuple[float, float]] | None = None
+    margin = NON_SPEECH_MARGIN_S
+    for segment in segments:
+        if stretches is None:
+            stretches = no_speech_stretches(samples)
+        if any(a - margin <= segment.start and segment.end <= b + margin for a, b in stretches):
+            log.info("dropped %r at %.1f-%.1f s: no speech there", segment.text.strip()[:60],
+                     segment.start, segment.end)
+        else:
+            yield segment
 
 
 def clean_text(segment_texts: list[str]) -> str:
@@ -163,25 +184,29 @@ class Engines:
     # --- blocking inference (runs in the worker thread) -----------------------------------
 
     def start_transcript(self, samples: np.ndarray) -> Iterator[str]:
-        """Segment texts as Whisper decodes them; feature extraction happens here."""
+        """Segment texts as Whisper decodes them (but those over non-speech); feature
+        extraction happens here."""
         segments, _info = self.whisper().transcribe(samples, **WHISPER_OPTIONS)
-        return (segment.text for segment in segments)
+        return (segment.text for segment in over_speech(segments, samples))
 
     def transcribe_blocking(self, samples: np.ndarray, stop: threading.Event | None = None) -> str:
         return clean_text(list(_until(stop, self.start_transcript(samples))))
 
     def hear_blocking(self, samples: np.ndarray, *, multilingual: bool = False,
                       language: str | None = None, context: str | None = None,
-                      stop: threading.Event | None = None) -> Heard:
+                      fresh: bool = False, stop: threading.Event | None = None) -> Heard:
         """A transcript with its language: tiny.en, or the multilingual base that detects the
         language unless told. `context` (the transcript so far) primes Whisper's decoder as
-        its own previous-text conditioning does across 30 s windows."""
+        its own previous-text conditioning does across 30 s windows; `fresh` turns that
+        conditioning off (a re-ask: what breaks Whisper's loops)."""
         model = self.multilingual() if multilingual else self.whisper()
         options = {**WHISPER_OPTIONS, **(MULTILINGUAL_OPTIONS if multilingual else {})}
+        if fresh:
+            options["condition_on_previous_text"] = False
         if multilingual:
             options["language"] = language.split("-")[0].lower() if language else None
         segments, info = model.transcribe(samples, initial_prompt=context or None, **options)
-        text = clean_text([segment.text for segment in _until(stop, segments)])
+        text = clean_text([segment.text for segment in over_speech(_until(stop, segments), samples)])
         return Heard(text, info.language, float(info.language_probability))
 
     def start_speech(self, text: str, slower: float = 0.0) -> Iterator[np.ndarray]:

@@ -284,3 +284,14 @@ def test_long_captions_are_wrapped_into_short_lines_without_blank_lines() -> Non
         assert len(text_lines) == 3
         assert all(0 < len(line) <= CAPTION_LINE_CHARS for line in text_lines)
         assert " ".join(text_lines) == words
+
+
+def test_an_overlap_heard_with_other_spellings_is_kept_once() -> None:
+    """The cause of test_overlapping_chunks' 5.01% (7 words doubled): the two chunks wrote
+    the overlap's words differently, so no two in a row matched and nothing was dropped."""
+    from audiobatch.tasks.transcription.assemble import join_transcripts
+
+    earlier = "printed with movable type, via four said Guttenberg Bible."
+    later = "type the aforesaid Gutenberg Bible is printed in a fine style"
+    joined = join_transcripts([earlier, later], overlap_s=3.0)
+    assert joined.lower().count("bible") == 1 and joined.endswith("Bible is printed in a fine style")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -199,3 +200,20 @@ def test_log_lines_print_above_the_progress_bar_on_a_terminal(tmp_path) -> None:
     text = output.decode(errors="replace")
     log_line = next(line for line in text.splitlines() if "failed ep01" in line)
     assert "━" not in log_line and "transcribe" not in log_line  # the bar is not on that line
+
+
+def test_estimate_says_what_qa_reasks_may_add(tmp_path, capsys) -> None:
+    """Issue 24: a re-ask is paid like its first request; the estimate names the most they
+    can add (one more request per chunk), in text and JSON."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,audio\nep01,{SPEECH / 'openai-whisper__jfk.flac'}\n"
+                        f"ep02,{SPEECH / 'pocketsphinx__goforward.wav'}\n")
+    priced = ["--model", "gpt-audio-1.5", "--price-as", "gpt-audio-1.5"]
+    assert main(["estimate", str(manifest), *priced]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("gpt-audio-1.5"))
+    assert f"at most 2 more requests (+{float(row.split()[-1]):.4f} USD)" in out
+    assert main(["estimate", str(manifest), *priced, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["reasks_at_most"]["requests"] == 2
+    assert document["reasks_at_most"]["cost_usd"] == pytest.approx(document["models"][0]["cost_usd"])

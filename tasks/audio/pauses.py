@@ -114,6 +114,23 @@ def quiet_runs(quiet: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
     return list(zip(starts[keep].tolist(), ends[keep].tolist()))
 
 
+def quiet_stretches(samples: np.ndarray, sample_rate: int, min_s: float,
+                    frame_s: float = 0.01) -> list[tuple[float, float]]:
+    """(start_s, end_s) of the quiet runs of at least `min_s` (by level: `quiet_threshold_db`)."""
+    frame = round(frame_s * sample_rate)
+    levels = frame_levels_db(samples, frame)
+    if levels.size == 0:
+        return []
+    runs = quiet_runs(levels <= quiet_threshold_db(levels), max(1, round(min_s / frame_s)))
+    return [(a * frame_s, b * frame_s) for a, b in runs]
+
+
+def sounding(quiet: list[tuple[float, float]], total_s: float) -> list[tuple[float, float]]:
+    """The stretches between quiet runs: where something sounds."""
+    edges = [0.0] + [t for run in quiet for t in run] + [total_s]
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b > a]
+
+
 def first_frame(start: int, rules: CutRules) -> int:
     """The first whole frame of a chunk starting at sample `start`."""
     return -(-start // rules.frame_samples)

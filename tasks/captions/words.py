@@ -77,6 +77,33 @@ def clamp_to_speech(words: list[Word], spans: list[tuple[float, float]]) -> list
     return clamped
 
 
+MIN_QUIET_EDGE_S = 0.3  # quiet this long inside a word's edge is a pause, not a soft consonant
+
+
+def off_quiet(words: list[Word], quiet: list[tuple[float, float]]) -> list[Word]:
+    """Each word without the quiet (by level: room tone, silence) it was stretched over: an
+    edge lying in a quiet run of at least MIN_QUIET_EDGE_S moves out of it, and a word that
+    spans a whole quiet run keeps the side where it has more time. Levels see pauses the voice
+    detector misses (it slept through band-limited and noisy speech, and the words there were
+    left spanning whole pauses)."""
+    result = []
+    for word in words:
+        start, end = word.start_s, word.end_s
+        for a, b in quiet:
+            if b - a < MIN_QUIET_EDGE_S or b <= start or a >= end:
+                continue
+            if a <= start:
+                start = min(b, end)  # the word begins in the pause: it starts after it
+            elif b >= end:
+                end = max(a, start)  # it ends in the pause: it ends before it
+            elif a - start >= end - b:
+                end = a  # it spans the pause: the longer side is the word
+            else:
+                start = b
+        result.append(replace(word, start_s=start, end_s=max(start, end)))
+    return result
+
+
 def word_rows(run_id: str, item_id: str, chunk_index: int, offset_s: float, words: list[Word],
               first_index: int = 0) -> list[dict[str, Any]]:
     """`words` dataset rows: chunk-relative times moved to the recording's timeline."""
@@ -87,15 +114,24 @@ def word_rows(run_id: str, item_id: str, chunk_index: int, offset_s: float, word
             for i, w in enumerate(words)]
 
 
+def text_words(text: str) -> list[tuple[int, int]]:
+    """(start, end) characters of each word of `text`, as captions and the aligner count them."""
+    return word_breaks(text)[0]
+
+
+def word_pieces(text: str) -> list[str]:
+    """Each word of `text` with the whitespace before it: what `Aligner.align` is given."""
+    spans = text_words(text)
+    return [text[(spans[i - 1][1] if i else 0):b] for i, (_, b) in enumerate(spans)]
+
+
 async def align_chunk(aligner: Aligner, chunk: Chunk, text: str,
                       language: str | None) -> list[Word] | None:
     """One `Word` per `word_breaks` word of the chunk's text, placed in the chunk's wav; None
     when there is nothing to align or the aligner cannot (captions then use estimates)."""
-    spans, _ = word_breaks(text)
-    if not spans or chunk.silent:
+    pieces = word_pieces(text)
+    if not pieces or chunk.silent:
         return None
-    # each word with the space before it, as the aligner's tokenizer expects it
-    pieces = [text[(spans[i - 1][1] if i else 0):b] for i, (_, b) in enumerate(spans)]
     samples, _ = await asyncio.to_thread(sf.read, chunk.path, dtype="float32")
     try:
         words = await aligner.align(samples, pieces, language)
@@ -107,14 +143,18 @@ async def align_chunk(aligner: Aligner, chunk: Chunk, text: str,
 
 
 async def align_item(aligner: Aligner | None, run_id: str, item_id: str, chunks: list[Chunk],
-                     texts: list[str], language: str | None, kept: list[tuple[int, int]]
+                     texts: list[str], language: str | None, kept: list[tuple[int, int]],
+                     known: list[list[Word] | None] | None = None
                      ) -> tuple[list[list[Word] | None], list[dict[str, Any]]]:
     """Every chunk's aligned words (None without an aligner), and the `words` rows of the words
     the joined transcript keeps (`kept`: each chunk's range, `assemble.kept_word_ranges`),
-    numbered through the item."""
+    numbered through the item. `known`: words already aligned (by QA) for a chunk's text."""
     if aligner is None:
         return [None] * len(chunks), []
-    aligned = [await align_chunk(aligner, chunk, text, language) for chunk, text in zip(chunks, texts)]
+    known = known or [None] * len(chunks)
+    aligned = [words if words is not None and len(words) == len(text_words(text))
+               else await align_chunk(aligner, chunk, text, language)
+               for chunk, text, words in zip(chunks, texts, known)]
     rows: list[dict[str, Any]] = []
     for chunk, words, (a, b) in zip(chunks, aligned, kept):
         if words:

@@ -42,8 +42,9 @@ from audiobatch.tasks.model.http11 import Http11Transport, proxy_configured
 from audiobatch.tasks.model.limits import Limiter
 from audiobatch.tasks.model.profiles import (DEFAULT_REMOTE_MODEL, LOCAL_MODEL, ModelProfile, get_profile,
                                              provider_for)
-from audiobatch.tasks.model.prompts import (STRICT_TRANSCRIPT, TRANSCRIPT_ONLY, context_instruction,
-                                            narration_system_prompt, transcribe_instruction)
+from audiobatch.tasks.model.prompts import (REASK_TEMPERATURE, STRICT_TRANSCRIPT, TRANSCRIPT_ONLY,
+                                            context_instruction, narration_system_prompt,
+                                            transcribe_instruction)
 from audiobatch.tasks.model.request_body import FileAsBase64, json_content
 from audiobatch.tasks.model.wire import (Attempt, ModelReply, error_for_response, listed_models, model_list,
                                          parse_reply, read_capped)
@@ -165,7 +166,8 @@ class ModelClient:
         tasks/model/request_body.py) or a function returning the bytes: either is read only once a
         limiter slot is held, for each attempt, so a chunk waiting its turn costs no memory. `context`: the transcript just before this audio (sent as its
         own text part, marked as context). `strict`: the re-ask after a failed check
-        (tasks/transcription/qa.py): a firmer instruction; temperature is 0 either way."""
+        (tasks/transcription/qa.py): a firmer instruction, and REASK_TEMPERATURE instead of 0, so
+        that a model deaf to the instruction may still answer otherwise."""
         model = model or self.settings.model
         profile = get_profile(model)
         instruction = transcribe_instruction(prompt, language)
@@ -185,7 +187,7 @@ class ModelClient:
                 "data": _audio_data(audio if isinstance(audio, Path) else read()),
                 "format": audio_format}})
             return {
-                "model": model, "modalities": ["text"], "temperature": 0,
+                "model": model, "modalities": ["text"], "temperature": REASK_TEMPERATURE if strict else 0,
                 "max_completion_tokens": profile.max_output_text_tokens,
                 "messages": [{"role": "user", "content": content}],
             }

@@ -12,6 +12,11 @@ TRANSCRIPT_ONLY = ("Write down exactly what is said, word for word, in the langu
 STRICT_TRANSCRIPT = ("Your previous reply was not a transcript. This is not a conversation: do "
                      "not answer, greet, explain, refuse or repeat. Output only the exact words "
                      "spoken in the audio, once, from the first word to the last.")
+# A re-ask is sent at this temperature (first asks at 0): a model that ignores the stricter
+# instruction but samples may still answer otherwise; the embedded model reads a transcription
+# request's temperature above 0 as "decode afresh" (no context, no conditioning on its own
+# earlier windows), Whisper's own remedy for loops, deterministic.
+REASK_TEMPERATURE = 0.3
 READ_ALOUD = ("You are a narrator reading a script aloud. Speak the user's message exactly as "
               "written, word for word, from its first word to its last. Do not add, leave out, "
               "change, summarise, translate, answer or comment on anything. If the message asks "

@@ -157,6 +157,9 @@ class RunContext:
     # with (`hear(samples, language) -> str`); None when the embedded model itself transcribes
     ears: Any = None
     endpoint: str = "embedded"  # the normalised base URL: part of every cache key
+    # QA re-asks per model: how many came back with the first answer's very text, how many
+    # changed it (tasks/transcription/agreement.py stops re-asking a model deaf to them)
+    reask_echoes: dict[str, list[int]] = field(default_factory=dict)
     # model -> (prices, label): each request is priced at its own model's rates
     price_book: Callable[[str], tuple[Prices | None, str]] | None = None
     # the flow's progress and log line for an item, called as the item ends when its batch runs

@@ -162,6 +162,17 @@ def render_forecast(table: list[dict], kind: str, priced_as: str) -> str:
     return "\n".join(lines)
 
 
+def render_reasks(table: list[dict]) -> str:
+    """What transcript QA's re-asks may add: at most one more request per chunk, priced as the
+    first (a re-ask sends the same audio with a longer instruction)."""
+    requests = sum(row["requests"] for row in table)
+    costs = [row["cost_usd"] for row in table]
+    dollars = "unknown" if None in costs else f"{sum(costs):.4f} USD"
+    return (f"re-asks: QA asks again only for a reply that does not agree with its audio, once, and "
+            f"only when asking again can change the answer: at most {requests} more requests "
+            f"(+{dollars}) if every reply failed; none on a clean run (benchmarks/qa_agreement.py)")
+
+
 def render_economy(forecasts: list[ItemForecast]) -> str:
     """One line: audio recorded vs sent under economy, and how it was found."""
     counted = [f for f in forecasts if f.problem is None]

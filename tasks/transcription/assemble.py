@@ -20,11 +20,26 @@ def _norm(word: str) -> str:
     return re.sub(r"[^\w]", "", word.lower())
 
 
+SAME_WORD_RATIO = 0.8  # "guttenberg" and "gutenberg": one word heard twice, spelled two ways
+
+
+def _spelled_as(word: str, others: list[str]) -> str:
+    """`word`, or the word of `others` it is a respelling of: the two chunks of an overlap hear
+    the same words, and Whisper does not always spell them the same (measured: a 3 s overlap's
+    words doubled because no two in a row were spelled alike)."""
+    if len(word) < 4 or word in others:
+        return word
+    close = difflib.get_close_matches(word, [w for w in others if len(w) >= 4], n=1,
+                                      cutoff=SAME_WORD_RATIO)
+    return close[0] if close else word
+
+
 def _overlap_cut(previous: list[str], current: list[str], window: int, min_match: int) -> tuple[int, int] | None:
     """Where the overlap of two transcripts lines up: (words of `previous` to keep, words of
     `current` to drop), or None when their edges do not repeat each other."""
     tail, head = previous[-window:], current[:window]
-    matcher = difflib.SequenceMatcher(a=[_norm(w) for w in tail], b=[_norm(w) for w in head],
+    tail_words = [_norm(w) for w in tail]
+    matcher = difflib.SequenceMatcher(a=tail_words, b=[_spelled_as(_norm(w), tail_words) for w in head],
                                       autojunk=False)
     match = matcher.find_longest_match(0, len(tail), 0, len(head))
     if match.size < min_match:

@@ -16,13 +16,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-import soundfile as sf
-
 from audiobatch.tasks.audio.economy import economy_for
 from audiobatch.tasks.audio.prepare import (ON_LOOP_MAX_AUDIO_S, Chunk, PreparedAudio, context_words_for,
                                             max_chunk_seconds, remove_chunk_files, stream_chunks)
 from audiobatch.tasks.audio.streaming import HandedOver
-from audiobatch.tasks.audio.vad import speech_spans
 from audiobatch.tasks.captions.files import render_json, render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import align_item
@@ -31,13 +28,15 @@ from audiobatch.tasks.inputs.manifest import Item
 from audiobatch.tasks.inputs.sources import fetch, safe_url
 from audiobatch.tasks.model.estimate import expected_transcribe_usage
 from audiobatch.tasks.model.profiles import LOCAL_MULTILINGUAL_MODEL
+from audiobatch.tasks.model.prompts import REASK_TEMPERATURE
 from audiobatch.tasks.outputs.datasets import media_relpath
 from audiobatch.tasks.run.cache import ReplyRecord
 from audiobatch.tasks.run.calls import attempts_before, call_model
 from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields,
                                           item_row)
 from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
-from audiobatch.tasks.transcription.qa import Verdict, judge, overlong
+from audiobatch.tasks.transcription.agreement import ChunkText, checked_chunk_text
+from audiobatch.tasks.transcription.qa import overlong
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
 MULTILINGUAL_INSTALL = "pip install 'audiobatch[multilingual]'"
@@ -84,17 +83,6 @@ def _words_on_recording_timeline(rows: list[dict], prepared: PreparedAudio) -> l
              "end_s": round(prepared.to_original(r["end_s"]), 3)} for r in rows]
 
 
-@dataclass
-class ChunkText:
-    """A chunk's accepted transcript, what QA could not fix in it, and what the model said
-    about the language."""
-
-    text: str
-    flags: tuple[str, ...] = ()
-    language: str | None = None
-    language_probability: float | None = None
-
-
 async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: Ask,
                    context: str | None, reask: str | None = None) -> ReplyRecord:
     """One request for the chunk: from the cache, or built from the chunk file when its turn
@@ -102,6 +90,8 @@ async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: A
     strict = reask is not None
     params = {"kind": "transcribe", "model": ask.model, "prompt": ask.prompt,
               "language": ask.language, "format": "wav", "context": context, "strict": strict}
+    if strict:
+        params["temperature"] = REASK_TEMPERATURE
     expected = expected_transcribe_usage(chunk.duration_s, ctx.profile, ask.prompt, ask.language,
                                          context_words=len(context.split()) if context else 0)
     return await call_model(
@@ -116,47 +106,19 @@ async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: A
 
 async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: Ask,
                             context: str | None = None) -> ChunkText:
-    """One chunk's transcript: asked, checked (tasks/transcription/qa.py), re-asked once if the check fails;
-    what still fails is kept with its flags."""
+    """One chunk's transcript: asked, checked against its text and its audio
+    (tasks/transcription/agreement.py), re-asked once if the check fails and a re-ask can change
+    the answer; what still fails is kept with its flags."""
     if chunk.silent:
         return ChunkText("")  # nothing to hear: no request, no cost
     reply = await _request(ctx, recorder, chunk, ask, context)
     if not ctx.options.qa:
-        verdict = _bounded(reply, chunk) or Verdict((), reply.text)
-        return ChunkText(verdict.text, verdict.problems, reply.language, reply.language_probability)
-    facts = await _qa_facts(ctx, chunk, ask.language)
-    verdict = _judge(reply, facts, chunk)
-    if verdict.ok:
-        return ChunkText(verdict.text, (), reply.language, reply.language_probability)
-    retry = await _request(ctx, recorder, chunk, ask, context, reask=",".join(verdict.problems))
-    second = _judge(retry, facts, chunk)
-    if second.ok or len(second.problems) <= len(verdict.problems):
-        verdict, reply = second, retry
-    return ChunkText(verdict.text, verdict.problems, reply.language, reply.language_probability)
-
-
-def _bounded(reply: ReplyRecord, chunk: Chunk) -> Verdict | None:
-    """An "overlong" verdict with no text kept, for a reply with more words than the chunk's
-    audio can hold (the model's reply is hostile input: 50,000 words for 2 s would otherwise
-    be checked, aligned and written); None when the reply is within the bound."""
-    return Verdict(("overlong",), "") if overlong(reply.text, chunk.recorded_s) else None
-
-
-def _judge(reply: ReplyRecord, facts: tuple[float, str | None], chunk: Chunk) -> Verdict:
-    speech_s, reference = facts
-    if (refused := _bounded(reply, chunk)) is not None:
-        return refused
-    return judge(reply.text, finish_reason=reply.finish_reason, refusal=reply.refusal,
-                 speech_s=speech_s, reference=reference)
-
-
-async def _qa_facts(ctx: RunContext, chunk: Chunk, language: str | None) -> tuple[float, str | None]:
-    """Seconds of speech in the chunk (VAD), and what the embedded Whisper hears there when
-    another model transcribes (None otherwise)."""
-    samples, _ = await asyncio.to_thread(sf.read, chunk.path, dtype="float32")
-    spans = await asyncio.to_thread(speech_spans, samples)
-    reference = await ctx.ears.hear(samples, language) if ctx.ears is not None else None
-    return sum(end - start for start, end in spans), reference
+        if overlong(reply.text, chunk.recorded_s):  # never kept, whatever QA is set to
+            return ChunkText("", ("overlong",), reply.language, reply.language_probability)
+        return ChunkText(reply.text, (), reply.language, reply.language_probability)
+    return await checked_chunk_text(
+        ctx, chunk, reply, ask.model, ask.language, context,
+        ask_again=lambda reason: _request(ctx, recorder, chunk, ask, context, reask=reason))
 
 
 async def _transcribe_stream(ctx: RunContext, recorder: ItemRecorder,
@@ -272,7 +234,8 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
         text = join_transcripts(texts, overlap_s=ctx.options.overlap_s)
         aligned, words = await align_item(ctx.aligner if ctx.options.word_times else None,
                                           ctx.run_id, item.item_id, prepared.chunks, texts,
-                                          heard[0], kept_word_ranges(texts, ctx.options.overlap_s))
+                                          heard[0], kept_word_ranges(texts, ctx.options.overlap_s),
+                                          known=[r.words for r in results])
         segments = _on_recording_timeline(await _off_the_loop_unless(
             small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned), prepared)
         words = _words_on_recording_timeline(words, prepared)

@@ -58,6 +58,8 @@ class Behaviour:
     usage: Mapping[str, Any] | None = None  # "answer": None means DEFAULT_USAGE
     cut_connection: bool = False  # "truncate": promise the full length, then hang up
     rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # "forward": edit the JSON
+    # "forward": edit the request's JSON before it goes upstream (e.g. the model it names)
+    rewrite_request: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 def ok(text: str = "hello world", *, usage: Mapping[str, Any] | None = None,
@@ -113,15 +115,19 @@ def truncated(*, cut_connection: bool = False) -> Behaviour:
     return Behaviour("truncate", cut_connection=cut_connection)
 
 
-def rewritten(rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> Behaviour:
+RequestEdit = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def rewritten(rewrite: Callable[[dict[str, Any]], dict[str, Any]], *,
+              rewrite_request: RequestEdit | None = None) -> Behaviour:
     """Forward to the upstream model and hand its JSON answer to `rewrite` before replying:
     a real model made to misbehave (chatter, refuse, loop, stop early...)."""
-    return Behaviour("forward", rewrite=rewrite)
+    return Behaviour("forward", rewrite=rewrite, rewrite_request=rewrite_request)
 
 
-def forward(*, delay_s: float = 0.0) -> Behaviour:
-    """Pass the request to the upstream unchanged and relay its answer."""
-    return Behaviour("forward", delay_s=delay_s)
+def forward(*, delay_s: float = 0.0, rewrite_request: RequestEdit | None = None) -> Behaviour:
+    """Pass the request to the upstream (unchanged unless `rewrite_request`) and relay its answer."""
+    return Behaviour("forward", delay_s=delay_s, rewrite_request=rewrite_request)
 
 
 @dataclass
@@ -244,7 +250,7 @@ class FaultServer:
             writer.transport.abort()  # reset, not a polite close: no response at all
             return False
         if behaviour.action == "forward":
-            status, headers, body = await self._forward(request)
+            status, headers, body = await self._forward(request, behaviour.rewrite_request)
             if behaviour.rewrite is not None and status == 200:
                 body = json.dumps(behaviour.rewrite(json.loads(body))).encode()
         elif behaviour.action == "reply":
@@ -275,7 +281,8 @@ class FaultServer:
         await writer.drain()
         return not cut_connection
 
-    async def _forward(self, request: Received) -> tuple[int, dict[str, str], bytes]:
+    async def _forward(self, request: Received,
+                       edit: RequestEdit | None = None) -> tuple[int, dict[str, str], bytes]:
         if self.upstream is None:
             raise RuntimeError("forward() needs FaultServer(upstream=...)")
         if self._upstream_client is None:
@@ -283,8 +290,9 @@ class FaultServer:
             base = self.upstream if isinstance(self.upstream, str) else "http://upstream"
             self._upstream_client = httpx.AsyncClient(transport=transport, base_url=base, timeout=None)
         headers = {k: v for k, v in request.headers.items() if k not in _HOP_HEADERS}
+        content = request.body if edit is None else json.dumps(edit(request.json)).encode()
         response = await self._upstream_client.request(request.method, request.path,
-                                                       headers=headers, content=request.body)
+                                                       headers=headers, content=content)
         kept = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS}
         return response.status_code, kept, response.content
 
