@@ -8,9 +8,9 @@ line keeps flat flags (`--concurrency`): `from_flat` files each one under its gr
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 
@@ -123,6 +123,29 @@ class Transcription(_Group):
                                "the embedded Whisper hears in the same chunk")
 
 
+class CaptionStyle(_Group):
+    """How captions (.srt/.vtt) are cut and timed: broadcast rules (Netflix and BBC timed-text
+    guidelines; tasks/captions/cues.py). Unset limits take the preset's."""
+
+    caption_preset: Literal["broadcast", "children"] = Field(
+        "broadcast", description="broadcast: 42 characters a line, 2 lines, 1-7 s, 20 "
+        "characters a second; children: 17 characters a second")
+    caption_line_chars: int | None = Field(None, ge=10, le=200, description="characters a line")
+    caption_lines: int | None = Field(None, ge=1, le=4, description="lines a caption")
+    caption_min_s: float | None = Field(None, gt=0, le=5, description="shortest caption, seconds")
+    caption_max_s: float | None = Field(None, gt=0, le=30, description="longest caption, seconds")
+    caption_cps: float | None = Field(None, ge=5, le=60, description="reading speed: characters "
+                                      "a second at most")
+
+    @model_validator(mode="after")
+    def _shortest_below_longest(self) -> CaptionStyle:
+        shortest, longest = self.caption_min_s or 1.0, self.caption_max_s or 7.0  # the presets'
+        if shortest >= longest:
+            raise ValueError(f"the shortest caption ({shortest} s) must be shorter than the "
+                             f"longest ({longest} s)")
+        return self
+
+
 class Narration(_Group):
     voice: str = Field("alloy", description="voice (per row: voice)")
     audio_format: str = Field("mp3", description="wav, mp3, flac, opus or m4b (audiobook with chapters)")
@@ -168,10 +191,12 @@ class JobOptions(_Group):
 
 class TranscribeOptions(JobOptions):
     transcription: Transcription = Field(default_factory=Transcription)
+    caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
 
 
 class NarrateOptions(JobOptions):
     narration: Narration = Field(default_factory=Narration)
+    caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
 
 
 class InboxOptions(JobOptions):
@@ -179,13 +204,14 @@ class InboxOptions(JobOptions):
 
     transcription: Transcription = Field(default_factory=Transcription)
     narration: Narration = Field(default_factory=Narration)
+    caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
 
     def for_kind(self, kind: str) -> JobOptions:
         own = {"transcribe": ("transcription", TranscribeOptions),
                "narrate": ("narration", NarrateOptions)}
         group, model = own[kind]
         shared = {name: getattr(self, name) for name in JobOptions.model_fields}
-        return model(**shared, **{group: getattr(self, group)})
+        return model(**shared, **{group: getattr(self, group)}, caption_style=self.caption_style)
 
 
 def _groups(model: type[JobOptions]) -> dict[str, type[_Group]]:

@@ -90,6 +90,13 @@ class RunOptions:
     verify: bool = True
     verify_attempts: int = 3
     captions: bool = True
+    # captions of both jobs (tasks/options.CaptionStyle)
+    caption_preset: str = "broadcast"
+    caption_line_chars: int | None = None
+    caption_lines: int | None = None
+    caption_min_s: float | None = None
+    caption_max_s: float | None = None
+    caption_cps: float | None = None
 
     def __post_init__(self) -> None:
         # run ids name folders under the output root: checked here too, for every caller

@@ -23,6 +23,7 @@ from audiobatch.tasks.audio.prepare import (ON_LOOP_MAX_AUDIO_S, Chunk, Prepared
                                             max_chunk_seconds, remove_chunk_files, stream_chunks)
 from audiobatch.tasks.audio.streaming import HandedOver
 from audiobatch.tasks.audio.vad import speech_spans
+from audiobatch.tasks.captions.cues import rules_for
 from audiobatch.tasks.captions.files import render_json, render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import align_item
@@ -62,18 +63,6 @@ def _language(ctx: RunContext, item: Item) -> str | None:
             f"--model {LOCAL_MULTILINGUAL_MODEL} (install: {MULTILINGUAL_INSTALL}), or a remote "
             "one (e.g. --model gpt-audio-1.5 with --base-url); or drop the language column for this row.")
     return language
-
-
-def _on_recording_timeline(segments: list[Segment], prepared: PreparedAudio) -> list[Segment]:
-    """Segment (and their words') times in the sent audio -> times in the recording (economy
-    left pauses out)."""
-    if prepared.timeline is None:
-        return segments
-    return [replace(s, start_s=round(prepared.to_original(s.start_s), 3),
-                    end_s=round(prepared.to_original(s.end_s), 3),
-                    words=tuple(replace(w, start_s=round(prepared.to_original(w.start_s), 3),
-                                        end_s=round(prepared.to_original(w.end_s), 3))
-                                for w in s.words)) for s in segments]
 
 
 def _words_on_recording_timeline(rows: list[dict], prepared: PreparedAudio) -> list[dict]:
@@ -263,8 +252,10 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
         aligned, words = await align_item(ctx.aligner if ctx.options.word_times else None,
                                           ctx.run_id, item.item_id, prepared.chunks, texts,
                                           heard[0], kept_word_ranges(texts, ctx.options.overlap_s))
-        segments = _on_recording_timeline(await _off_the_loop_unless(
-            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned), prepared)
+        segments = await _off_the_loop_unless(
+            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned,
+            rules_for(ctx.options), prepared.to_original if prepared.timeline else None,
+            prepared.duration_s)
         words = _words_on_recording_timeline(words, prepared)
         paths = await _off_the_loop_unless(small, _write_media, ctx, item, text, segments, heard[0])
     finally:
