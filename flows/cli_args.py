@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.inputs.vocabulary import read_vocabulary_file
 from audiobatch.tasks.options import JobOptions
 
 
@@ -141,6 +142,10 @@ def add_transcription_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("transcription")
     group.add_argument("--language", help="ISO 639-1 language of the audio (default: per row)")
     group.add_argument("--prompt", help="context for the model: names, spellings, topic")
+    group.add_argument("--vocabulary", type=vocabulary_file, metavar="FILE",
+                       help="names and terms to spell right, one a line (at most 100): hints to "
+                       "the model, near misses corrected or flagged (per row: a `vocabulary` "
+                       "column, terms separated by ;)")
     group.add_argument("--max-audio-tokens", type=int,
                        help="per-request audio token budget (default from the model profile: 4096)")
     group.add_argument("--overlap-s", type=float, default=0.0,
@@ -175,6 +180,15 @@ def add_caption_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--caption-max-s", type=float, metavar="S", help="longest caption")
     group.add_argument("--caption-cps", type=float, metavar="N",
                        help="reading speed: characters a second at most")
+
+
+def vocabulary_file(path: str) -> list[str]:
+    """`--vocabulary FILE`: its terms, checked (tasks/inputs/vocabulary.py); a bad file is a
+    usage error naming the line."""
+    try:
+        return list(read_vocabulary_file(path))
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_economy_args(group: argparse._ArgumentGroup) -> None:

@@ -8,14 +8,18 @@ line keeps flat flags (`--concurrency`): `from_flat` files each one under its gr
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 
 # Run ids become folder names: one strict pattern everywhere (tasks.inputs.trust.check_run_id).
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# A vocabulary term (tasks.inputs.vocabulary): 1-4 words of letters, digits and ' . & + - /.
+VOCABULARY_TERM_PATTERN = r"^[\w'’.&+/-]+(?: [\w'’.&+/-]+){0,3}$"
+VocabularyTerm = Annotated[str, StringConstraints(min_length=1, max_length=48,
+                                                  pattern=VOCABULARY_TERM_PATTERN)]
 
 
 class _Group(BaseModel):
@@ -105,6 +109,9 @@ class ScaleOut(_Group):
 class Transcription(_Group):
     language: str | None = Field(None, description="ISO 639-1 language (default: per row)")
     prompt: str | None = Field(None, description="context: names, spellings, topic")
+    vocabulary: list[VocabularyTerm] = Field(default_factory=list, max_length=100, description=
+                                             "names and terms to spell right (hints to the "
+                                             "model; near misses checked; per row: vocabulary)")
     max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-in budget")
     overlap_s: float = Field(0.0, ge=0, description="overlap between chunks, de-duplicated")
     economy: bool = Field(False, description="send less audio: long pauses shortened, more "

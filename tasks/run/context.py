@@ -71,6 +71,7 @@ class RunOptions:
     # transcription
     language: str | None = None
     prompt: str | None = None
+    vocabulary: tuple[str, ...] = ()
     max_audio_tokens: int | None = None
     overlap_s: float = 0.0
     economy: bool = False
@@ -111,6 +112,7 @@ class RunOptions:
         flat["allow_schemes"] = tuple(flat["allow_schemes"])
         flat["allow_hosts"] = tuple(flat["allow_hosts"])
         flat["data_roots"] = tuple(flat["data_roots"])
+        flat["vocabulary"] = tuple(flat.get("vocabulary", ()))
         return cls(kind=kind, manifest=manifest, out=out, **flat)
 
     def job_key(self, manifest_bytes: bytes) -> str:

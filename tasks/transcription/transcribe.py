@@ -30,6 +30,7 @@ from audiobatch.tasks.captions.words import align_item
 from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.inputs.manifest import Item
 from audiobatch.tasks.inputs.sources import fetch, safe_url
+from audiobatch.tasks.inputs.vocabulary import merged
 from audiobatch.tasks.model.estimate import expected_transcribe_usage
 from audiobatch.tasks.model.profiles import LOCAL_MULTILINGUAL_MODEL
 from audiobatch.tasks.outputs.datasets import media_relpath
@@ -39,6 +40,7 @@ from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext,
                                           item_row)
 from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
 from audiobatch.tasks.transcription.qa import Verdict, judge
+from audiobatch.tasks.transcription.vocabulary import check_terms
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
 MULTILINGUAL_INSTALL = "pip install 'audiobatch[multilingual]'"
@@ -51,6 +53,7 @@ class Ask:
     model: str
     prompt: str | None
     language: str | None
+    vocabulary: tuple[str, ...] = ()  # names and terms to spell right (checked input)
 
 
 def _language(ctx: RunContext, item: Item) -> str | None:
@@ -91,8 +94,11 @@ async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: A
     strict = reask is not None
     params = {"kind": "transcribe", "model": ask.model, "prompt": ask.prompt,
               "language": ask.language, "format": "wav", "context": context, "strict": strict}
+    if ask.vocabulary:  # only then: answers cached without one keep their keys
+        params["vocabulary"] = list(ask.vocabulary)
     expected = expected_transcribe_usage(chunk.duration_s, ctx.profile, ask.prompt, ask.language,
-                                         context_words=len(context.split()) if context else 0)
+                                         context_words=len(context.split()) if context else 0,
+                                         vocabulary=ask.vocabulary)
     return await call_model(
         ctx, recorder, chunk_index=chunk.index, payload=chunk.path, params=params, expected=expected,
         audio_s=(chunk.recorded_s, chunk.duration_s),
@@ -100,7 +106,8 @@ async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: A
         send=lambda: ctx.client.transcribe(chunk.path, "wav", prompt=ask.prompt,
                                            language=ask.language, model=ask.model,
                                            expected_tokens=expected.total_tokens,
-                                           context=context, strict=strict))
+                                           context=context, strict=strict,
+                                           vocabulary=ask.vocabulary))
 
 
 async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: Ask,
@@ -229,7 +236,9 @@ async def _off_the_loop_unless(small: bool, function: Callable[..., T], *args: A
 async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
     ask = Ask(model=item.options.get("model") or ctx.model,
-              prompt=item.options.get("prompt") or ctx.options.prompt, language=_language(ctx, item))
+              prompt=item.options.get("prompt") or ctx.options.prompt, language=_language(ctx, item),
+              vocabulary=merged(ctx.options.vocabulary, item.options.get("vocabulary", ()),
+                                item.item_id))
     fetched = await fetch(item.source, ctx.work_dir / "downloads", ctx.fetch_policy,
                           label=item.item_id)
     max_s = max_chunk_seconds(ctx.profile.max_input_audio_tokens, ctx.profile.input_audio_tokens_per_s)
@@ -241,6 +250,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                                  economy=economy_for(ctx.options.economy, ctx.options.economy_speed,
                                                      item.options.get("economy"))) as chunks:
             results = await _transcribe_stream(ctx, recorder, chunks, ask, max_s)
+        results, fixes = _spelled(results, ask.vocabulary)
         prepared = chunks.result
         small = small and prepared.duration_s <= ON_LOOP_MAX_AUDIO_S  # else it went to a thread too
         if prepared.silent:
@@ -265,7 +275,21 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
     outcome = _ok_outcome(ctx, item, recorder, started_at, prepared, text, segments, paths,
                           heard, ask.model, results)
     outcome.rows["words"] = words
+    outcome.rows["transcripts"][0]["vocabulary_fixes"] = fixes
     return outcome
+
+
+def _spelled(results: list[ChunkText], terms: tuple[str, ...]) -> tuple[list[ChunkText], list[str]]:
+    """Each chunk's text with the vocabulary's near misses corrected where safe (the rest
+    flagged: tasks/transcription/vocabulary.py), and the corrections made, per chunk."""
+    if not terms:
+        return results, []
+    spelled, fixes = [], []
+    for index, result in enumerate(results):
+        checked = check_terms(result.text, terms)
+        spelled.append(replace(result, text=checked.text, flags=(*result.flags, *checked.notices)))
+        fixes += [f"chunk {index}: {fix}" for fix in checked.fixes]
+    return spelled, fixes
 
 
 def qa_flags(results: list[ChunkText]) -> list[str]:
