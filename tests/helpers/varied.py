@@ -13,12 +13,15 @@ fixed pause between clips (1.5 s, as a podcast edit would), each clip in its own
 - `clean`: as recorded;
 - `verse`: Shakespeare read by the embedded Piper voice (texts below, public domain).
 
-Two episodes, from disjoint clips and verse: `TUNING` (what economy may be tuned on) and
-`HELD_OUT` (measured only after the choice). All deterministic (seeded); the words and their
-order are the clips' reference texts.
+Two sets of clips and verse, disjoint: `TUNING` (what economy may be tuned on) and
+`HELD_OUT` (measured only after the choice); `episode(..., seed=k, shuffled=True)` makes
+another episode of a set, its clips in another order (Whisper's long-form decoding loses a
+whole sentence here and there, by default too: one episode is one draw). All deterministic
+(seeded); the words and their order are the clips' reference texts.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +141,7 @@ def noisy_room(samples: np.ndarray, rng: np.random.Generator, lead_s: float = 0.
     return np.clip(voice + babble + fan, -1, 1).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
 def lj_pieces() -> list[tuple[np.ndarray, str]]:
     """The long reading cut into LJ_PIECES at its own pauses, each with its words: the
     reference is force-aligned to the reading by the embedded Whisper and split at the cut
@@ -159,6 +163,7 @@ def lj_pieces() -> list[tuple[np.ndarray, str]]:
             for a, b in bounds]
 
 
+@functools.lru_cache(maxsize=None)
 def _verse(name: str) -> np.ndarray:
     from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, shared_engines
 
@@ -175,9 +180,12 @@ def _clip(source: str, pieces: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray
 
 
 def episode(folder: Path, plan: list[tuple[str, str]], name: str, seed: int = 24,
-            pause_s: float = PAUSE_S) -> Episode:
-    """The clips of `plan`, each in its condition, joined by `pause_s` of room tone."""
+            pause_s: float = PAUSE_S, shuffled: bool = False) -> Episode:
+    """The clips of `plan` (in a seeded random order if `shuffled`), each in its condition,
+    joined by `pause_s` of room tone."""
     rng = np.random.default_rng(seed)
+    if shuffled:
+        plan = [plan[i] for i in rng.permutation(len(plan))]
     pieces = lj_pieces()
     audio, starts, said, position = [room_tone(rng, 1.0, RATE)], [], [], RATE
     for index, (source, condition) in enumerate(plan):
