@@ -137,8 +137,8 @@ class CaptionStyle(_Group):
     caption_preset: Literal["broadcast", "children"] = Field(
         "broadcast", description="broadcast: 42 characters a line, 2 lines, 1-7 s, 20 "
         "characters a second; children: 17 characters a second")
-    caption_line_chars: int | None = Field(None, ge=10, le=200, description="characters a line")
-    caption_lines: int | None = Field(None, ge=1, le=4, description="lines a caption")
+    caption_line_chars: int | None = Field(None, ge=10, le=80, description="characters a line")
+    caption_lines: int | None = Field(None, ge=1, le=3, description="lines a caption")
     caption_min_s: float | None = Field(None, gt=0, le=5, description="shortest caption, seconds")
     caption_max_s: float | None = Field(None, gt=0, le=30, description="longest caption, seconds")
     caption_cps: float | None = Field(None, ge=5, le=60, description="reading speed: characters "

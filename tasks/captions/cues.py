@@ -23,7 +23,6 @@ carries its speaker.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -43,8 +42,8 @@ class CaptionRules:
     gap_s: float = 0.08  # two frames at 25 fps
 
     def __post_init__(self) -> None:
-        checks = [(10 <= self.line_chars <= 200, "caption line length", self.line_chars, "10-200 characters"),
-                  (1 <= self.lines <= 4, "caption lines", self.lines, "1-4"),
+        checks = [(10 <= self.line_chars <= 80, "caption line length", self.line_chars, "10-80 characters"),
+                  (1 <= self.lines <= 3, "caption lines", self.lines, "1-3"),
                   (0 < self.min_s <= 5, "shortest caption", self.min_s, "0-5 s"),
                   (self.min_s < self.max_s <= 30, "longest caption", self.max_s,
                    f"more than the shortest ({self.min_s} s), at most 30 s"),
@@ -146,6 +145,9 @@ VIOLATION = 1000.0  # per rule broken, plus per second short: more than any choi
 CUE_COST = 2.0  # each cue: fewer, fuller cues unless a break is worth it
 PAUSE_S = 0.4  # a pause this long inside a cue costs more than most breaks (a cue should end)
 SENTENCE_INSIDE = 2.5  # a sentence per cue where timing allows (BBC), more than a new cue costs
+# More words than this make no readable cue (20 characters a second: ~7 s), and the bound keeps
+# the work per word fixed whatever a reply holds ("a a a a ..." would fill lines with words).
+MAX_CUE_WORDS = 24
 
 
 class _Words:
@@ -181,29 +183,58 @@ class _Words:
         return words[first].text + "".join(w.before + w.text for w in words[first + 1:end])
 
 
-def line_cuts(words: _Words, first: int, end: int, rules: CaptionRules) -> tuple[float, tuple[int, ...]] | None:
-    """Where words[first:end] break into lines: as few lines as fit in `line_chars`, broken
-    where `break_cost` allows and balanced; (cost, first word of each later line), or None
-    when no `lines` lines hold them."""
-    total = words.width(first, end)
-    if total <= rules.line_chars:
-        return 0.0, ()
-    for count in range(2, min(rules.lines, end - first) + 1):
-        target = total / count
+class _LineSplits:
+    """The best lines of any run of words, remembered: `best(first, end)` for a cue, from the
+    best splits of its beginnings into one line fewer (each computed once per build, so three
+    lines cost about what two do)."""
+
+    def __init__(self, words: _Words, rules: CaptionRules) -> None:
+        self.words, self.rules = words, rules
+        self._memo: dict[tuple[int, int, int], tuple[float, tuple[int, ...]] | None] = {}
+
+    def forget_before(self, first: int) -> None:
+        """Splits of runs starting before `first` are no longer asked for."""
+        self._memo = {k: v for k, v in self._memo.items() if k[0] >= first}
+
+    def best(self, first: int, end: int) -> tuple[float, tuple[int, ...]] | None:
+        """(cost, first word of each later line) of words[first:end] in as few lines as fit,
+        broken where `break_cost` allows and balanced; None when `lines` lines cannot hold
+        them. Balance: the sum of squared line widths, less its least possible value."""
+        total = self.words.width(first, end)
+        line_chars = self.rules.line_chars
+        if total <= line_chars:
+            return 0.0, ()
+        for count in range(2, min(self.rules.lines, end - first) + 1):
+            split = self._split(first, end, count)
+            if split is not None:
+                return split[0] - 4 * total ** 2 / count / line_chars ** 2, split[1]
+        return None
+
+    def _split(self, first: int, end: int, count: int) -> tuple[float, tuple[int, ...]] | None:
+        key = (first, end, count)
+        if key not in self._memo:
+            self._memo[key] = self._compute(first, end, count)
+        return self._memo[key]
+
+    def _compute(self, first: int, end: int, count: int) -> tuple[float, tuple[int, ...]] | None:
+        words, line_chars = self.words, self.rules.line_chars
+        if count == 1:
+            width = words.width(first, end)
+            return (4 * (width / line_chars) ** 2, ()) if width <= line_chars else None
         best: tuple[float, tuple[int, ...]] | None = None
-        for cuts in itertools.combinations(range(first + 1, end), count - 1):
-            bounds = [first, *cuts, end]
-            widths = [words.width(a, b) for a, b in zip(bounds, bounds[1:])]
-            if max(widths) > rules.line_chars:
+        for cut in range(end - 1, first + count - 2, -1):  # the last line: words[cut:end]
+            last = words.width(cut, end)
+            if last > line_chars:
+                break
+            head = self._split(first, cut, count - 1)
+            if head is None:
                 continue
-            cost = sum(4 * ((w - target) / rules.line_chars) ** 2 for w in widths)
-            cost += sum(words.breaks[c - 1] for c in cuts)
-            cost += 0.3 * sum(a > b for a, b in zip(widths, widths[1:]))  # bottom-heavy reads better
+            cost = head[0] + 4 * (last / line_chars) ** 2 + words.breaks[cut - 1]
+            if count == 2 and words.width(first, cut) > last:
+                cost += 0.3  # a top-heavy pair reads worse than a bottom-heavy one
             if best is None or cost < best[0]:
-                best = (cost, cuts)
-        if best is not None:
-            return best
-    return None
+                best = (cost, (*head[1], cut))
+        return best
 
 
 def _lines(words: _Words, first: int, end: int, cuts: tuple[int, ...],
@@ -234,16 +265,19 @@ def build_cues(words: list[CueWord], rules: CaptionRules, end_limit_s: float | N
     if not words:
         return []
     ws = _Words(_monotonic(words))
+    splits = _LineSplits(ws, rules)
     n = len(words)
     limit = end_limit_s if end_limit_s is not None else ws.words[-1].end_s + rules.max_s
     best = [0.0] + [math.inf] * n  # best[e]: the cheapest cues of words[:e]
     choice: list[tuple[int, tuple[int, ...], float, float]] = [(0, (), 0.0, 0.0)] * (n + 1)
     for end in range(1, n + 1):
         tail = 0.0 if end == n or ws.must_break(end - 1) else ws.breaks[end - 1]
-        for first in range(end - 1, -1, -1):
+        if end % 256 == 0:
+            splits.forget_before(end - MAX_CUE_WORDS)
+        for first in range(end - 1, max(-1, end - 1 - MAX_CUE_WORDS), -1):
             if first < end - 1 and (ws.must_break(first) or ws.width(first, end) > rules.max_chars):
                 break  # a cue never spans a paragraph end or a change of speaker
-            lines = line_cuts(ws, first, end, rules)
+            lines = splits.best(first, end)
             if lines is None and end - first > 1:
                 continue
             line_cost, cuts = lines if lines is not None else (VIOLATION, ())
