@@ -2,7 +2,7 @@
 
 The parser classes (defaults shown in --help, a suggestion after a typo), the argument groups
 that several subcommands share (model, throughput, scale-out, re-runs, transcription, economy,
-narration), and the mapping from argparse destinations to a flow's own parameters and its
+narration, captions), and the mapping from argparse destinations to a flow's own parameters and its
 options model (tasks/options.py); a value the model refuses is a usage error naming the flag.
 
 Kept apart from flows/cli.py, which registers the subcommands and runs their flows, so that
@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from audiobatch.tasks.errors import ConfigError
+from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.inputs.vocabulary import read_vocabulary_file
 from audiobatch.tasks.options import JobOptions
 
 
@@ -141,6 +142,10 @@ def add_transcription_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("transcription")
     group.add_argument("--language", help="ISO 639-1 language of the audio (default: per row)")
     group.add_argument("--prompt", help="context for the model: names, spellings, topic")
+    group.add_argument("--vocabulary", type=vocabulary_file, metavar="FILE",
+                       help="names and terms to spell right, one a line (at most 100): hints to "
+                       "the model, near misses corrected or flagged (per row: a `vocabulary` "
+                       "column, terms separated by ;)")
     group.add_argument("--max-audio-tokens", type=int,
                        help="per-request audio token budget (default from the model profile: 4096)")
     group.add_argument("--overlap-s", type=float, default=0.0,
@@ -157,6 +162,33 @@ def add_transcription_args(parser: argparse.ArgumentParser) -> None:
                        default=None, help="don't compare a remote model's replies with the "
                        "embedded Whisper's hearing of the same chunk")
     add_economy_args(group)
+    add_caption_args(parser)
+
+
+def add_caption_args(parser: argparse.ArgumentParser) -> None:
+    """Caption limits (both jobs write captions; added once to a parser of both); unset
+    ones take the preset's."""
+    if "--caption-preset" in parser._option_string_actions:
+        return
+    group = parser.add_argument_group("captions (.srt/.vtt: broadcast rules, see docs/captions.md)")
+    group.add_argument("--caption-preset", choices=["broadcast", "children"], default=None,
+                       help="broadcast (default): 42 characters a line, 2 lines, 1-7 s, 20 "
+                       "characters a second; children: 17 characters a second")
+    group.add_argument("--caption-line-chars", type=int, metavar="N", help="characters a line")
+    group.add_argument("--caption-lines", type=int, metavar="N", help="lines a caption")
+    group.add_argument("--caption-min-s", type=float, metavar="S", help="shortest caption")
+    group.add_argument("--caption-max-s", type=float, metavar="S", help="longest caption")
+    group.add_argument("--caption-cps", type=float, metavar="N",
+                       help="reading speed: characters a second at most")
+
+
+def vocabulary_file(path: str) -> list[str]:
+    """`--vocabulary FILE`: its terms, checked (tasks/inputs/vocabulary.py); a bad file is a
+    usage error naming the line."""
+    try:
+        return list(read_vocabulary_file(path))
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_economy_args(group: argparse._ArgumentGroup) -> None:
@@ -187,6 +219,7 @@ def add_narration_args(parser: argparse.ArgumentParser) -> None:
                        help="no .srt/.vtt captions (by default the text is aligned to the audio)")
     group.add_argument("--feed-url", help="public URL where <out>/media/ is served: write a "
                        "podcast feed of the narrations (media/feed.xml), updated run by run")
+    add_caption_args(parser)
 
 
 # Destinations that steer the command line itself, never a flow parameter or option.

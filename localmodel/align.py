@@ -16,25 +16,16 @@ from __future__ import annotations
 
 import bisect
 import math
-<<<<<<< HEAD
 import threading
-=======
 from dataclasses import dataclass
->>>>>>> i24a
 from typing import Any
 
 import numpy as np
 
-<<<<<<< HEAD
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines, Stopped
-from audiobatch.tasks.audio.vad import refined_onsets, speech_spans
-from audiobatch.tasks.captions.words import Word, clamp_to_speech
-=======
-from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines
-from audiobatch.tasks.audio.vad import no_speech_stretches, refined_onsets, speech_spans
 from audiobatch.tasks.audio.pauses import quiet_stretches
+from audiobatch.tasks.audio.vad import no_speech_stretches, refined_onsets, speech_spans
 from audiobatch.tasks.captions.words import MIN_QUIET_EDGE_S, Word, clamp_to_speech, off_quiet
->>>>>>> i24a
 
 WINDOW_S = 30.0
 EDGE_S = 1.0
@@ -60,17 +51,12 @@ class WhisperAligner:
             return []
         model = self.engines.whisper_for(language)
         tokenizer = _tokenizer(model, language)
-<<<<<<< HEAD
-        tokens = [tokenizer.encode(" " + word) or [tokenizer.eot - 1] for word in words]
-        aligned = _walk_windows(model, tokenizer, samples, words, tokens, stop)
-        spans = refined_onsets(samples, speech_spans(samples)) if samples.size else []
-        return _monotonic(clamp_to_speech(aligned, spans), len(samples) / WHISPER_SAMPLE_RATE)
-=======
         tokens = [tokenizer.encode(_as_whisper_writes(word, first=i == 0)) or [tokenizer.eot - 1]
                   for i, word in enumerate(words)]
         heard = speech_spans(samples) if samples.size else []
         speech, timeline = speech_only(samples, no_speech_stretches(samples) if samples.size else [])
-        aligned = [timeline.word(w) for w in _walk_windows(model, tokenizer, speech, words, tokens)]
+        walked = _walk_windows(model, tokenizer, speech, words, tokens, stop)
+        aligned = [timeline.word(w) for w in walked]
         spans = refined_onsets(samples, heard) if samples.size else []
         quiet = quiet_stretches(samples, WHISPER_SAMPLE_RATE, MIN_QUIET_EDGE_S)
         placed = off_quiet(clamp_to_speech(aligned, spans), quiet)
@@ -144,7 +130,6 @@ def _as_whisper_writes(word: str, *, first: bool) -> str:
     would write it: one leading space at most (a transcript's first word has one too)."""
     stripped = word.lstrip()
     return " " + stripped if first or stripped != word else stripped
->>>>>>> i24a
 
 
 def _tokenizer(model: Any, language: str | None) -> Any:

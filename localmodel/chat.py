@@ -107,14 +107,16 @@ async def text_to_speak(prepared: Prepared, engines: Engines) -> str:
 
 
 async def hear(prepared: Prepared, engines: Engines) -> Heard:
-    """The transcript of the input audio with the model the request names. The two hints the
-    client writes into its text parts are used (the asked language, the transcript so far as
-    Whisper's initial prompt); every other instruction is ignored. The English-only model
-    refuses another language instead of transcribing it as English. A temperature above 0 (a
-    client's re-ask, `tasks.model.prompts.REASK_TEMPERATURE`) decodes afresh: no context and no
-    conditioning on its own earlier windows, Whisper's remedy for loops, still deterministic."""
+    """The transcript of the input audio with the model the request names. The hints the
+    client writes into its text parts are used (the asked language; the transcript so far and
+    the vocabulary as Whisper's initial prompt); every other instruction is ignored. The
+    English-only model refuses another language instead of transcribing it as English. A
+    temperature above 0 (a client's re-ask, `tasks.model.prompts.REASK_TEMPERATURE`) decodes
+    afresh: no context and no conditioning on its own earlier windows, Whisper's remedy for
+    loops, still deterministic."""
     assert prepared.samples is not None  # parse_chat_request insists on audio here
-    language, context = hints_from(prepared.request.prompt_texts)
+    hints = hints_from(prepared.request.prompt_texts)
+    language = hints.language
     multilingual = prepared.request.model == LOCAL_MULTILINGUAL_MODEL
     if not multilingual and language and language.split("-")[0].lower() != "en":
         raise APIError(400, f"{LOCAL_MODEL} transcribes only English, and the request says the "
@@ -124,7 +126,8 @@ async def hear(prepared: Prepared, engines: Engines) -> Heard:
     try:
         fresh = prepared.request.temperature > 0
         return await engines.hear(prepared.samples, multilingual=multilingual, language=language,
-                                  context=None if fresh else context, fresh=fresh)
+                                  context=None if fresh else hints.context, fresh=fresh,
+                                  vocabulary=hints.vocabulary)
     except ConfigError as exc:  # the multilingual extra is not installed here
         raise APIError(404, str(exc), code="model_not_found", param="model") from exc
 
@@ -187,9 +190,9 @@ async def _stream_transcript(prepared: Prepared, engines: Engines,
     assert prepared.samples is not None  # parse_chat_request insists on audio here
     yield chunks.delta({"role": "assistant", "content": "", "refusal": None})
     pieces: list[str] = []
-    language, context = hints_from(prepared.request.prompt_texts)
-    if prepared.request.model == LOCAL_MULTILINGUAL_MODEL or context or (language or "en") != "en" \
-            or prepared.request.temperature > 0:
+    hints = hints_from(prepared.request.prompt_texts)
+    if (prepared.request.model == LOCAL_MULTILINGUAL_MODEL or hints.context or hints.vocabulary
+            or (hints.language or "en") != "en" or prepared.request.temperature > 0):
         heard = await hear(prepared, engines)  # hints or another model: the text in one piece
         segments = iter([heard.text] if heard.text else [])
     else:

@@ -29,7 +29,7 @@ from audiobatch.localmodel.pronounce import clearer_phonemes
 from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, WHISPER_MODEL_SHA256, verify_weights
 from audiobatch.tasks.audio.codecs import resample
 from audiobatch.tasks.audio.memo import ContentMemo
-from audiobatch.tasks.audio.vad import no_speech_stretches
+from audiobatch.tasks.audio.vad import no_speech_stretches, speech_spans
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
     from faster_whisper import WhisperModel
@@ -75,6 +75,33 @@ class Heard:
     text: str
     language: str
     language_probability: float
+
+
+# Whisper's decoder sees 448 tokens; the previous text takes up to 223 of them. The vocabulary
+# gets at most this many characters (~100 tokens) so that both fit.
+HOTWORDS_CHARS = 400
+
+
+def hotwords(vocabulary: tuple[str, ...]) -> str | None:
+    """The vocabulary as Whisper's hint words: the terms, comma-separated, whole terms only."""
+    text = ""
+    for term in vocabulary:
+        if len(text) + len(term) + 2 > HOTWORDS_CHARS:
+            break
+        text = f"{text}, {term}" if text else term
+    return text or None
+
+
+# Hints can derail tiny.en: with a list of 66 names it answered a 3 s sentence with "Thi"
+# (benchmarks/vocabulary.py). Fewer words than this per second of speech, and the audio is
+# heard again without them (people say 2-3 words a second).
+MIN_WORDS_PER_SPEECH_S = 1.0
+
+
+def too_few_words(text: str, samples: np.ndarray) -> bool:
+    """Whether `text` is far too short for the speech the VAD hears in `samples`."""
+    speech_s = sum(end - start for start, end in speech_spans(samples))
+    return len(text.split()) < MIN_WORDS_PER_SPEECH_S * speech_s - 1
 
 
 def piper_config(slower: float = 0.0) -> Any:
@@ -194,18 +221,31 @@ class Engines:
 
     def hear_blocking(self, samples: np.ndarray, *, multilingual: bool = False,
                       language: str | None = None, context: str | None = None,
-                      fresh: bool = False, stop: threading.Event | None = None) -> Heard:
+                      fresh: bool = False, vocabulary: tuple[str, ...] = (),
+                      stop: threading.Event | None = None) -> Heard:
         """A transcript with its language: tiny.en, or the multilingual base that detects the
         language unless told. `context` (the transcript so far) primes Whisper's decoder as
         its own previous-text conditioning does across 30 s windows; `fresh` turns that
-        conditioning off (a re-ask: what breaks Whisper's loops)."""
+        conditioning off (a re-ask: what breaks Whisper's loops); `vocabulary` goes before
+        it in every window (faster-whisper's `hotwords`), so names are spelled as listed."""
         model = self.multilingual() if multilingual else self.whisper()
         options = {**WHISPER_OPTIONS, **(MULTILINGUAL_OPTIONS if multilingual else {})}
         if fresh:
             options["condition_on_previous_text"] = False
         if multilingual:
             options["language"] = language.split("-")[0].lower() if language else None
-        segments, info = model.transcribe(samples, initial_prompt=context or None, **options)
+        heard = self._decode(model, samples, options, context, hotwords(vocabulary), stop)
+        if vocabulary and too_few_words(heard.text, samples):
+            log.info("the vocabulary's hints cut the transcript short (%d words); heard again "
+                     "without them", len(heard.text.split()))
+            heard = self._decode(model, samples, options, context, None, stop)
+        return heard
+
+    @staticmethod
+    def _decode(model: WhisperModel, samples: np.ndarray, options: dict[str, Any],
+                context: str | None, hints: str | None, stop: threading.Event | None) -> Heard:
+        segments, info = model.transcribe(samples, initial_prompt=context or None,
+                                          hotwords=hints, **options)
         text = clean_text([segment.text for segment in over_speech(_until(stop, segments), samples)])
         return Heard(text, info.language, float(info.language_probability))
 

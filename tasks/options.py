@@ -8,14 +8,18 @@ line keeps flat flags (`--concurrency`): `from_flat` files each one under its gr
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 
 # Run ids become folder names: one strict pattern everywhere (tasks.inputs.trust.check_run_id).
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# A vocabulary term (tasks.inputs.vocabulary): 1-4 words of letters, digits and ' . & + - /.
+VOCABULARY_TERM_PATTERN = r"^[\w'’.&+/-]+(?: [\w'’.&+/-]+){0,3}$"
+VocabularyTerm = Annotated[str, StringConstraints(min_length=1, max_length=48,
+                                                  pattern=VOCABULARY_TERM_PATTERN)]
 
 
 class _Group(BaseModel):
@@ -105,6 +109,9 @@ class ScaleOut(_Group):
 class Transcription(_Group):
     language: str | None = Field(None, description="ISO 639-1 language (default: per row)")
     prompt: str | None = Field(None, description="context: names, spellings, topic")
+    vocabulary: list[VocabularyTerm] = Field(default_factory=list, max_length=100, description=
+                                             "names and terms to spell right (hints to the "
+                                             "model; near misses checked; per row: vocabulary)")
     max_audio_tokens: int | None = Field(None, gt=0, description="per-request audio-in budget")
     overlap_s: float = Field(0.0, ge=0, description="overlap between chunks, de-duplicated")
     economy: bool = Field(False, description="send less audio: long pauses shortened, more "
@@ -121,6 +128,29 @@ class Transcription(_Group):
                      "truncation, coverage); re-ask once, then flag")
     qa_reference: bool = Field(True, description="compare a remote model's replies with what "
                                "the embedded Whisper hears in the same chunk")
+
+
+class CaptionStyle(_Group):
+    """How captions (.srt/.vtt) are cut and timed: broadcast rules (Netflix and BBC timed-text
+    guidelines; tasks/captions/cues.py). Unset limits take the preset's."""
+
+    caption_preset: Literal["broadcast", "children"] = Field(
+        "broadcast", description="broadcast: 42 characters a line, 2 lines, 1-7 s, 20 "
+        "characters a second; children: 17 characters a second")
+    caption_line_chars: int | None = Field(None, ge=10, le=80, description="characters a line")
+    caption_lines: int | None = Field(None, ge=1, le=3, description="lines a caption")
+    caption_min_s: float | None = Field(None, gt=0, le=5, description="shortest caption, seconds")
+    caption_max_s: float | None = Field(None, gt=0, le=30, description="longest caption, seconds")
+    caption_cps: float | None = Field(None, ge=5, le=60, description="reading speed: characters "
+                                      "a second at most")
+
+    @model_validator(mode="after")
+    def _shortest_below_longest(self) -> CaptionStyle:
+        shortest, longest = self.caption_min_s or 1.0, self.caption_max_s or 7.0  # the presets'
+        if shortest >= longest:
+            raise ValueError(f"the shortest caption ({shortest} s) must be shorter than the "
+                             f"longest ({longest} s)")
+        return self
 
 
 class Narration(_Group):
@@ -168,10 +198,12 @@ class JobOptions(_Group):
 
 class TranscribeOptions(JobOptions):
     transcription: Transcription = Field(default_factory=Transcription)
+    caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
 
 
 class NarrateOptions(JobOptions):
     narration: Narration = Field(default_factory=Narration)
+    caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
 
 
 class InboxOptions(JobOptions):
@@ -179,13 +211,14 @@ class InboxOptions(JobOptions):
 
     transcription: Transcription = Field(default_factory=Transcription)
     narration: Narration = Field(default_factory=Narration)
+    caption_style: CaptionStyle = Field(default_factory=CaptionStyle)
 
     def for_kind(self, kind: str) -> JobOptions:
         own = {"transcribe": ("transcription", TranscribeOptions),
                "narrate": ("narration", NarrateOptions)}
         group, model = own[kind]
         shared = {name: getattr(self, name) for name in JobOptions.model_fields}
-        return model(**shared, **{group: getattr(self, group)})
+        return model(**shared, **{group: getattr(self, group)}, caption_style=self.caption_style)
 
 
 def _groups(model: type[JobOptions]) -> dict[str, type[_Group]]:

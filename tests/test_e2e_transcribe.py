@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from audiobatch.tasks.captions.cues import CaptionRules
+from tests.helpers.captions import breaks_after_function_words, parse_captions, rule_breaks
 from tests.helpers.data import REFERENCES, SPEECH
 from tests.helpers.e2e import (RunResult, concatenate_clips, corpus_wer, engine_transcript,
                                normalise, run_transcribe, write_manifest)
@@ -77,10 +79,17 @@ def test_every_english_clip_is_transcribed_within_one_point_of_the_engine(
     assert ours <= engine + 0.01
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def long_run(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The 171 s reading in requests of at most 30 s."""
+    folder = tmp_path_factory.mktemp("long")
+    manifest = write_manifest(folder / "long.csv", [{"id": "long", "audio": str(SPEECH / LONG)}])
+    return await run_transcribe(manifest, folder / "out", max_audio_tokens=300)
+
+
 async def test_long_recording_in_30_s_chunks_loses_at_most_half_a_point(
-        tmp_path: Path, engine_texts: dict[str, str]) -> None:
-    manifest = write_manifest(tmp_path / "long.csv", [{"id": "long", "audio": str(SPEECH / LONG)}])
-    run = await run_transcribe(manifest, tmp_path / "out", max_audio_tokens=300)
+        long_run: RunResult, engine_texts: dict[str, str]) -> None:
+    run = long_run
     transcript = run.item("long", "transcripts")
     costs = run.dataset("costs")
     assert transcript["n_chunks"] >= 6 and len(costs) == transcript["n_chunks"]
@@ -89,6 +98,23 @@ async def test_long_recording_in_30_s_chunks_loses_at_most_half_a_point(
     engine = corpus_wer([ENGLISH[LONG]], [engine_texts[LONG]])
     print(f"171 s in {transcript['n_chunks']} chunks: WER {ours:.2%}, engine single pass {engine:.2%}")
     assert ours <= engine + 0.005  # issue 13: context across cuts (without it: +2.5 points here)
+
+
+def test_every_caption_of_the_long_recording_keeps_the_broadcast_rules(long_run: RunResult) -> None:
+    """Every cue of the SRT and VTT files, as a player reads them: 42 characters a line, 2
+    lines, 1-7 s, 20 characters a second, two frames between cues; lines and cues not broken
+    after an article or a preposition; every word of the transcript shown once, in order."""
+    transcript = long_run.item("long", "transcripts")
+    srt = parse_captions(Path(transcript["srt_path"]).read_text(encoding="utf-8"))
+    vtt = parse_captions(Path(transcript["vtt_path"]).read_text(encoding="utf-8"))
+    assert srt == vtt and len(srt) >= 30
+    assert rule_breaks(srt, CaptionRules()) == []
+    assert breaks_after_function_words(srt) == []
+    assert " ".join(c.text for c in srt).split() == transcript["text"].split()
+    two_lines = [c for c in srt if len(c.lines) == 2]
+    print(f"{len(srt)} cues, {len(two_lines)} of two lines; line lengths "
+          f"{min(len(line) for c in srt for line in c.lines)}-"
+          f"{max(len(line) for c in srt for line in c.lines)}")
 
 
 async def test_overlapping_chunks_are_joined_without_doubled_words(

@@ -6,6 +6,7 @@ worker is in tests/test_untrusted_runs.py.
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from annotated_types import Ge, Gt, Le
 
 from audiobatch.flows.guard import check_job_variables
@@ -124,3 +125,17 @@ def test_job_variables_of_a_run_may_not_change_the_workers_environment() -> None
 def test_nested_keeps_data_roots_with_the_other_throughput_options() -> None:
     assert nested(TranscribeOptions, {"data_roots": ["/data"], "concurrency": 2}) == {
         "throughput": {"data_roots": ["/data"], "concurrency": 2}}
+
+
+def test_a_submitted_run_chooses_its_captions_within_the_models_bounds() -> None:
+    """Caption limits shape the output, like the speed: a run may set them (its captions are
+    its own), only within the options model's ranges, which bound the cue builder's work."""
+    deployment = TranscribeOptions()
+    submitted = TranscribeOptions.model_validate({"caption_style": {
+        "caption_preset": "children", "caption_line_chars": 32, "caption_lines": 3,
+        "caption_cps": 15, "caption_min_s": 1.5, "caption_max_s": 6}})
+    assert widened(submitted, deployment) == []
+    for out_of_range in ({"caption_lines": 50}, {"caption_line_chars": 100000},
+                         {"caption_min_s": 6, "caption_max_s": 5}, {"caption_cps": 0}):
+        with pytest.raises(ValidationError):
+            TranscribeOptions.model_validate({"caption_style": out_of_range})

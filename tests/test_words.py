@@ -72,7 +72,15 @@ def test_captions_are_timed_from_the_words(words_run: RunResult,
     for onset in onsets:  # a caption begins with the speech after every pause
         assert np.min(np.abs(segments["start_s"] - onset)) <= 0.4
     assert set(segments["start_s"]) <= set(words["start_s"])  # starts are word starts
-    assert set(segments["end_s"]) <= set(words["end_s"])
+    # a caption ends with its last word, or later when it must stay a second or be read at
+    # 20 characters a second (tasks/captions/cues.py), and two frames before the next starts
+    transcript = words_run.item("joined", "transcripts")
+    cues = json.loads(Path(transcript["json_path"]).read_text(encoding="utf-8"))["segments"]
+    for cue, following in zip(cues, cues[1:] + [None]):
+        spoken_end = cue["words"][-1]["end"]
+        needed = cue["start"] + max(1.0, len(cue["text"]) / 20)
+        assert spoken_end - 0.08 - 1e-6 <= cue["end"] <= max(spoken_end, needed) + 1e-6
+        assert following is None or cue["end"] <= following["start"] - 0.08 + 1e-6
 
 
 def test_json_output_has_segments_with_words(words_run: RunResult) -> None:

@@ -11,7 +11,7 @@ import textwrap
 
 from audiobatch.tasks.captions.segments import Segment
 
-CAPTION_LINE_CHARS = 42  # the usual subtitle line length; longer captions wrap onto more lines
+CAPTION_LINE_CHARS = 42  # the usual subtitle line length (for segments not made by the cue builder)
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -32,20 +32,32 @@ def render_json(text: str, language: str | None, segments: list[Segment]) -> str
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
 
 
-def caption_lines(text: str) -> str:
-    """A caption's text wrapped at CAPTION_LINE_CHARS, with no blank line (which would end the cue)."""
-    return "\n".join(textwrap.wrap(" ".join(text.split()), CAPTION_LINE_CHARS)) or " "
+def caption_lines(segment: Segment) -> str:
+    """A caption's lines as the cue builder broke them (tasks/captions/cues.py); a segment
+    made elsewhere (a feed's own transcript) is wrapped at CAPTION_LINE_CHARS. Never a blank
+    line, which would end the cue."""
+    lines = [" ".join(line.split()) for line in segment.lines] or \
+        textwrap.wrap(" ".join(segment.text.split()), CAPTION_LINE_CHARS)
+    return "\n".join(line for line in lines if line) or " "
 
 
 def render_srt(segments: list[Segment]) -> str:
-    blocks = [f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{caption_lines(s.text)}\n"
+    blocks = [f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{caption_lines(s)}\n"
               for i, s in enumerate(segments, start=1)]
     return "\n".join(blocks)
+
+
+def _vtt_text(segment: Segment) -> str:
+    """Cue text escaped; a speaker as WebVTT's voice span (`<v SPEAKER_1>`)."""
+    text = html.escape(caption_lines(segment), quote=False)
+    if segment.speaker:
+        text = f"<v {html.escape(' '.join(segment.speaker.split()), quote=False)}>{text}"
+    return text
 
 
 def render_vtt(segments: list[Segment]) -> str:
     """WebVTT: cue text is markup there, so `&`, `<` and `>` are escaped (a `-->` in the text
     would otherwise end the timing line's meaning, a `<` start a tag)."""
-    blocks = [f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n"
-              f"{html.escape(caption_lines(s.text), quote=False)}\n" for s in segments]
+    blocks = [f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n{_vtt_text(s)}\n"
+              for s in segments]
     return "WEBVTT\n\n" + "\n".join(blocks)

@@ -1,25 +1,28 @@
-"""Timed caption segments of a chunk: from aligned words, or estimated from the audio's levels.
+"""Timed captions of an item: its words (aligned, or timed by estimate) made into cues.
 
 The model answers each chunk with plain text (Chat Completions gives no timestamps). With word
-times (the aligner's, tasks.captions.words) a caption runs from its first word's start to its
-last word's end. Without them, segment times are estimated from the chunk's audio: speech
-islands are found from frame levels and grouped into phrases at long pauses; a small dynamic
-program gives each phrase the words whose length fits its voiced time, preferring to start
-phrases at sentence and clause breaks; within a phrase words are spread over its speech in
-proportion to their length. Captions also break where a phrase starts, so a caption that
-follows a pause starts where the speech does. Both jobs use this: transcripts and the exact
+times (the aligner's, tasks.captions.words) every word has its own. Without them, word times
+are estimated from the chunk's audio (`estimated_words`): speech islands are found from frame
+levels and grouped into phrases at long pauses; a small dynamic program gives each phrase the
+words whose length fits its voiced time, preferring to start phrases at sentence and clause
+breaks; within a phrase words are spread over its speech in proportion to their length.
+
+Either way the item's words, on the recording's timeline, become cues by the broadcast rules
+of tasks.captions.cues (`caption_segments`). Both jobs use this: transcripts and the exact
 captions of a narration.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from audiobatch.tasks.audio.pauses import frame_levels_db, quiet_runs, quiet_threshold_db
 from audiobatch.tasks.audio.prepare import Chunk
+from audiobatch.tasks.captions.cues import CaptionRules, CueWord, build_cues
 from audiobatch.tasks.captions.words import Word
-from audiobatch.tasks.text.speakable import CLAUSE, PARAGRAPH, SENTENCE, WORD, word_breaks
+from audiobatch.tasks.text.speakable import CLAUSE, SENTENCE, WORD, word_breaks
 
 FRAME_S = 0.02
 MIN_GAP_S = 0.15  # quiet stretches shorter than this are inside words
@@ -30,15 +33,19 @@ RATE_SLACK = (0.3, 0.2)
 # of a squared RATE_SLACK: a pause is put at a plain word boundary only when no punctuation
 # lies within about two slacks.
 BREAK_COST = {WORD: 4.0, CLAUSE: 1.0, SENTENCE: 0.0}
-CAPTION_MAX_WORDS = 16
+
 
 @dataclass(frozen=True)
 class Segment:
+    """A caption (and a row of the `segments` dataset): times on the recording's timeline."""
+
     chunk_index: int
     start_s: float
     end_s: float
     text: str
     words: tuple[Word, ...] = ()  # aligned words, on the recording's timeline (if aligned)
+    lines: tuple[str, ...] = ()  # as the caption shows it (empty: wrap `text`)
+    speaker: str | None = None  # who speaks (none labelled yet: issue 25)
 
 
 def speech_islands(samples: np.ndarray, sample_rate: int) -> list[tuple[float, float]]:
@@ -138,49 +145,20 @@ def word_times(words: list[str], strengths: list[int], islands: list[tuple[float
     return times, [a for a, b in zip(starts[1:-1], starts[2:]) if 0 < a < b]
 
 
-def _caption_groups(words: list[str], strengths: list[int]) -> list[tuple[int, int]]:
-    """Word ranges of captions: break at paragraph ends (and pauses, which the caller marks as
-    such) always, at sentence ends unless the caption would be a scrap of one or two words,
-    or at the best break before the cap."""
-    groups, start = [], 0
-    while start < len(words):
-        end = start
-        while end < len(words) and end - start < CAPTION_MAX_WORDS:
-            end += 1
-            if strengths[end - 1] >= PARAGRAPH or (strengths[end - 1] >= SENTENCE and end - start >= 3):
-                break
-        if end < len(words) and end - start >= CAPTION_MAX_WORDS:
-            best = max(range(start + CAPTION_MAX_WORDS // 2, end), key=lambda i: strengths[i - 1])
-            end = best if strengths[best - 1] >= CLAUSE else end
-        groups.append((start, end))
-        start = end
-    return groups
-
-
-def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: int,
-                   kept: tuple[int, int] | None = None) -> list[Segment]:
-    """Timed captions of one chunk. Word times are estimated from the chunk's whole text and
-    audio; only the words in `kept` (a range of word indices; default all) become captions,
-    so words handed to the next chunk by the overlap join keep their place in the timing."""
+def estimated_words(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: int) -> list[Word]:
+    """One `Word` per `word_breaks` word of the chunk's text, its times (in the chunk)
+    estimated from the audio's levels: a word lasts until the next starts, or until its
+    speech stops (a pause follows). Probability 0: nobody heard it there."""
     spans, strengths = word_breaks(text)
-    first, last = kept if kept is not None else (0, len(spans))
-    if first >= last:
+    if not spans:
         return []
     words = [text[a:b] for a, b in spans]
-    islands = _broken_at(speech_islands(samples, sample_rate), chunk.splices_s)
-    starts, anchors = word_times(words, strengths, islands, chunk.duration_s)
-    speech_end = islands[-1][1] if islands else chunk.duration_s
-    caption_breaks = list(strengths)
-    for word in anchors:  # a long pause always ends a caption: the next starts with the speech
-        caption_breaks[word - 1] = PARAGRAPH
-    segments = []
-    for a, b in _caption_groups(words[first:last], caption_breaks[first:last]):
-        a, b = a + first, b + first
-        end = min(starts[b], _speech_end_after(islands, starts[b - 1])) if b < len(words) else speech_end
-        segments.append(Segment(chunk.index, round(chunk.start_s + starts[a], 3),
-                                round(chunk.start_s + max(end, starts[a]), 3),
-                                text[spans[a][0]:spans[b - 1][1]]))
-    return segments
+    islands = _broken_at(speech_islands(samples, sample_rate), chunk.splices_s) or \
+        [(0.0, chunk.duration_s)]  # nothing heard: the text is spread over the chunk
+    starts, _ = word_times(words, strengths, islands, chunk.duration_s)
+    ends = [min(following, _speech_end_after(islands, start))
+            for start, following in zip(starts, [*starts[1:], chunk.duration_s])]
+    return [Word(w, round(a, 3), round(max(a, b), 3), 0.0) for w, a, b in zip(words, starts, ends)]
 
 
 def _broken_at(islands: list[tuple[float, float]], splices: tuple[float, ...]) -> list[tuple[float, float]]:
@@ -196,43 +174,62 @@ def _broken_at(islands: list[tuple[float, float]], splices: tuple[float, ...]) -
 def _speech_end_after(islands: list[tuple[float, float]], time_s: float) -> float:
     """Where the speech running at `time_s` stops: a caption leaves the screen with its last
     word, not when the next caption starts after a pause."""
-    return next((end for _, end in islands if end > time_s), float("inf"))
+    return next((end for _, end in islands if end > time_s), islands[-1][1])
 
 
-def in_order(segments: list[Segment]) -> list[Segment]:
-    """Starts never go back and a segment ends by the time the next starts (estimates from
-    overlapping chunks could otherwise cross by a fraction of a second)."""
-    ordered: list[Segment] = []
-    for segment in segments:
-        if ordered and segment.start_s < ordered[-1].start_s:
-            segment = replace(segment, start_s=ordered[-1].start_s,
-                              end_s=max(segment.end_s, ordered[-1].start_s))
-        if ordered and ordered[-1].end_s > segment.start_s:
-            ordered[-1] = replace(ordered[-1], end_s=segment.start_s)
-        ordered.append(segment)
-    return ordered
+@dataclass(frozen=True)
+class ChunkWords:
+    """A chunk's words as captions use them: on the recording's timeline, with the text's
+    breaks; `aligned` tells whether their times are the aligner's (JSON lists those)."""
+
+    chunk_index: int
+    words: tuple[CueWord, ...]
+    timed: tuple[Word, ...]
+    aligned: bool
 
 
-def aligned_segments(chunk: Chunk, text: str, words: list[Word],
-                     kept: tuple[int, int] | None = None) -> list[Segment]:
-    """Timed captions of one chunk from its aligned words (one `Word` per `word_breaks` word,
-    chunk-relative): a caption runs from its first word's start to its last word's end, and
-    a pause of ANCHOR_GAP_S or more between words always ends one."""
+def chunk_words(chunk_index: int, text: str, words: list[Word], offset_s: float = 0.0,
+                kept: tuple[int, int] | None = None, aligned: bool = True,
+                to_recording: Callable[[float], float] | None = None) -> ChunkWords:
+    """The words of a chunk's text (`word_breaks`' tokens, one `Word` each, chunk-relative)
+    that the transcript keeps (`kept`: a range of word indices), moved to the recording's
+    timeline: + `offset_s`, then `to_recording` (economy's map from sent audio back)."""
     spans, strengths = word_breaks(text)
     first, last = kept if kept is not None else (0, len(spans))
     if first >= last or len(words) != len(spans):
-        return []
-    breaks = list(strengths)
-    for i in range(len(words) - 1):
-        if words[i + 1].start_s - words[i].end_s >= ANCHOR_GAP_S:
-            breaks[i] = PARAGRAPH
-    offset = chunk.start_s
-    timeline = [replace(w, start_s=round(offset + w.start_s, 3), end_s=round(offset + w.end_s, 3))
-                for w in words]
+        return ChunkWords(chunk_index, (), (), aligned)
+    place = to_recording or (lambda t: t)
+    timed = tuple(replace(w, word=text[a:b], start_s=round(place(offset_s + w.start_s), 3),
+                          end_s=round(place(offset_s + w.end_s), 3))
+                  for w, (a, b) in zip(words[first:last], spans[first:last]))
+    cue_words = tuple(CueWord(w.word, w.start_s, w.end_s, strengths[i],
+                              " " if i == first or text[spans[i - 1][1]:spans[i][0]] else "")
+                      for i, w in zip(range(first, last), timed))
+    return ChunkWords(chunk_index, cue_words, timed, aligned)
+
+
+def caption_segments(chunks: list[ChunkWords], rules: CaptionRules = CaptionRules(),
+                     end_s: float | None = None) -> list[Segment]:
+    """Timed captions of a whole item, by the rules (tasks.captions.cues), from its chunks'
+    words; a caption may run across a cut between chunks, and belongs to its first word's
+    chunk. `end_s`: the recording's end, which no caption passes."""
+    words = [w for c in chunks for w in c.words]
+    owners = [(c, k) for c in chunks for k in range(len(c.words))]
     segments = []
-    for a, b in _caption_groups([w.word for w in timeline[first:last]], breaks[first:last]):
-        a, b = a + first, b + first
-        segments.append(Segment(chunk.index, timeline[a].start_s,
-                                max(timeline[b - 1].end_s, timeline[a].start_s),
-                                text[spans[a][0]:spans[b - 1][1]], tuple(timeline[a:b])))
+    for cue in build_cues(words, rules, end_s):
+        chunk, _ = owners[cue.first]
+        timed = tuple(owner.timed[k] for owner, k in owners[cue.first:cue.end] if owner.aligned)
+        segments.append(Segment(chunk.chunk_index, round(cue.start_s, 3), round(cue.end_s, 3),
+                                cue.text, timed, cue.lines))
     return segments
+
+
+def chunk_segments(chunk: Chunk, text: str, samples: np.ndarray, sample_rate: int,
+                   kept: tuple[int, int] | None = None,
+                   rules: CaptionRules = CaptionRules()) -> list[Segment]:
+    """Timed captions of one chunk without word times: word times are estimated from the
+    chunk's whole text and audio; only the words in `kept` (default all) become captions,
+    so words handed to the next chunk by the overlap join keep their place in the timing."""
+    estimated = estimated_words(chunk, text, samples, sample_rate)
+    words = chunk_words(chunk.index, text, estimated, chunk.start_s, kept, aligned=False)
+    return caption_segments([words], rules, chunk.start_s + chunk.duration_s)

@@ -116,8 +116,10 @@ def check_base_url(base_url: str | None, allowed: frozenset[str] | None, *, oper
 # put back the default (None) where the deployment set a number. So an option added later is a
 # cap until someone decides otherwise here (tests/test_untrusted_runs.py walks the model).
 AT_LEAST = frozenset({"min_download_kb_s", "stale_claim_h"})  # floors: a run may only raise them
-# What the output is (speed, loudness, which shard), bounded by the options model itself.
-CHOSEN = frozenset({"speed", "target_lufs", "economy_speed", "shard"})
+# What the output is (speed, loudness, which shard, how captions are cut), bounded by the
+# options model itself (captions: tasks/captions/cues.py bounds the work per word too).
+CHOSEN = frozenset({"speed", "target_lufs", "economy_speed", "shard", "caption_line_chars",
+                    "caption_lines", "caption_min_s", "caption_max_s", "caption_cps"})
 # Caps where None means "no limit" (elsewhere None means "the default", which may be more).
 NO_LIMIT_WHEN_NONE = frozenset({"requests_per_minute", "tokens_per_minute", "item_deadline_s",
                                 "max_cost_usd", "limit"})

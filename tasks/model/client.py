@@ -44,7 +44,7 @@ from audiobatch.tasks.model.profiles import (DEFAULT_REMOTE_MODEL, LOCAL_MODEL, 
                                              provider_for)
 from audiobatch.tasks.model.prompts import (REASK_TEMPERATURE, STRICT_TRANSCRIPT, TRANSCRIPT_ONLY,
                                             context_instruction, narration_system_prompt,
-                                            transcribe_instruction)
+                                            transcribe_instruction, vocabulary_instruction)
 from audiobatch.tasks.model.request_body import FileAsBase64, json_content
 from audiobatch.tasks.model.wire import (Attempt, ModelReply, error_for_response, listed_models, model_list,
                                          parse_reply, read_capped)
@@ -159,13 +159,15 @@ class ModelClient:
     async def transcribe(self, audio: bytes | Callable[[], bytes] | Path, audio_format: str, *,
                          prompt: str | None = None, language: str | None = None,
                          model: str | None = None, expected_tokens: int | None = None,
-                         context: str | None = None, strict: bool = False) -> ModelReply:
+                         context: str | None = None, strict: bool = False,
+                         vocabulary: tuple[str, ...] = ()) -> ModelReply:
         """The verbatim transcript of `audio` (wav or mp3 bytes) as `reply.text`.
 
         `audio` may be a chunk file's path (read piece by piece while the request is sent,
         tasks/model/request_body.py) or a function returning the bytes: either is read only once a
         limiter slot is held, for each attempt, so a chunk waiting its turn costs no memory. `context`: the transcript just before this audio (sent as its
-        own text part, marked as context). `strict`: the re-ask after a failed check
+        own text part, marked as context). `vocabulary`: names and terms to spell right (their own
+        text part, quoted as data: tasks/model/prompts.py). `strict`: the re-ask after a failed check
         (tasks/transcription/qa.py): a firmer instruction, and REASK_TEMPERATURE instead of 0, so
         that a model deaf to the instruction may still answer otherwise."""
         model = model or self.settings.model
@@ -181,6 +183,8 @@ class ModelClient:
 
         def body() -> dict:
             content: list[dict[str, Any]] = [{"type": "text", "text": instruction}]
+            if vocabulary:
+                content.append({"type": "text", "text": vocabulary_instruction(vocabulary)})
             if context:
                 content.append({"type": "text", "text": context_instruction(context)})
             content.append({"type": "input_audio", "input_audio": {

@@ -6,33 +6,26 @@ Each chunk is aligned as soon as its take is kept, beside the synthesis of the o
 words (the chunk's speakable text, as `tasks.text.speakable.word_breaks` cuts it) get times within the
 chunk. When the narration is rendered, each chunk's place in the file is known
 (`stitch.finish_narration(placements=...)`: trimmed edges, pauses between chunks, pauses
-shortened and the speed), so a word at t in its chunk is at clock(t). Captions are grouped as transcripts'
-are (`captions.segments.aligned_segments`: breaks at sentence ends and pauses, at most a line's worth
-of words), and a caption's text is a slice of the text: nothing is re-spelled by a model.
+shortened and the speed), so a word at t in its chunk is at clock(t). Captions are made as
+transcripts' are (`captions.segments.caption_segments`: the broadcast rules of captions/cues.py),
+and a caption's words are the text's: nothing is re-spelled by a model.
 """
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.audio.stitch import PartClock
-from audiobatch.tasks.captions.segments import Segment, aligned_segments
+from audiobatch.tasks.captions.cues import CaptionRules
+from audiobatch.tasks.captions.segments import Segment, caption_segments as segments_of, chunk_words
 from audiobatch.tasks.captions.words import Word
 from audiobatch.tasks.text.speakable import word_breaks
 
 ALIGN_RATE = 16_000  # what Whisper hears
-
-
-@dataclass(frozen=True)
-class PlacedChunk:
-    """What `aligned_segments` needs to know of a chunk: its index and where it starts."""
-
-    index: int
-    start_s: float
 
 
 def text_words(text: str) -> list[str]:
@@ -49,13 +42,15 @@ async def align_chunk(aligner: Any, samples: np.ndarray, sample_rate: int, text:
 
 
 def caption_segments(chunks: list[tuple[int, str, list[Word], PartClock | None]],
-                     offset_s: float = 0.0) -> list[Segment]:
-    """Captions of a narration (or of one audiobook chapter starting at `offset_s`) from
-    (chunk index, chunk text, its aligned words, its clock in the narration) per chunk."""
-    segments: list[Segment] = []
+                     offset_s: float = 0.0, rules: CaptionRules = CaptionRules(),
+                     end_s: float | None = None) -> list[Segment]:
+    """Captions of a narration (or of one audiobook chapter starting at `offset_s` and
+    ending at `end_s`) from (chunk index, chunk text, its aligned words, its clock in the
+    narration) per chunk."""
+    pieces = []
     for index, text, words, clock in chunks:
         if clock is None or not words:
             continue  # a silent chunk left out of the narration
         placed = [replace(w, start_s=clock(w.start_s), end_s=clock(w.end_s)) for w in words]
-        segments += aligned_segments(PlacedChunk(index, offset_s), text, placed)
-    return segments
+        pieces.append(chunk_words(index, text, placed, offset_s))
+    return segments_of(pieces, rules, end_s)

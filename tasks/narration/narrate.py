@@ -19,6 +19,7 @@ from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.audio.loudness import measure_lufs
 from audiobatch.tasks.audio.stitch import MAX_SPEED, MIN_SPEED, PartClock, finish_narration, speed_up
 from audiobatch.tasks.bounded import Budget
+from audiobatch.tasks.captions.cues import rules_for
 from audiobatch.tasks.captions.files import render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import Word
@@ -59,7 +60,8 @@ def _settings(ctx: RunContext, item: Item) -> dict:
     return {"voice": item.options.get("voice") or ctx.options.voice, "format": audio_format,
             "speed": speed, "model": item.options.get("model") or ctx.model,
             "instructions": item.options.get("instructions") or ctx.options.instructions,
-            "title": item.options.get("title") or item.item_id}
+            "title": item.options.get("title") or item.item_id,
+            "captions": rules_for(ctx.options)}
 
 
 def check_voice_speaks(item: Item, text: str, profile: ModelProfile) -> str:
@@ -205,7 +207,8 @@ def _finish(parts: list[NarratedChunk], settings: dict, target_lufs: float,
     audio = finish_narration(_load(parts), NARRATION_RATE, speed=settings["speed"],
                              target_lufs=target_lufs, placements=placements)
     pieces = [(part.chunk.index, part.chunk.text, part.words, at) for part, at in zip(parts, placements)]
-    return audio, caption_segments(pieces, offset_s)
+    return audio, caption_segments(pieces, offset_s, settings["captions"],
+                                   end_s=offset_s + len(audio) / NARRATION_RATE)
 
 
 def _render(parts: list[NarratedChunk], settings: dict, target_lufs: float) -> Rendered:

@@ -47,7 +47,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _STR), ("item_id", _STR), ("source", _STR), ("duration_s", _F64), ("text", _STR),
         ("language", _STR), ("model", _STR), ("n_chunks", _I32), ("origin", _STR),
         ("txt_path", _STR), ("srt_path", _STR), ("vtt_path", _STR), *_EPISODE,
-        ("json_path", _STR), ("language_probability", _F64), ("qa_flags", pa.list_(_STR))]),
+        ("json_path", _STR), ("language_probability", _F64), ("qa_flags", pa.list_(_STR)),
+        ("vocabulary_fixes", pa.list_(_STR))]),  # near misses of the vocabulary corrected
     "segments": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("segment_index", _I32),
         ("start_s", _F64), ("end_s", _F64), ("text", _STR), ("qa_flags", pa.list_(_STR))]),

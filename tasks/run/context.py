@@ -71,6 +71,7 @@ class RunOptions:
     # transcription
     language: str | None = None
     prompt: str | None = None
+    vocabulary: tuple[str, ...] = ()
     max_audio_tokens: int | None = None
     overlap_s: float = 0.0
     economy: bool = False
@@ -90,6 +91,13 @@ class RunOptions:
     verify: bool = True
     verify_attempts: int = 3
     captions: bool = True
+    # captions of both jobs (tasks/options.CaptionStyle)
+    caption_preset: str = "broadcast"
+    caption_line_chars: int | None = None
+    caption_lines: int | None = None
+    caption_min_s: float | None = None
+    caption_max_s: float | None = None
+    caption_cps: float | None = None
 
     def __post_init__(self) -> None:
         # run ids name folders under the output root: checked here too, for every caller
@@ -104,6 +112,7 @@ class RunOptions:
         flat["allow_schemes"] = tuple(flat["allow_schemes"])
         flat["allow_hosts"] = tuple(flat["allow_hosts"])
         flat["data_roots"] = tuple(flat["data_roots"])
+        flat["vocabulary"] = tuple(flat.get("vocabulary", ()))
         return cls(kind=kind, manifest=manifest, out=out, **flat)
 
     def job_key(self, manifest_bytes: bytes) -> str:

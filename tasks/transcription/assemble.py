@@ -1,18 +1,20 @@
 """Chunk transcripts -> one document, and the item's timed segments.
 
 Chunks may overlap by a few seconds (`overlap_s`), so the words a chunk repeats from the one
-before are found and kept once (no lost or doubled words at the cuts). Segment times come from
-tasks.captions.segments: aligned words where a chunk has them, else estimated from its audio.
+before are found and kept once (no lost or doubled words at the cuts). The item's captions come
+from tasks.captions.segments: aligned words where a chunk has them, else estimated from its audio.
 """
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 
 import soundfile as sf
 
 from audiobatch.tasks.audio.prepare import Chunk
-from audiobatch.tasks.captions.segments import Segment, aligned_segments, chunk_segments, in_order
+from audiobatch.tasks.captions.cues import CaptionRules
+from audiobatch.tasks.captions.segments import Segment, caption_segments, chunk_words, estimated_words
 from audiobatch.tasks.captions.words import Word
 
 
@@ -83,15 +85,23 @@ def join_transcripts(texts: list[str], overlap_s: float = 0.0) -> str:
 
 
 def build_segments(chunks: list[Chunk], texts: list[str], overlap_s: float = 0.0,
-                   aligned: list[list[Word] | None] | None = None) -> list[Segment]:
-    """Timed caption segments for the whole item: from aligned words where a chunk has them,
-    else estimated from the chunk's audio (read back from disk)."""
-    segments: list[Segment] = []
+                   aligned: list[list[Word] | None] | None = None,
+                   rules: CaptionRules = CaptionRules(),
+                   to_recording: Callable[[float], float] | None = None,
+                   end_s: float | None = None) -> list[Segment]:
+    """The item's captions: each chunk's kept words, timed by the aligner where a chunk has
+    aligned words, else estimated from its audio (read back from disk), on the recording's
+    timeline (`to_recording`: economy's map; `end_s`: the recording's end), made into cues
+    by `rules`."""
+    pieces = []
     aligned = aligned or [None] * len(chunks)
     for chunk, text, kept, words in zip(chunks, texts, kept_word_ranges(texts, overlap_s), aligned):
-        if words is not None:
-            segments += aligned_segments(chunk, text, words, kept)
-            continue
-        samples, rate = sf.read(chunk.path, dtype="float32")
-        segments += chunk_segments(chunk, text, samples, rate, kept)
-    return in_order(segments)
+        if words is None:
+            samples, rate = sf.read(chunk.path, dtype="float32")
+            estimated = estimated_words(chunk, text, samples, rate)
+            pieces.append(chunk_words(chunk.index, text, estimated, chunk.start_s, kept,
+                                      aligned=False, to_recording=to_recording))
+        else:
+            pieces.append(chunk_words(chunk.index, text, words, chunk.start_s, kept,
+                                      to_recording=to_recording))
+    return caption_segments(pieces, rules, end_s)

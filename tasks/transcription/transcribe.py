@@ -20,12 +20,14 @@ from audiobatch.tasks.audio.economy import economy_for
 from audiobatch.tasks.audio.prepare import (ON_LOOP_MAX_AUDIO_S, Chunk, PreparedAudio, context_words_for,
                                             max_chunk_seconds, remove_chunk_files, stream_chunks)
 from audiobatch.tasks.audio.streaming import HandedOver
+from audiobatch.tasks.captions.cues import rules_for
 from audiobatch.tasks.captions.files import render_json, render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import align_item
 from audiobatch.tasks.errors import ConfigError, InputError
 from audiobatch.tasks.inputs.manifest import Item
 from audiobatch.tasks.inputs.sources import fetch, safe_url
+from audiobatch.tasks.inputs.vocabulary import merged
 from audiobatch.tasks.model.estimate import expected_transcribe_usage
 from audiobatch.tasks.model.profiles import LOCAL_MULTILINGUAL_MODEL
 from audiobatch.tasks.model.prompts import REASK_TEMPERATURE
@@ -37,6 +39,7 @@ from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext,
 from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
 from audiobatch.tasks.transcription.agreement import ChunkText, checked_chunk_text
 from audiobatch.tasks.transcription.qa import overlong
+from audiobatch.tasks.transcription.vocabulary import check_terms
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
 MULTILINGUAL_INSTALL = "pip install 'audiobatch[multilingual]'"
@@ -49,6 +52,7 @@ class Ask:
     model: str
     prompt: str | None
     language: str | None
+    vocabulary: tuple[str, ...] = ()  # names and terms to spell right (checked input)
 
 
 def _language(ctx: RunContext, item: Item) -> str | None:
@@ -61,18 +65,6 @@ def _language(ctx: RunContext, item: Item) -> str | None:
             f"--model {LOCAL_MULTILINGUAL_MODEL} (install: {MULTILINGUAL_INSTALL}), or a remote "
             "one (e.g. --model gpt-audio-1.5 with --base-url); or drop the language column for this row.")
     return language
-
-
-def _on_recording_timeline(segments: list[Segment], prepared: PreparedAudio) -> list[Segment]:
-    """Segment (and their words') times in the sent audio -> times in the recording (economy
-    left pauses out)."""
-    if prepared.timeline is None:
-        return segments
-    return [replace(s, start_s=round(prepared.to_original(s.start_s), 3),
-                    end_s=round(prepared.to_original(s.end_s), 3),
-                    words=tuple(replace(w, start_s=round(prepared.to_original(w.start_s), 3),
-                                        end_s=round(prepared.to_original(w.end_s), 3))
-                                for w in s.words)) for s in segments]
 
 
 def _words_on_recording_timeline(rows: list[dict], prepared: PreparedAudio) -> list[dict]:
@@ -92,8 +84,11 @@ async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: A
               "language": ask.language, "format": "wav", "context": context, "strict": strict}
     if strict:
         params["temperature"] = REASK_TEMPERATURE
+    if ask.vocabulary:  # only then: answers cached without one keep their keys
+        params["vocabulary"] = list(ask.vocabulary)
     expected = expected_transcribe_usage(chunk.duration_s, ctx.profile, ask.prompt, ask.language,
-                                         context_words=len(context.split()) if context else 0)
+                                         context_words=len(context.split()) if context else 0,
+                                         vocabulary=ask.vocabulary)
     return await call_model(
         ctx, recorder, chunk_index=chunk.index, payload=chunk.path, params=params, expected=expected,
         audio_s=(chunk.recorded_s, chunk.duration_s),
@@ -101,7 +96,8 @@ async def _request(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: A
         send=lambda: ctx.client.transcribe(chunk.path, "wav", prompt=ask.prompt,
                                            language=ask.language, model=ask.model,
                                            expected_tokens=expected.total_tokens,
-                                           context=context, strict=strict))
+                                           context=context, strict=strict,
+                                           vocabulary=ask.vocabulary))
 
 
 async def _transcribe_chunk(ctx: RunContext, recorder: ItemRecorder, chunk: Chunk, ask: Ask,
@@ -212,7 +208,9 @@ async def _off_the_loop_unless(small: bool, function: Callable[..., T], *args: A
 async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> ItemOutcome:
     started_at = datetime.now(timezone.utc)
     ask = Ask(model=item.options.get("model") or ctx.model,
-              prompt=item.options.get("prompt") or ctx.options.prompt, language=_language(ctx, item))
+              prompt=item.options.get("prompt") or ctx.options.prompt, language=_language(ctx, item),
+              vocabulary=merged(ctx.options.vocabulary, item.options.get("vocabulary", ()),
+                                item.item_id))
     fetched = await fetch(item.source, ctx.work_dir / "downloads", ctx.fetch_policy,
                           label=item.item_id)
     max_s = max_chunk_seconds(ctx.profile.max_input_audio_tokens, ctx.profile.input_audio_tokens_per_s)
@@ -224,6 +222,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                                  economy=economy_for(ctx.options.economy, ctx.options.economy_speed,
                                                      item.options.get("economy"))) as chunks:
             results = await _transcribe_stream(ctx, recorder, chunks, ask, max_s)
+        results, fixes = _spelled(results, ask.vocabulary)
         prepared = chunks.result
         small = small and prepared.duration_s <= ON_LOOP_MAX_AUDIO_S  # else it went to a thread too
         if prepared.silent:
@@ -236,8 +235,10 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                                           ctx.run_id, item.item_id, prepared.chunks, texts,
                                           heard[0], kept_word_ranges(texts, ctx.options.overlap_s),
                                           known=[r.words for r in results])
-        segments = _on_recording_timeline(await _off_the_loop_unless(
-            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned), prepared)
+        segments = await _off_the_loop_unless(
+            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned,
+            rules_for(ctx.options), prepared.to_original if prepared.timeline else None,
+            prepared.duration_s)
         words = _words_on_recording_timeline(words, prepared)
         paths = await _off_the_loop_unless(small, _write_media, ctx, item, text, segments, heard[0])
     finally:
@@ -247,7 +248,23 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
     outcome = _ok_outcome(ctx, item, recorder, started_at, prepared, text, segments, paths,
                           heard, ask.model, results)
     outcome.rows["words"] = words
+    outcome.rows["transcripts"][0]["vocabulary_fixes"] = fixes
     return outcome
+
+
+def _spelled(results: list[ChunkText], terms: tuple[str, ...]) -> tuple[list[ChunkText], list[str]]:
+    """Each chunk's text with the vocabulary's near misses corrected where safe (the rest
+    flagged: tasks/transcription/vocabulary.py), and the corrections made, per chunk."""
+    if not terms:
+        return results, []
+    spelled, fixes = [], []
+    for index, result in enumerate(results):
+        checked = check_terms(result.text, terms)
+        words = result.words if checked.text == result.text else None  # QA's words: realigned
+        spelled.append(replace(result, text=checked.text, flags=(*result.flags, *checked.notices),
+                               words=words))
+        fixes += [f"chunk {index}: {fix}" for fix in checked.fixes]
+    return spelled, fixes
 
 
 def qa_flags(results: list[ChunkText]) -> list[str]:
