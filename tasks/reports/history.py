@@ -31,6 +31,7 @@ class RunRecord:
     retries: int
     item_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     cost_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    chapter_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # --chapters
 
     @property
     def duration_s(self) -> float:
@@ -50,7 +51,8 @@ class RunRecord:
         return kinds
 
     def as_dict(self, with_failures: bool = True) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k not in ("item_rows", "cost_rows")}
+        data = {k: v for k, v in asdict(self).items()
+                if k not in ("item_rows", "cost_rows", "chapter_rows")}
         data["duration_s"] = self.duration_s
         if with_failures:
             data["failures"] = [{k: r.get(k) for k in ("item_id", "row", "status", "error_type",
@@ -94,8 +96,15 @@ def load_history(out: str) -> History:
     item_rows: dict[str, list[dict[str, Any]]] = {}
     for row in items.to_pylist():
         item_rows.setdefault(row["run_id"], []).append(row)
-    return History(out, [record_from_rows(run_id, rows, cost_rows.get(run_id, []))
-                         for run_id, rows in item_rows.items()])
+    chapters = read_dataset(root, "chapters")
+    chapter_rows: dict[str, list[dict[str, Any]]] = {}
+    for row in chapters.to_pylist() if chapters is not None else []:
+        chapter_rows.setdefault(row["run_id"], []).append(row)
+    records = [record_from_rows(run_id, rows, cost_rows.get(run_id, []))
+               for run_id, rows in item_rows.items()]
+    for record in records:
+        record.chapter_rows = chapter_rows.get(record.run_id, [])
+    return History(out, records)
 
 
 def record_from_rows(run_id: str, items: list[dict[str, Any]], costs: list[dict[str, Any]]) -> RunRecord:

@@ -2,8 +2,9 @@
 
 The page has no scripts and loads nothing: styles are inline and the charts are inline SVG,
 so it opens offline, attaches to a mail and renders the same anywhere. Everything shown comes
-from the run's `items` and `costs` rows. Item ids, sources and error messages come from
-manifests and servers (untrusted): every text is HTML-escaped.
+from the run's `items` and `costs` rows (and `chapters`, for a run with --chapters). Item ids,
+sources, error messages and chapter titles come from manifests, servers and models
+(untrusted): every text is HTML-escaped.
 """
 from __future__ import annotations
 
@@ -128,7 +129,25 @@ def render_html(run: RunRecord) -> str:
             f'{_e(run.run_id)}</title><style>{STYLE}</style></head><body>'
             f"<h1>audiobatch {_e(run.kind)} run {_e(run.run_id)}</h1><table>{rows}</table>"
             f"<h2>Failed and skipped items ({len(failures)})</h2>{failure_table}"
+            f"{chapters_section(run)}"
             f'<h2>Charts</h2><div class="charts">{"".join(charts(run))}</div></body></html>\n')
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def chapters_section(run: RunRecord) -> str:
+    """Each item's chapters (runs with --chapters): start, title, summary, and how they were made."""
+    if not run.chapter_rows:
+        return ""
+    rows = sorted(run.chapter_rows, key=lambda r: (r["item_id"], r["chapter_index"]))
+    body = "".join(f"<tr><td>{_e(r['item_id'])}</td><td>{_clock(r['start_s'])}</td>"
+                   f"<td>{_e(r['title'])}</td><td>{_e(r.get('summary'))}</td><td>{_e(r['method'])}</td></tr>"
+                   for r in rows)
+    return (f"<h2>Chapters ({len({r['item_id'] for r in rows})} items)</h2><table><tr><th>item</th>"
+            f"<th>start</th><th>title</th><th>summary</th><th>made by</th></tr>{body}</table>")
 
 
 def write_report(run: RunRecord, path: str | Path) -> Path:
