@@ -98,7 +98,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
                        "streamed.", code="unsupported_value", param="tools")
     request = ChatRequest(model, audio_inputs, prompt_texts, user_text, output_format, voice,
                           stream, include_usage,
-                          float(temperature) if isinstance(temperature, (int, float)) else 0.0, tool)
+                          float(temperature) if isinstance(temperature, (int, float)) else 0.0,
+                          tool)
     _require_work(request)
     return request
 

@@ -26,8 +26,10 @@ _DOMAIN = re.compile(r"\b([a-z][a-z0-9-]{1,40})\s*(?:\.|\bdot\s+)(com|org|net|io
 _WEAK = re.compile(r"(\bpercent off\b|%\s*off\b|\bfree trial\b|\bsign up\b|\bslash\b|"
                    r"\bfirst (?:month|order|box)\b|\bdiscount\b|\boffer\b|\bcheck out\b|"
                    r"\bgo to\b|\bhead (?:over )?to\b|\bvisit\b)", re.IGNORECASE)
-_NAMED = [re.compile(rf"(?:brought to you by|sponsored by|thanks to)\s+(?:the folks at\s+|our friends at\s+)?{_NAME}"),
-          re.compile(rf"(?:[Oo]ur|[Tt]oday's|[Tt]his (?:episode|show|week)'s) sponsors?(?:,| is| this week,| today,)\s+{_NAME}")]
+_NAMED = [re.compile(rf"(?:brought to you by|sponsored by|thanks to)\s+"
+                     rf"(?:the folks at\s+|our friends at\s+)?{_NAME}"),
+          re.compile(rf"(?:[Oo]ur|[Tt]oday's|[Tt]his (?:episode|show|week)'s) sponsors?"
+                     rf"(?:,| is| this week,| today,)\s+{_NAME}")]
 
 
 def cue_strength(text: str) -> int:

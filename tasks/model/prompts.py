@@ -87,7 +87,8 @@ def notes_messages(transcript: str, duration_s: float, problems: list[str] | Non
     """A chapters request's messages: the rules, the transcript lines, and on a re-ask what was
     wrong with the first answer."""
     messages = [{"role": "system", "content": NOTES_INSTRUCTION},
-                {"role": "user", "content": f"{NOTES_LEAD}{duration_s:.1f}{NOTES_TRANSCRIPT}{transcript}"}]
+                {"role": "user",
+                 "content": f"{NOTES_LEAD}{duration_s:.1f}{NOTES_TRANSCRIPT}{transcript}"}]
     if problems:
         messages.append({"role": "user", "content": NOTES_REASK.format(problems="; ".join(problems))})
     return messages
