@@ -92,7 +92,7 @@ async def _answer(request: Request, admission: Admission | None, entered: float)
     parsed = parse_chat_request(raw)
     limits: ServeLimits | None = request.app.state.limits
     if limits:
-        check_text(parsed.prompt_texts, limits)
+        check_text(parsed.prompt_texts, limits.for_notes() if parsed.tool else limits)
     engines: Engines = request.app.state.engines
     headers = {VOICE_HEADER: VOICE_NAME} if parsed.wants_audio else {}
     max_audio_s = limits.max_audio_s if limits else None

@@ -131,7 +131,8 @@ def test_a_good_call_becomes_notes() -> None:
     ({**GOOD, "summary": None}, TOOL_NAME, "summary is not a string"),
     ({**GOOD, "sponsor_spots": [{"start_s": 1, "end_s": 2, "sponsor": None}] * 21}, TOOL_NAME,
      "at most 20"),
-    ({**GOOD, "sponsor_spots": [{"start_s": 120, "end_s": 9999, "sponsor": "x"}]}, TOOL_NAME, "sponsor spot 1"),
+    ({**GOOD, "sponsor_spots": [{"start_s": 120, "end_s": 9999, "sponsor": "x"}]}, TOOL_NAME,
+     "sponsor spot 1"),
 ])
 def test_a_bad_call_is_refused_saying_why(arguments: object, name: str | None, problem: str) -> None:
     notes, problems = check(arguments, name)
@@ -182,3 +183,58 @@ def test_the_command_line_flag_becomes_the_flow_option(typed: list[str], chosen:
     for command in (["transcribe", "m.csv"], ["podcast", "https://example.org/feed.xml"]):
         args = build_parser().parse_args([*command, *typed])
         assert flow_kwargs(args, TranscribeOptions)["options"].transcription.chapters == chosen
+
+
+# --- the embedded model answers the notes tool, honestly -------------------------------------
+
+async def test_the_served_embedded_model_answers_the_notes_tool_by_the_offline_method() -> None:
+    """Its reply names the offline method as its model; a transcript far over the served text
+    limit still fits a notes request; another tool, or narration-sized text, is refused."""
+    import httpx
+
+    from audiobatch.localmodel.app import create_app
+    from audiobatch.localmodel.chat import OFFLINE_NOTES_MODEL
+    from audiobatch.localmodel.serving import ServeLimits
+    from audiobatch.tasks.extract.tool import transcript_lines
+    from audiobatch.tasks.model.prompts import notes_messages
+
+    segments, starts, duration = text_segments(["bees", "volcanoes", "chess", "marathons", "printing"])
+    limits = ServeLimits.defaults()
+    lines = transcript_lines(segments)
+    assert len(lines) > limits.max_text_chars
+    tool = {"type": "function", "function": {**tool_definition(), "strict": True}}
+    body = {"model": "audiobatch-local", "messages": notes_messages(lines, duration), "tools": [tool]}
+    transport = httpx.ASGITransport(app=create_app(limits=limits))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1/v1") as client:
+        reply = (await client.post("chat/completions", json=body)).json()
+        shell = {"type": "function", "function": {"name": "run_shell", "parameters": {}}}
+        other = {**body, "tools": [shell]}
+        refused = await client.post("chat/completions", json=other)
+        spoken = await client.post("chat/completions", json={
+            "model": "audiobatch-local", "modalities": ["text", "audio"],
+            "audio": {"voice": "a", "format": "wav"}, "messages": [{"role": "user", "content": lines}]})
+    assert reply["model"] == OFFLINE_NOTES_MODEL
+    [call] = reply["choices"][0]["message"]["tool_calls"]
+    notes, problems = checked_notes(call["function"]["name"], call["function"]["arguments"], duration,
+                                    reply["model"], "model")
+    assert problems == [] and len(notes.chapters) == 5
+    assert all(min(abs(c - s.start_s) for s in notes.chapters) <= TOLERANCE_S for c in starts[1:])
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unsupported_tool"
+    assert spoken.status_code == 400 and spoken.json()["error"]["code"] == "text_too_long"
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    ('{"a": 1}', '{"a": 1}'), ({"a": 1}, '{"a": 1}'),  # text, or the object some gateways send
+    (42, ""), ("x" * 300_000, "x" * 200_001)])  # not text: nothing; too long: cut, then refused
+def test_the_reply_s_first_function_call_is_read_as_text(arguments: object, expected: str) -> None:
+    import httpx
+
+    from audiobatch.tasks.model.wire import parse_reply
+
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "web_search"}, {"id": "c", "type": "function", "function": {"name": TOOL_NAME,
+                                                                           "arguments": arguments}}]}
+    body = {"model": "m", "choices": [{"message": message, "finish_reason": "tool_calls"}], "usage": {}}
+    reply = parse_reply(httpx.Response(200, json=body), "http://x/v1", model="m", want_audio=False,
+                        audio_format=None)
+    assert (reply.tool_name, reply.tool_arguments) == (TOOL_NAME, expected)

@@ -183,6 +183,11 @@ def _tool_call(message: dict) -> dict[str, str]:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             continue
         arguments = function.get("arguments")
+        if isinstance(arguments, (dict, list)):  # some gateways send the object, not its text
+            try:
+                arguments = json.dumps(arguments)
+            except (ValueError, RecursionError):
+                arguments = ""
         return {"tool_name": function["name"][:_MAX_TOOL_NAME],
                 "tool_arguments": arguments[:MAX_TOOL_ARGUMENT_CHARS + 1]
                 if isinstance(arguments, str) else ""}
