@@ -2,10 +2,10 @@
 
 Key phrases are YAKE's (Campos et al., 2020: statistics of each phrase within the text itself,
 no corpus and no model; the `yake` package ships its stop-word lists, 34 languages). A title is
-two of a chapter's phrases, chosen by how much their words say about this chapter and not
-the others (`chapter_titles`); a summary is extractive: the
-sentence closest to the whole (cosine of content words against the chapter's), so every word
-of it was said. Pure functions; YAKE's extractors are kept per language.
+two of a chapter's phrases, chosen by how much their words say about this chapter and not the
+others (`chapter_titles`); a summary is extractive: the sentence closest to the whole (cosine
+of content words against the chapter's), so every word of it was said. Pure functions; YAKE's
+extractors and stop words are kept per language.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def _extractor(language: str, words: int, top: int) -> yake.KeywordExtractor:
     return yake.KeywordExtractor(lan=language, n=words, top=top, dedup_lim=0.7)
 
 
+@functools.lru_cache(maxsize=16)
 def stopwords(language: str | None) -> frozenset[str]:
     """YAKE's stop words for the language (its language-neutral list when it has none)."""
     return frozenset(_extractor(_code(language), 3, 5).stopword_set)
