@@ -238,3 +238,24 @@ def test_the_reply_s_first_function_call_is_read_as_text(arguments: object, expe
     reply = parse_reply(httpx.Response(200, json=body), "http://x/v1", model="m", want_audio=False,
                         audio_format=None)
     assert (reply.tool_name, reply.tool_arguments) == (TOOL_NAME, expected)
+
+
+HOSTILE_TEXTS = {"one-letter sentences": "a. " * 20000, "one long word": "x" * 200_000,
+                 "abbreviations": "Mr. Dr. St. Jr. e.g. i.e. " * 5000, "dots": "..." * 30000 + " end",
+                 "markup": "<b>\x00\ud800 &amp; " * 10000}
+
+
+@pytest.mark.timeout(300)  # a guard against time growing with the square of the text, not a benchmark
+@pytest.mark.parametrize("name", HOSTILE_TEXTS)
+def test_a_hostile_transcript_gets_bounded_notes_in_bounded_time(name: str) -> None:
+    """A feed's shipped transcript is the feed's: text that makes sentence splitting, key
+    phrases or the similarity curve slow (pysbd took over a minute on 20,000 "a." before the
+    text was cut in pieces) or that carries markup and control characters."""
+    words = HOSTILE_TEXTS[name].split() or [HOSTILE_TEXTS[name]]
+    segments = [Segment(0, i * 5.0, i * 5.0 + 4.9, " ".join(words[i * 12:(i + 1) * 12]))
+                for i in range(max(1, len(words) // 12))]
+    notes = offline_notes(segments, len(segments) * 5.0, "en")
+    assert 1 <= len(notes.chapters) <= 40
+    for text in [notes.summary, *notes.keywords, *(c.title for c in notes.chapters)]:
+        assert text == xml_text(text)
+    assert all(len(c.title) <= MAX_TITLE_CHARS for c in notes.chapters)

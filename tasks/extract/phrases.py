@@ -21,6 +21,8 @@ from audiobatch.tasks.extract.topics import content_words
 SUMMARY_MIN_WORDS = 6  # a shorter sentence rarely says what a chapter is about
 SUMMARY_MAX_WORDS = 60
 TITLE_CANDIDATES = 25  # YAKE phrases a title is chosen from
+YAKE_MAX_CHARS = 24_000  # about 25 minutes of speech
+STRETCH_CHARS = 2_000
 
 
 @functools.lru_cache(maxsize=16)
@@ -39,11 +41,22 @@ def _code(language: str | None) -> str:
 
 
 def key_phrases(text: str, language: str | None, *, top: int = 5, words: int = 3) -> list[str]:
-    """The text's key phrases, best first, as they were written."""
+    """The text's key phrases, best first, as they were written (from at most
+    YAKE_MAX_CHARS of it: evenly spaced stretches of a longer text)."""
     if not text.strip():
         return []
-    found = _extractor(_code(language), words, top).extract_keywords(text)
+    found = _extractor(_code(language), words, top).extract_keywords(_sampled(text))
     return [xml_text(phrase) for phrase, _ in found if xml_text(phrase)]
+
+
+def _sampled(text: str) -> str:
+    """`text`, or YAKE_MAX_CHARS of it in STRETCH_CHARS stretches spread over all of it: YAKE's
+    time grows faster than the text (16 s for 130,000 characters of abbreviations)."""
+    if len(text) <= YAKE_MAX_CHARS:
+        return text
+    count = YAKE_MAX_CHARS // STRETCH_CHARS
+    step = (len(text) - STRETCH_CHARS) / (count - 1)
+    return " ".join(text[round(i * step):round(i * step) + STRETCH_CHARS] for i in range(count))
 
 
 def title_case(phrase: str) -> str:
@@ -63,7 +76,7 @@ def chapter_titles(texts: list[str], language: str | None) -> list[str]:
     for text, bag in zip(texts, bags):
         def weight(phrase: str) -> float:
             words = content_words(phrase, stop)
-            return sum(bag[w] * math.log(1 + len(texts) / spread[w]) for w in words) / \
+            return sum(bag[w] * math.log(1 + len(texts) / max(1, spread[w])) for w in words) / \
                 math.sqrt(len(words)) if words else 0.0
 
         chosen: list[str] = []

@@ -21,6 +21,7 @@ from collections import Counter
 from audiobatch.tasks.extract.sentences import Sentence
 
 WINDOW_WORDS = 45  # content words on each side of a gap (~40 s of speech at 150 words/min)
+WINDOW_SENTENCES = 30  # ... and at most this many sentences: a side costs the same everywhere
 MIN_CHAPTER_S = 40.0
 MAX_CHAPTERS = 40
 MIN_DEPTH = 0.12
@@ -75,9 +76,9 @@ def _idf(words: list[list[str]]) -> dict[str, float]:
 
 def _side(words: list[list[str]], indices: range) -> Counter:
     bag: Counter = Counter()
-    for index in indices:
+    for index in indices[:WINDOW_SENTENCES]:
         bag.update(words[index])
-        if sum(bag.values()) >= WINDOW_WORDS:
+        if bag.total() >= WINDOW_WORDS:
             break
     return bag
 
@@ -96,17 +97,16 @@ def _smoothed(scores: list[float]) -> list[float]:
 
 
 def _depths(scores: list[float]) -> list[float]:
-    """Each gap's depth: the climb to the highest point on its left plus on its right."""
-    depths = []
-    for i, score in enumerate(scores):
-        left = i
-        while left > 0 and scores[left - 1] >= scores[left]:
-            left -= 1
-        right = i
-        while right < len(scores) - 1 and scores[right + 1] >= scores[right]:
-            right += 1
-        depths.append(scores[left] - score + scores[right] - score)
-    return depths
+    """Each gap's depth: the climb to the highest point on its left plus on its right (where
+    the curve stops rising), found in one pass each way: a flat curve costs no more."""
+    left, right = list(scores), list(scores)
+    for i in range(1, len(scores)):
+        if scores[i - 1] >= scores[i]:
+            left[i] = left[i - 1]
+    for i in range(len(scores) - 2, -1, -1):
+        if scores[i + 1] >= scores[i]:
+            right[i] = right[i + 1]
+    return [a - s + b - s for a, s, b in zip(left, scores, right)]
 
 
 def _is_low(scores: list[float], i: int) -> bool:
