@@ -37,7 +37,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 from audiobatch.tasks.captions.segments import Segment  # noqa: E402
 from audiobatch.tasks.captions.words import Word  # noqa: E402
 from audiobatch.tasks.extract.offline import offline_notes  # noqa: E402
-from tests.helpers.e2e import run_transcribe, write_manifest  # noqa: E402
+from tests.helpers.e2e import RunResult, read_dataset, run_transcribe, write_manifest  # noqa: E402
 from tests.helpers.episode import Episode, build_episode, keywords_of  # noqa: E402
 
 EPISODES = {
@@ -70,13 +70,18 @@ def shifted(segments: list[Segment], offset_s: float) -> list[Segment]:
                                 for w in s.words)) for s in segments]
 
 
+def last_run(out: Path) -> RunResult:
+    items = read_dataset(out, "items")
+    return RunResult({"run_id": items[items["status"] == "ok"]["run_id"].max()}, out)
+
+
 def accuracy(episode: Episode, notes) -> dict[str, float]:
     starts = [c.start_s for c in notes.chapters]
     changes = episode.topic_changes()
     nearest = [min(abs(change - s) for s in starts) for change in changes]
     extra = [s for s in starts[1:] if min(abs(s - c) for c in changes) > TOLERANCE_S]
     on_topic = sum(bool({w.strip(".,'").lower() for w in c.title.split()}
-                        & keywords_of(episode.topic_at(c.start_s + 10))) for c in notes.chapters)
+                        & keywords_of(episode.main_topic(c.start_s, c.end_s))) for c in notes.chapters)
     return {"changes": len(changes), "hit": sum(d <= TOLERANCE_S for d in nearest),
             "mean_s": sum(nearest) / len(nearest), "extra": len(extra),
             "chapters": len(notes.chapters), "on_topic": on_topic}
@@ -92,6 +97,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="folder for the narrated topics (kept: a re-run "
                         "reuses them); default: a temporary folder")
+    parser.add_argument("--reuse", action="store_true", help="measure the offline method again on "
+                        "the transcripts the last run left in --work (no flow is run)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -102,15 +109,19 @@ async def main() -> None:
             rows = [{"id": "episode", "audio": str(episode.path)}]
             manifest = write_manifest(work / f"{name}.csv", rows)
             walls = {"off": 0.0}
-            for chapters in ("off", "auto") if not all_segments else ("auto",):  # baseline: once
-                started = time.perf_counter()
+            reuse = args.reuse and (work / f"out-{name}-auto" / "segments").is_dir()
+            if reuse:
+                run = last_run(work / f"out-{name}-auto")
+            for chapters in () if reuse else ("off", "auto") if not all_segments else ("auto",):
+                started = time.perf_counter()  # the baseline (no chapters): first episode only
                 run = await run_transcribe(manifest, work / f"out-{name}-{chapters}", use_cache=False,
-                                           chapters=chapters)
+                                           chapters=chapters, timeout_s=1800)  # a busy machine
                 walls[chapters] = time.perf_counter() - started
             segments = segments_of(run)
             notes, wall, cpu = timed_notes(segments, episode.duration_s)
             score = accuracy(episode, notes)
-            print(f"\n{name}: {episode.duration_s:.0f} s, parts {', '.join(parts)}")
+            print(f"\n{name}: {episode.duration_s:.0f} s; parts (start s): "
+                  + ", ".join(f"{p} ({s:.0f})" for p, s in zip(parts, episode.starts_s)))
             print(f"  topic changes with a chapter start within {TOLERANCE_S:g} s: "
                   f"{score['hit']}/{score['changes']} (nearest start {score['mean_s']:.1f} s away on "
                   f"average); {score['chapters']} chapters, {score['extra']} not near a change; "

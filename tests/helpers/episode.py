@@ -126,6 +126,13 @@ class Episode:
                 current = part
         return current
 
+    def main_topic(self, start_s: float, end_s: float) -> str:
+        """The topic (not a sponsor read) that fills most of `start_s`..`end_s`."""
+        ends = [*self.starts_s[1:], self.duration_s]
+        overlap = {part: max(0.0, min(end, end_s) - max(start, start_s))
+                   for part, start, end in zip(self.parts, self.starts_s, ends) if part != "sponsor"}
+        return max(overlap, key=overlap.__getitem__)
+
 
 def keywords_of(topic: str) -> frozenset[str]:
     if topic == "printing":
