@@ -161,6 +161,10 @@ def add_transcription_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-qa-reference", dest="qa_reference", action="store_false",
                        default=None, help="don't compare a remote model's replies with the "
                        "embedded Whisper's hearing of the same chunk")
+    group.add_argument("--chapters", nargs="?", const="auto", choices=["auto", "offline", "off"],
+                       help="chapters, show notes and sponsor spots per item: by a tool call to a "
+                       "remote model (offline with the embedded one); `--chapters offline` never "
+                       "sends a request (default: off; per row: chapters)")
     add_economy_args(group)
     add_caption_args(parser)
 

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audiobatch.localmodel import chat
+from audiobatch.localmodel.chat import OFFLINE_NOTES_MODEL
 from audiobatch.localmodel import multilingual
 from audiobatch.localmodel.engines import OUTPUT_SAMPLE_RATE, VOICE_NAME, Engines, shared_engines
 from audiobatch.localmodel.protect import (Admission, ClientGone, answer_unless_gone, check_text,
@@ -40,6 +41,7 @@ from audiobatch.localmodel.weights import (PIPER_VOICE_SHA256, PIPER_WEIGHTS, WH
 from audiobatch.localmodel.wire import (INPUT_AUDIO_FORMATS, OUTPUT_AUDIO_FORMATS, APIError, new_id,
                                         parse_chat_request)
 from audiobatch.tasks.errors import register_secret
+from audiobatch.tasks.extract.tool import TOOL_NAME
 from audiobatch.tasks.model.profiles import LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, get_profile
 
 log = logging.getLogger("audiobatch.localmodel")
@@ -92,7 +94,7 @@ async def _answer(request: Request, admission: Admission | None, entered: float)
                                  limits.body_timeout_s if limits else None)
     parsed = parse_chat_request(raw)
     if limits:
-        check_text(parsed.prompt_texts, limits)
+        check_text(parsed.prompt_texts, limits.for_notes() if parsed.tool else limits)
     engines: Engines = request.app.state.engines
     headers = {VOICE_HEADER: VOICE_NAME} if parsed.wants_audio else {}
     max_audio_s = limits.max_audio_s if limits else None
@@ -172,7 +174,9 @@ def model_card(model: str = LOCAL_MODEL) -> dict[str, Any]:
         "description": ("Embedded transcribe/narrate engine, not a chat model: input_audio is "
                         "transcribed (text parts are ignored); with modalities [\"text\", "
                         "\"audio\"] the last user message's text is spoken. English only."),
-        "capabilities": {"transcribe": True, "narrate": True, "chat": False, "streaming": True},
+        "capabilities": {"transcribe": True, "narrate": True, "chat": False, "streaming": True,
+                         # answered by audiobatch's offline method, as its reply's model says
+                         "tools": [f"{TOOL_NAME} (offline method: {OFFLINE_NOTES_MODEL})"]},
         "languages": list(profile.languages) or ["en"],
         "voice": VOICE_NAME,
         "voices_note": f"any requested voice name is answered with {VOICE_NAME}",

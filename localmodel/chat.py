@@ -5,12 +5,15 @@ It is a transcribe/narrate engine, not a chat model:
   model, e.g. "transcribe verbatim") are ignored, since Whisper follows no instructions;
 - text in with modalities ["text", "audio"] -> the text of the LAST user message is spoken;
   system/developer messages (narration instructions) are not spoken;
-- audio in and audio out -> the input is transcribed and the transcript is spoken.
+- audio in and audio out -> the input is transcribed and the transcript is spoken;
+- the episode-notes tool offered (tasks/extract) -> a call of it whose arguments audiobatch's
+  offline method made from the transcript lines; the reply's model, OFFLINE_NOTES_MODEL, says so.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +26,14 @@ from audiobatch.localmodel.wire import (AUDIO_EXPIRY_S, APIError, AudioInput, Ch
 from audiobatch.tasks.audio import codecs
 from audiobatch.tasks.bounded import Budget, OverBudget
 from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.extract.offline import offline_notes
+from audiobatch.tasks.extract.tool import TOOL_NAME, segments_from_lines, tool_arguments
 from audiobatch.tasks.model.profiles import (LOCAL_MODEL, LOCAL_MULTILINGUAL_MODEL, estimate_text_tokens,
                                              get_profile)
-from audiobatch.tasks.model.prompts import hints_from
+from audiobatch.tasks.model.prompts import hints_from, notes_request_from
 
 STREAM_CHUNK_SAMPLES = OUTPUT_SAMPLE_RATE * 3 // 10  # 300 ms of pcm16 per streamed chunk
+OFFLINE_NOTES_MODEL = f"{LOCAL_MODEL}/offline-chapters"  # who made a notes tool call: no LLM
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ async def hear(prepared: Prepared, engines: Engines) -> Heard:
 
 async def complete(prepared: Prepared, engines: Engines) -> dict[str, Any]:
     request, created = prepared.request, now()
+    if request.tool:
+        return await notes_call(prepared)
     if not request.wants_audio:
         heard = await hear(prepared, engines)
         usage = usage_for(prepared, output_text=heard.text, output_samples=0)
@@ -155,6 +163,22 @@ async def complete(prepared: Prepared, engines: Engines) -> dict[str, Any]:
                        transcript=text)
     usage = usage_for(prepared, output_text=text, output_samples=samples.size)
     return completion_dict(new_id("chatcmpl-"), created, content=None, audio=audio, usage=usage)
+
+
+async def notes_call(prepared: Prepared) -> dict[str, Any]:
+    """The notes tool called honestly: no language model here, so the arguments are the
+    offline method's (topic segmentation, key phrases, sponsor wording) on the transcript."""
+    found = notes_request_from(prepared.request.prompt_texts)
+    if found is None:
+        raise APIError(400, "no episode transcript in the request: it should say 'The episode lasts "
+                       "N s. Transcript:' followed by '[start-end] text' lines (as audiobatch "
+                       "--chapters sends it).", code="missing_text", param="messages")
+    duration_s, transcript = found
+    notes = await asyncio.to_thread(offline_notes, segments_from_lines(transcript), duration_s, None)
+    arguments = json.dumps(tool_arguments(notes), ensure_ascii=False)
+    usage = usage_for(prepared, output_text=arguments, output_samples=0)
+    return completion_dict(new_id("chatcmpl-"), now(), content=None, audio=None, usage=usage,
+                           model=OFFLINE_NOTES_MODEL, tool_call=(TOOL_NAME, arguments))
 
 
 # --- streamed answers (Server-Sent Events) -----------------------------------------------

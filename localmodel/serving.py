@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from audiobatch.tasks.model.profiles import LOCAL_MODEL, get_profile
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 CHARS_PER_WORD = 10  # generous: an average English word with its space is about 6
+# A notes request (--chapters) carries a whole transcript, and answering it costs the offline
+# method's ~1 s of CPU per hour of speech, not speech synthesis: it may hold this many times more.
+NOTES_TEXT_FACTOR = 64
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class ServeLimits:
     # From a request's arrival to the end of its body: a client that sends a head and no body
     # would otherwise hold its place in the queue for as long as it likes.
     body_timeout_s: float = 30.0
+
+    def for_notes(self) -> ServeLimits:
+        """The limits of a notes-tool request: the same, with room for a transcript of hours."""
+        return replace(self, max_text_chars=self.max_text_chars * NOTES_TEXT_FACTOR)
 
     @classmethod
     def defaults(cls) -> ServeLimits:

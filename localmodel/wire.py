@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audiobatch.tasks.audio.codecs import ENCODABLE_FORMATS
+from audiobatch.tasks.extract.tool import TOOL_NAME
 from audiobatch.tasks.model.profiles import LOCAL_MODEL, LOCAL_MODELS
 
 INPUT_AUDIO_FORMATS = ("wav", "mp3")  # what OpenAI accepts in input_audio
@@ -57,6 +58,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     temperature: float = 0.0  # above 0: another take of the narration (read a little slower)
+    tool: str | None = None  # the one tool it answers: the episode-notes tool (tasks/extract)
 
     @property
     def wants_audio(self) -> bool:
@@ -90,11 +92,32 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     options = body.get("stream_options") or {}
     include_usage = bool(stream and isinstance(options, dict) and options.get("include_usage"))
     temperature = body.get("temperature")
+    tool = _tool(body)
+    if tool and (stream or output_format or audio_inputs):
+        raise APIError(400, f"the '{tool}' tool is answered on its own: text in, no audio, not "
+                       "streamed.", code="unsupported_value", param="tools")
     request = ChatRequest(model, audio_inputs, prompt_texts, user_text, output_format, voice,
                           stream, include_usage,
-                          float(temperature) if isinstance(temperature, (int, float)) else 0.0)
+                          float(temperature) if isinstance(temperature, (int, float)) else 0.0,
+                          tool)
     _require_work(request)
     return request
+
+
+def _tool(body: dict[str, Any]) -> str | None:
+    """The episode-notes tool when the request offers it; any other tool is refused: this
+    model calls no tool but that one, which it answers by the offline method."""
+    tools = body.get("tools")
+    if tools is None:
+        return None
+    names = [tool.get("function", {}).get("name") for tool in tools
+             if isinstance(tool, dict) and isinstance(tool.get("function"), dict)] \
+        if isinstance(tools, list) else []
+    if TOOL_NAME not in names:
+        raise APIError(400, f"this model calls no tool but '{TOOL_NAME}' (chapters and show notes, "
+                       "which it makes by audiobatch's offline method); it is not a chat model.",
+                       code="unsupported_tool", param="tools")
+    return TOOL_NAME
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -226,7 +249,7 @@ def sniffed_format(data: bytes) -> str | None:
 
 
 def _require_work(request: ChatRequest) -> None:
-    if request.audio_inputs:
+    if request.audio_inputs or request.tool:
         return
     if not request.wants_audio:
         raise APIError(400, "the last user message has no input_audio. This model transcribes "
@@ -267,13 +290,18 @@ def audio_dict(audio_id: str, created: int, *, data: str | None = None,
 
 def completion_dict(completion_id: str, created: int, *, content: str | None,
                     audio: dict[str, Any] | None, usage: dict[str, Any],
-                    model: str = LOCAL_MODEL) -> dict[str, Any]:
+                    model: str = LOCAL_MODEL, tool_call: tuple[str, str] | None = None) -> dict[str, Any]:
+    """A chat.completion; `tool_call` = (function name, arguments JSON) answers with that call."""
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if audio is not None:
         message["audio"] = audio
+    if tool_call is not None:
+        message["tool_calls"] = [{"id": new_id("call_"), "type": "function",
+                                  "function": {"name": tool_call[0], "arguments": tool_call[1]}}]
     return {
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "tool_calls" if tool_call else "stop"}],
         "usage": usage,
     }
 

@@ -128,6 +128,10 @@ class Transcription(_Group):
                      "truncation, coverage); re-ask once, then flag")
     qa_reference: bool = Field(True, description="compare a remote model's replies with what "
                                "the embedded Whisper hears in the same chunk")
+    chapters: str = Field("off", pattern=r"^(off|auto|offline)$", description="chapters, show "
+                          "notes and sponsor spots: 'auto' (a tool call to a remote model; offline "
+                          "with the embedded one), 'offline' (never a request) or 'off' (per row: "
+                          "chapters)")
 
 
 class CaptionStyle(_Group):

@@ -23,9 +23,10 @@ ALLOWED = {
     "reports": {"outputs"},
     "captions": {"audio", "text"},
     "run": {"inputs", "audio", "text", "model", "outputs"},
-    "transcription": {"inputs", "audio", "model", "outputs", "captions", "run"},
+    "extract": {"inputs", "model", "outputs", "captions", "run"},
+    "transcription": {"inputs", "audio", "model", "outputs", "captions", "run", "extract"},
     "narration": {"inputs", "audio", "text", "model", "outputs", "captions", "run"},
-    "podcast": {"inputs", "outputs", "captions", "run"},
+    "podcast": {"inputs", "outputs", "captions", "run", "extract"},
 }
 
 

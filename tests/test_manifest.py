@@ -126,6 +126,13 @@ def test_prompt_and_model_are_options(tmp_path: Path) -> None:
     assert item.options == {"prompt": "Names: Dashwood, Norland", "model": "gpt-audio-1.5"}
 
 
+def test_the_chapters_column_takes_yes_no_or_a_method(tmp_path: Path) -> None:
+    content = "audio,id,chapters\na.wav,a,yes\nb.wav,b,Off\nc.wav,c,offline\nd.wav,d,auto\ne.wav,e,\nf.wav,f,maybe\n"
+    items = by_id(read_manifest(write(tmp_path, content), TRANSCRIBE))
+    assert [items[i].options.get("chapters") for i in "abcde"] == ["auto", "off", "offline", "auto", None]
+    assert "chapters 'maybe' is not yes/no, auto or offline" in items["f"].error
+
+
 # --- row errors: narration -----------------------------------------------------------------
 
 def test_narration_text_file_and_inline_text(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 duplicates, parsed by feedparser, and read back by `audiobatch podcast` over real HTTP."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -156,3 +157,27 @@ async def test_a_dropped_manifest_adds_to_the_operators_feed_but_replaces_nothin
     assert {e.id: e.title for e in parsed.entries} == {entry_guid(URL, "news"): "News",
                                                         entry_guid(URL, "extra"): "Extraepisode"}
     await run_narrate(operators, out, **quick, run_id="again")  # the operator's next run reads it
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("prefect_api")
+async def test_a_narrated_book_s_chapters_are_a_chapters_file_the_feed_links(tmp_path: Path) -> None:
+    """A text of two chapters as an audiobook: its Podcasting 2.0 chapters file gives each
+    chapter's title and where it starts in the audio; the feed links it with <podcast:chapters>
+    beside the <podcast:transcript> links."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\n## Bees\n\nBees make honey in the summer.\n\n"
+                     "## Lava\n\nLava flows down the mountain at night.\n")
+    manifest = write_manifest(tmp_path / "m.csv", [{"id": "notes", "text_file": str(notes), "format": "m4b"},
+                                                   {"id": "flat", "text": "One chapter only."}])
+    run = await run_narrate(manifest, tmp_path / "out", feed_url=URL)
+    narrations = run.dataset("narrations").set_index("item_id")
+    assert narrations["chapters_path"].isna()["flat"]  # one piece of audio: no chapters file
+    document = json.loads(Path(narrations.loc["notes", "chapters_path"]).read_text())
+    bees, lava = document["chapters"]
+    assert document["version"] == "1.2.0" and (bees["title"], lava["title"]) == ("Bees", "Lava")
+    assert bees["startTime"] == 0 and 1.0 < lava["startTime"] < narrations.loc["notes", "duration_s"] - 1.0
+    xml = (tmp_path / "out" / FEED_FILE).read_text()
+    relative = narrations.loc["notes", "chapters_path"].split("/media/", 1)[1]
+    assert f'<podcast:chapters url="{URL}/{relative}" type="application/json+chapters"' in xml
+    assert xml.count("<podcast:chapters") == 1 and xml.count("<podcast:transcript") >= 4

@@ -146,3 +146,28 @@ async def test_a_private_feeds_token_is_used_but_never_written(prefect_api, site
     assert summary["feed"]["url"] == f"{site.url('private.xml')}?token=***"
     printed = capfd.readouterr()
     assert token not in all_files_text(out) + printed.out + printed.err
+
+
+SPONSORED_VTT = ("WEBVTT\n\n00:00:00.000 --> 00:00:06.000\n"
+                 "Welcome back. Today the hive, and how bees keep it warm.\n\n"
+                 "00:00:06.500 --> 00:00:12.000\nThis episode is brought to you by Northwind Coffee.\n\n"
+                 "00:00:12.500 --> 00:00:18.000\nGo to northwind coffee dot com and use code LISTEN.\n\n"
+                 "00:00:18.500 --> 00:00:30.000\nIn winter the workers cluster around the queen and "
+                 "shiver to keep the hive warm.\n")
+
+
+async def test_a_shipped_transcript_gets_chapters_and_its_sponsor_read(prefect_api, site, tmp_path):
+    """--chapters on a feed: an episode's own transcript (hostile: the feed's) gets its notes
+    offline too, without its audio being fetched or a request sent."""
+    (site.folder / "ep.vtt").write_text(SPONSORED_VTT)
+    url = site.write_feed("show.xml", "Test Show", [TestEpisode("s-1", "Sponsored", SHORT_CLIPS[0],
+                                                                transcript=("ep.vtt", "text/vtt"))])
+    summary = await podcast(url, tmp_path / "out", chapters="offline")
+    assert summary["ok"] == 1 and not site.audio_requests()
+    notes = read_dataset(tmp_path / "out", "show_notes").iloc[0]
+    assert (notes["method"], notes["n_chapters"], notes["n_sponsor_spots"]) == ("offline", 1, 1)
+    spot = read_dataset(tmp_path / "out", "sponsor_spots").iloc[0]
+    assert (spot["start_s"], spot["end_s"], spot["sponsor"]) == (6.5, 18.0, "Northwind Coffee")
+    chapters = json.loads(Path(notes["chapters_path"]).read_text())["chapters"]
+    assert len(chapters) == 1 and chapters[0]["startTime"] == 0
+    assert {"hive", "bees", "workers", "queen"} & set(chapters[0]["title"].lower().split())

@@ -1,4 +1,5 @@
-"""Subtitle and transcript files from timed segments: SRT, WebVTT and Whisper's JSON.
+"""Subtitle and transcript files from timed segments: SRT, WebVTT and Whisper's JSON; and the
+Podcasting 2.0 JSON chapters file that players read beside them.
 
 Caption text is written as data, never as markup: WebVTT escapes `&`, `<` and `>`; a caption
 never holds a blank line (which would end its cue).
@@ -61,3 +62,15 @@ def render_vtt(segments: list[Segment]) -> str:
     blocks = [f"{_timestamp(s.start_s, '.')} --> {_timestamp(s.end_s, '.')}\n{_vtt_text(s)}\n"
               for s in segments]
     return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+CHAPTERS_VERSION = "1.2.0"  # the Podcasting 2.0 JSON chapters format (podcastindex.org)
+
+
+def render_chapters_json(chapters: list[tuple[float, float, str]]) -> str:
+    """`{version, chapters: [{startTime, endTime, title}]}` from (start_s, end_s, title),
+    times in seconds; players list the chapters by `startTime` and show `title`."""
+    document = {"version": CHAPTERS_VERSION, "chapters": [
+        {"startTime": round(start, 2), "endTime": round(end, 2), "title": title}
+        for start, end, title in chapters]}
+    return json.dumps(document, ensure_ascii=False, indent=1) + "\n"

@@ -37,7 +37,7 @@ BaseDir = Path | str  # a local folder, or a URL prefix ("s3://bucket/dir") for 
 
 # columns each kind understands; everything else is metadata
 _OPTION_COLUMNS = {
-    TRANSCRIBE: ("language", "prompt", "model", "economy", "vocabulary"),
+    TRANSCRIBE: ("language", "prompt", "model", "economy", "vocabulary", "chapters"),
     NARRATE: ("voice", "format", "speed", "instructions", "title", "model", "language"),
 }
 _SOURCE_COLUMNS = {TRANSCRIBE: ("audio",), NARRATE: ("text", "text_file")}
@@ -241,6 +241,16 @@ def _switch(raw: str) -> bool:
     return word in _YES
 
 
+def _chapters(raw: str) -> str:
+    """yes/no as for `economy`, or the method: `auto` (= yes) or `offline`."""
+    word = raw.strip().lower()
+    if word in ("auto", "offline"):
+        return word
+    if word not in _YES | _NO:
+        raise ValueError(f"chapters '{raw}' is not yes/no, auto or offline: write e.g. true")
+    return "auto" if word in _YES else "off"
+
+
 def _format(raw: str) -> str:
     fmt = raw.lower().lstrip(".")
     if fmt not in NARRATION_FORMATS:
@@ -250,6 +260,7 @@ def _format(raw: str) -> str:
 
 _OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
     "language": _language, "speed": _speed, "format": _format, "economy": _switch,
+    "chapters": _chapters,
     "prompt": str, "model": str, "voice": str, "instructions": str, "title": str,
     "vocabulary": parse_cell,
 }

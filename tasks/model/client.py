@@ -1,8 +1,10 @@
 """The model client: one OpenAI-compatible Chat Completions endpoint, per DESIGN.md's wire contract.
 
 `ModelClient.transcribe` sends audio as an `input_audio` part and reads the transcript;
-`ModelClient.narrate` asks for `modalities: ["text", "audio"]` and reads the spoken audio back.
-Both go through `complete`, which holds a `Limiter` slot only for the HTTP exchange, retries
+`ModelClient.narrate` asks for `modalities: ["text", "audio"]` and reads the spoken audio back;
+`ModelClient.call_tool` offers one function tool (strict JSON schema), makes the model call it,
+and returns the call's name and raw arguments (tasks/model/wire.py reads them; the caller
+validates them: they are the model's, not ours). All three go through `complete`, which holds a `Limiter` slot only for the HTTP exchange, retries
 transient failures with tenacity (exponential backoff, full jitter, honouring retry-after) and
 records every attempt, failed or not, so that failed attempts still reach the cost report.
 
@@ -154,7 +156,7 @@ class ModelClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    # --- the two jobs -------------------------------------------------------------------
+    # --- the jobs -------------------------------------------------------------------
 
     async def transcribe(self, audio: bytes | Callable[[], bytes] | Path, audio_format: str, *,
                          prompt: str | None = None, language: str | None = None,
@@ -221,6 +223,21 @@ class ModelClient:
         reply = await self.complete(body, expected_tokens=expected_tokens, want_audio=True)
         reply.voice = voice
         return reply
+
+    async def call_tool(self, messages: list[dict[str, Any]], tool: dict[str, Any], *,
+                        model: str | None = None, expected_tokens: int,
+                        max_output_tokens: int | None = None) -> ModelReply:
+        """One request offering `tool` (a function: name, description, JSON-schema parameters)
+        and requiring the model to call it: `reply.tool_name`, `reply.tool_arguments` (text)."""
+        model = model or self.settings.model
+        profile = get_profile(model)
+        body = {
+            "model": model, "modalities": ["text"], "temperature": 0, "messages": messages,
+            "max_completion_tokens": max_output_tokens or profile.max_output_text_tokens,
+            "tools": [{"type": "function", "function": {**tool, "strict": True}}],
+            "tool_choice": {"type": "function", "function": {"name": tool["name"]}},
+        }
+        return await self.complete(body, expected_tokens=expected_tokens, want_audio=False)
 
     # --- the shared core ----------------------------------------------------------------
 

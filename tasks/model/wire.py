@@ -5,6 +5,11 @@ error to the class that says what the pipeline does with it (DESIGN.md "Errors a
 do"); `parse_reply` turns a 200 into a `ModelReply`, treating a malformed 200 as transient;
 `read_capped` reads any answer's body up to the reply size limit; `model_list` and
 `listed_models` read a `GET /models` answer.
+
+Tool calls: a reply's first `message.tool_calls[]` entry of type "function" is kept as its
+name and raw `arguments` text, cut at MAX_TOOL_ARGUMENT_CHARS + 1 (so a longer one is seen to
+be too long). Nothing here trusts the arguments: whoever asked for the call validates them
+(tasks/extract/tool.py).
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from audiobatch.tasks.errors import (ModelError, PermanentModelError, RunFatalEr
 from audiobatch.tasks.model.cost import Usage
 
 _MAX_SERVER_MESSAGE = 300  # characters of a server's error text kept (proxies send HTML pages)
+MAX_TOOL_ARGUMENT_CHARS = 200_000  # a tool call's arguments kept beyond this are refused anyway
+_MAX_TOOL_NAME = 64  # OpenAI's own limit on function names
 
 
 @dataclass
@@ -53,6 +60,8 @@ class ModelReply:
     refusal: str | None = None  # the model's refusal text, when it refused instead
     language: str | None = None  # detected by the model (the embedded model reports it)
     language_probability: float | None = None
+    tool_name: str | None = None  # the function the reply called (the first call), if any
+    tool_arguments: str | None = None  # its arguments as sent: JSON text, unchecked
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:
@@ -130,7 +139,8 @@ def _classify(status: int, code: str | None, model: str) -> tuple[type[ModelErro
     if status == 413:
         return PermanentModelError, "The request is too large: lower the per-request audio budget."
     return PermanentModelError, ("The server refused this request; check that --model takes "
-                                 "audio in/out and that the audio format and voice are supported.")
+                                 "audio in/out and that the audio format and voice are supported "
+                                 "(with --chapters: that it calls tools).")
 
 
 def parse_reply(response: httpx.Response, url: str, *, model: str, want_audio: bool,
@@ -161,7 +171,28 @@ def parse_reply(response: httpx.Response, url: str, *, model: str, want_audio: b
         audio=audio, audio_format=audio_format if audio is not None else None,
         model=str(data.get("model") or model), usage=_usage(data.get("usage"), where, request_id),
         attempts=[], request_id=request_id or data.get("id"),
-        finish_reason=_finish_reason(data), refusal=refusal, **_language(data))
+        finish_reason=_finish_reason(data), refusal=refusal, **_language(data),
+        **_tool_call(message))
+
+
+def _tool_call(message: dict) -> dict[str, str]:
+    """The first function call of `message.tool_calls` as {tool_name, tool_arguments}; {} when
+    there is none in a readable shape (the caller then says no call was made)."""
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        if isinstance(arguments, (dict, list)):  # some gateways send the object, not its text
+            try:
+                arguments = json.dumps(arguments)
+            except (ValueError, RecursionError):
+                arguments = ""
+        return {"tool_name": function["name"][:_MAX_TOOL_NAME],
+                "tool_arguments": arguments[:MAX_TOOL_ARGUMENT_CHARS + 1]
+                if isinstance(arguments, str) else ""}
+    return {}
 
 
 def _finish_reason(data: dict) -> str | None:

@@ -3,8 +3,9 @@
 `--feed-url URL` is the public URL where the output root's `media/` folder is served; the feed
 is `<out>/media/feed.xml` (public at `URL/feed.xml`). Each narration is one entry: its title,
 a GUID stable per item id (a UUID made from the feed URL and the item id), an `enclosure`
-with the file's byte length and MIME type, `itunes:duration`, and `podcast:transcript` links to
-the narration's captions and text. The feed is updated run by run: an item narrated again
+with the file's byte length and MIME type, `itunes:duration`, `podcast:transcript` links to
+the narration's captions and text, and `podcast:chapters` to its Podcasting 2.0 chapters file
+(audiobooks of more than one chapter). The feed is updated run by run: an item narrated again
 replaces its entry (same GUID, first publication date kept, new file), never adds a second one.
 Channel fields a publisher edited in the file (title, description, author, image) are kept.
 
@@ -43,6 +44,7 @@ MIME_TYPES = {"mp3": "audio/mpeg", "m4b": "audio/mp4", "wav": "audio/wav", "flac
               "txt": "text/plain"}
 # Characters XML 1.0 allows (https://www.w3.org/TR/xml/#charsets); anything else breaks the file.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+CHAPTERS_TYPE = "application/json+chapters"  # the Podcasting 2.0 chapters file's MIME type
 _DEFAULT_CHANNEL = {"title": "Narrations", "description": "Narrated by audiobatch.",
                     "language": "en"}
 
@@ -57,6 +59,7 @@ class FeedEntry:
     duration_s: float
     transcripts: tuple[str, ...] = ()  # paths under the output root, best first
     summary: str = ""
+    chapters: str | None = None  # path under the output root of the JSON chapters file
 
 
 @dataclass
@@ -167,6 +170,9 @@ def _item(feed_url: str, entry: FeedEntry, guid: str, published: str) -> ET.Elem
         if extension in ("vtt", "srt"):
             attributes["rel"] = "captions"
         ET.SubElement(item, f"{{{PODCAST_NS}}}transcript", attributes)
+    if entry.chapters:
+        ET.SubElement(item, f"{{{PODCAST_NS}}}chapters", {"url": public_url(feed_url, entry.chapters),
+                                                           "type": CHAPTERS_TYPE})
     return item
 
 
@@ -188,6 +194,7 @@ def publish_run_to_feed(out: OutputRoot, run_rows: list[dict], feed_url: str, *,
                          audio_format=row["format"], duration_s=float(row["duration_s"]),
                          transcripts=tuple(row[name].removeprefix(prefix)
                                            for name in ("vtt_path", "srt_path", "txt_path") if row.get(name)),
-                         summary=row.get("summary") or "")
+                         summary=row.get("summary") or "",
+                         chapters=(row.get("chapters_path") or "").removeprefix(prefix) or None)
                for row in run_rows]
     return update_feed(out, feed_url, entries, replace=replace) if entries else None

@@ -20,7 +20,7 @@ from audiobatch.tasks.audio.loudness import measure_lufs
 from audiobatch.tasks.audio.stitch import MAX_SPEED, MIN_SPEED, PartClock, finish_narration, speed_up
 from audiobatch.tasks.bounded import Budget
 from audiobatch.tasks.captions.cues import rules_for
-from audiobatch.tasks.captions.files import render_srt, render_vtt
+from audiobatch.tasks.captions.files import render_chapters_json, render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import Word
 from audiobatch.tasks.errors import InputError, ModelError
@@ -198,6 +198,7 @@ class Rendered:
     loudness_lufs: float
     captions: list[Segment]
     data: bytes = b""  # the encoded file (not for audiobooks, which are written to disk)
+    chapter_starts: list[float] = field(default_factory=list)  # audiobooks: each chapter's start
 
 
 def _finish(parts: list[NarratedChunk], settings: dict, target_lufs: float,
@@ -224,18 +225,19 @@ def _render_audiobook(parts: list[NarratedChunk], book: Book, settings: dict, ta
     (loudness: the chapters' mean). Memory: one chapter's audio."""
     loudness: list[float] = []
     captions: list[Segment] = []
+    starts: list[float] = []
     with AudiobookWriter(path, NARRATION_RATE, title=settings["title"],
                          author=item.metadata.get("author") or book.author,
                          cover=book.cover, cover_type=book.cover_type) as writer:
         for number, chapter in enumerate(book.chapters):
             own = [part for part in parts if part.chunk.chapter == number]
-            audio, chapter_captions = _finish(own, settings, target_lufs,
-                                              writer.samples_written / NARRATION_RATE)
+            starts.append(writer.samples_written / NARRATION_RATE)
+            audio, chapter_captions = _finish(own, settings, target_lufs, starts[-1])
             captions += chapter_captions
             loudness.append(measure_lufs(audio, NARRATION_RATE))
             writer.add_chapter(chapter.title, audio)
         duration_s = writer.samples_written / NARRATION_RATE
-    return Rendered(duration_s, float(np.mean(loudness)), captions)
+    return Rendered(duration_s, float(np.mean(loudness)), captions, chapter_starts=starts)
 
 
 @item_task("narrate-item")
@@ -271,17 +273,22 @@ async def narrate_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -> I
     texts = {"txt": text + "\n"}  # what is said, word for word; captions when it was aligned
     if rendered.captions:
         texts.update(srt=render_srt(rendered.captions), vtt=render_vtt(rendered.captions))
+    if len(book.chapters) > 1:  # an audiobook's chapters, for players that read a feed's links
+        ends = [*rendered.chapter_starts[1:], duration_s]
+        texts["chapters.json"] = render_chapters_json(
+            list(zip(rendered.chapter_starts, ends, (chapter.title for chapter in book.chapters))))
     paths = {}
     for extension, content in texts.items():
         text_relative = media_relpath("narrations", ctx.run_id, item.item_id, extension)
         await asyncio.to_thread(ctx.out.write_bytes, text_relative, content.encode("utf-8"))
-        paths[f"{extension}_path"] = ctx.out.display(text_relative)
+        paths[f"{extension.split('.')[0]}_path"] = ctx.out.display(text_relative)
     narration = {"run_id": ctx.run_id, "item_id": item.item_id, "audio_path": ctx.out.display(relative),
                  "format": settings["format"], "voice": settings["voice"], "speed": settings["speed"],
                  "duration_s": duration_s, "n_chunks": len(chunks), "title": settings["title"],
                  "words": count_words(text), "model": parts[0].model, "loudness_lufs": loudness,
                  "chapters": len(book.chapters), "audio_bytes": size,
-                 "srt_path": None, "vtt_path": None, **paths, "qa_flags": _flags(parts, ctx, language)}
+                 "srt_path": None, "vtt_path": None, "chapters_path": None, **paths,
+                 "qa_flags": _flags(parts, ctx, language)}
     status = item_row(ctx, item, "ok", started_at=started_at, duration_s=duration_s,
                       n_chunks=len(chunks), costs=recorder.costs)
     return ItemOutcome(status="ok", duration_s=duration_s,

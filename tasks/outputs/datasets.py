@@ -6,6 +6,7 @@ Layout (the output root may be a local folder or an fsspec URL such as s3://buck
     <root>/transcripts/... segments/... narrations/... costs/...
     <root>/media/transcripts/<run_id>/<item_id>.txt|.srt|.vtt  per run: runs never overwrite
     <root>/media/narrations/<run_id>/<item_id>.<format>          each other's files
+    <root>/media/*/<run_id>/<item_id>.chapters.json             Podcasting 2.0 chapters
     <root>/_cache/...                                          result cache (tasks/run/cache.py)
 
 Rows of a run are staged item by item under `<root>/_runs/<run_id>/` (tasks/outputs/staging.py) and
@@ -58,7 +59,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("title", _STR), ("words", _I32), ("model", _STR), ("loudness_lufs", _F64),
         ("chapters", _I32), ("audio_bytes", pa.int64()), ("txt_path", _STR), ("srt_path", _STR),
         ("vtt_path", _STR),
-        ("qa_flags", pa.list_(_STR))]),
+        ("qa_flags", pa.list_(_STR)), ("chapters_path", _STR)]),
     "narration_checks": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
         ("wer", _F64), ("passed", pa.bool_()), ("heard", _STR)]),
@@ -76,13 +77,28 @@ SCHEMAS: dict[str, pa.Schema] = {
         # transcription: seconds of the recording a request stands for, seconds it sent
         # (fewer with economy), and the audio-in dollars that difference saved
         ("recorded_audio_s", _F64), ("sent_audio_s", _F64), ("saved_usd", _F64),
-        ("reask_reason", _STR)]),
+        ("reask_reason", _STR), ("request_kind", _STR)]),
+    # --chapters (tasks/extract): one row per chapter, one per item, one per sponsor spot.
+    # `method`: model (its tool call, checked), model-reask (accepted when asked again),
+    # offline (topic segmentation), offline-fallback (the model's answers were refused).
+    "chapters": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("chapter_index", _I32), ("start_s", _F64),
+        ("end_s", _F64), ("title", _STR), ("summary", _STR), ("method", _STR), ("model", _STR)]),
+    "show_notes": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("summary", _STR), ("keywords", pa.list_(_STR)),
+        ("n_chapters", _I32), ("n_sponsor_spots", _I32), ("method", _STR), ("model", _STR),
+        ("problems", pa.list_(_STR)), ("chapters_path", _STR)]),
+    "sponsor_spots": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("spot_index", _I32), ("start_s", _F64),
+        ("end_s", _F64), ("sponsor", _STR), ("method", _STR)]),
 }
 # Which columns identify a row within a run: later staged lines with the same key win.
 ROW_KEYS = {"items": ("item_id",), "transcripts": ("item_id",), "narrations": ("item_id",),
             "segments": ("item_id", "segment_index"), "words": ("item_id", "word_index"),
             "costs": ("item_id", "chunk_index", "attempt"),
-            "narration_checks": ("item_id", "chunk_index", "attempt")}
+            "narration_checks": ("item_id", "chunk_index", "attempt"),
+            "chapters": ("item_id", "chapter_index"), "show_notes": ("item_id",),
+            "sponsor_spots": ("item_id", "spot_index")}
 
 
 def safe_name(item_id: str) -> str:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from audiobatch.tasks.captions.files import render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.errors import InputError
+from audiobatch.tasks.extract.extract import item_notes
 from audiobatch.tasks.inputs.manifest import Item
 from audiobatch.tasks.inputs.sources import fetch, safe_url
 from audiobatch.tasks.outputs.datasets import media_relpath
@@ -127,9 +128,10 @@ async def record_feed_transcript(ctx: RunContext, item: Item, recorder: ItemReco
     stated = item.metadata.get("duration_s")
     duration_s = float(stated) if stated else (segments[-1].end_s if segments else None)
     paths = _write_media(ctx, item, text, segments)
+    language = item.options.get("language") or ctx.options.language
+    notes = await item_notes(ctx, recorder, item, segments, duration_s, language) if duration_s else {}
     transcript = {"run_id": ctx.run_id, "item_id": item.item_id, "source": safe_url(url),
-                  "duration_s": duration_s, "text": text,
-                  "language": item.options.get("language") or ctx.options.language,
+                  "duration_s": duration_s, "text": text, "language": language,
                   "model": None, "n_chunks": 0, "origin": "feed", **paths, **episode_fields(item)}
     segment_rows = [{"run_id": ctx.run_id, "item_id": item.item_id, "chunk_index": 0,
                      "segment_index": i, "start_s": s.start_s, "end_s": s.end_s, "text": s.text}
@@ -139,4 +141,4 @@ async def record_feed_transcript(ctx: RunContext, item: Item, recorder: ItemReco
     status = item_row(ctx, item, "ok", started_at=started_at, n_chunks=0, costs=recorder.costs)
     status["model"] = None  # no model was asked
     return ItemOutcome(status="ok", rows={
-        "transcripts": [transcript], "segments": segment_rows, "items": [status]})
+        "transcripts": [transcript], "segments": segment_rows, "items": [status], **notes})

@@ -46,7 +46,8 @@ def summary_table(run: RunRecord) -> str:
 
 def render_html(data: RunData) -> str:
     run = data.run
-    body = "".join(f"<h2>{esc(section.title)}</h2>{section.render(data)}" for section in sections_for(run.kind))
+    shown = [(section.title, html) for section in sections_for(run.kind) if (html := section.render(data))]
+    body = "".join(f"<h2>{esc(title)}</h2>{html}" for title, html in shown)  # "": nothing to say
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<title>audiobatch run {esc(run.run_id)}</title><style>{STYLE}</style></head><body>'

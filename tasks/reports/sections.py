@@ -158,9 +158,28 @@ def narration(data: RunData) -> str:
     )
 
 
+def clock(seconds: float) -> str:
+    """`12:05`, or `1:02:05` past the hour: how players show a chapter's start."""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def chapters(data: RunData) -> str:
+    """Each item's chapters (runs with --chapters): start, title, summary, how they were made.
+    Titles and summaries come from a model's tool call or the transcript: escaped as all text."""
+    rows = sorted(data.of("chapters"), key=lambda r: (r["item_id"], r["chapter_index"]))
+    if not rows:
+        return ""
+    return (f"<p>{len({r['item_id'] for r in rows})} items, {len(rows)} chapters.</p>"
+            + table(["item", "start", "title", "summary", "made by"],
+                    [(r["item_id"], clock(r["start_s"]), r["title"], r.get("summary"), r["method"])
+                     for r in rows]))
+
+
 SECTIONS: list[Section] = [
     Section("Failed and skipped items", frozenset({"transcribe", "narrate"}), (), failures),
     Section("Transcript QA", frozenset({"transcribe"}), ("transcripts",), transcript_qa),
+    Section("Chapters", frozenset({"transcribe"}), ("chapters",), chapters),
     Section("Narration: verification, loudness, durations", frozenset({"narrate"}),
             ("narrations", "narration_checks"), narration),
     Section("Charts", frozenset({"transcribe", "narrate"}), (), run_charts),

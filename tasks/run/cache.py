@@ -38,6 +38,8 @@ class ReplyRecord:
     refusal: str | None = None
     language: str | None = None
     language_probability: float | None = None
+    tool_name: str | None = None  # a tool call's function and raw arguments (tasks/extract)
+    tool_arguments: str | None = None
 
 
 def payload_digest(payload: bytes | Path) -> bytes:
@@ -59,7 +61,8 @@ def cache_key(payload: bytes | Path, *, model: str, endpoint: str, params: dict[
     return digest.hexdigest()
 
 
-_OPTIONAL = ("finish_reason", "refusal", "language", "language_probability")
+_OPTIONAL = ("finish_reason", "refusal", "language", "language_probability", "tool_name",
+             "tool_arguments")
 
 
 class ResultCache:

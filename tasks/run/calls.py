@@ -48,7 +48,7 @@ def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, u
              http_status: int | None = None, request_id: str | None = None, cached: bool = False,
              error_type: str | None = None, error_message: str | None = None,
              audio_s: tuple[float, float] | None = None, reask_reason: str | None = None,
-             usage_known: bool = True) -> dict[str, Any]:
+             usage_known: bool = True, request_kind: str | None = None) -> dict[str, Any]:
     """One `costs` row, priced at the rates of the model the request asked for (`priced_model`,
     default `model`; or --price-as); the cost is None when the reply's usage could not be read
     (the request may still have been billed). `audio_s` = (recorded, sent) seconds of a
@@ -71,6 +71,7 @@ def cost_row(ctx: RunContext, item_id: str, chunk_index: int, *, attempt: int, u
         "recorded_audio_s": recorded_s, "sent_audio_s": sent_s,
         "saved_usd": (_saved_usd(ctx, prices, unsent_s) if unsent_s > 0 else 0.0) if audio_s else None,
         "reask_reason": reask_reason,  # why QA asked this chunk again (tasks/transcription/qa.py)
+        "request_kind": request_kind,  # transcribe | narrate | chapters: what the request was for
     }
 
 
@@ -83,12 +84,13 @@ def _saved_usd(ctx: RunContext, prices: Prices | None, seconds: float) -> float 
 def _attempt_rows(ctx: RunContext, recorder: ItemRecorder, chunk_index: int, model: str,
                   attempts: list[Any], audio_s: tuple[float, float] | None,
                   first_attempt: int = 1, reask_reason: str | None = None,
-                  answered_by: str | None = None) -> list[dict[str, Any]]:
+                  answered_by: str | None = None, request_kind: str | None = None) -> list[dict[str, Any]]:
     return [cost_row(ctx, recorder.item.item_id, chunk_index, attempt=a.attempt + first_attempt - 1,
                      usage=a.usage, model=answered_by or model, priced_model=model,
                      latency_s=a.latency_s, http_status=a.http_status, request_id=a.request_id,
                      error_type=a.error_type, error_message=a.error_message, audio_s=audio_s,
-                     reask_reason=reask_reason, usage_known=a.error_type != UnreadableUsage.kind)
+                     reask_reason=reask_reason, usage_known=a.error_type != UnreadableUsage.kind,
+                     request_kind=request_kind)
             for a in attempts]
 
 
@@ -124,6 +126,7 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
     key; `send` builds the request itself only when the limiter lets it go. `audio_s`, for
     transcription: the chunk's (recorded, sent) seconds, kept on its cost rows."""
     model = params.get("model") or ctx.model
+    kind = params.get("kind")
     # --no-cache: no key to look up or store under, so the chunk's audio is not hashed
     key = (cache_key(payload, model=model, endpoint=ctx.endpoint, params=params)
            if ctx.cache.enabled else "")
@@ -135,7 +138,7 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
                                                   usage=hit.usage, model=hit.model,
                                                   priced_model=model, request_id=hit.request_id,
                                                   cached=True, audio_s=audio_s,
-                                                  reask_reason=reask_reason)])
+                                                  reask_reason=reask_reason, request_kind=kind)])
         return hit
     estimate = cost_usd(expected, ctx.pricing(model)[0]) or 0.0  # the request's own model's rates
     ctx.budget.reserve(estimate, f"{item_id} chunk {chunk_index}")
@@ -143,17 +146,18 @@ async def call_model(ctx: RunContext, recorder: ItemRecorder, *, chunk_index: in
         reply = await send()
     except ModelError as error:
         rows = _attempt_rows(ctx, recorder, chunk_index, model, getattr(error, "attempts", []),
-                             audio_s, first_attempt, reask_reason)
+                             audio_s, first_attempt, reask_reason, request_kind=kind)
         record_costs(ctx, recorder, rows)
         ctx.budget.settle(estimate, _spent(rows, estimate))
         raise
     rows = _attempt_rows(ctx, recorder, chunk_index, model, reply.attempts, audio_s,
-                         first_attempt, reask_reason, answered_by=reply.model)
+                         first_attempt, reask_reason, answered_by=reply.model, request_kind=kind)
     record_costs(ctx, recorder, rows)
     ctx.budget.settle(estimate, _spent(rows, estimate))
     record = ReplyRecord(text=reply.text, audio=reply.audio, audio_format=reply.audio_format,
                          model=reply.model or model, usage=reply.usage, request_id=reply.request_id,
                          finish_reason=reply.finish_reason, refusal=reply.refusal,
-                         language=reply.language, language_probability=reply.language_probability)
+                         language=reply.language, language_probability=reply.language_probability,
+                         tool_name=reply.tool_name, tool_arguments=reply.tool_arguments)
     ctx.cache.put(key, record)
     return record

@@ -81,6 +81,7 @@ class RunOptions:
     context_words: int = 60
     qa: bool = True
     qa_reference: bool = True
+    chapters: str = "off"  # off | auto | offline (tasks/extract)
     # narration
     voice: str = "alloy"
     audio_format: str = "mp3"

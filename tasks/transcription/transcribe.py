@@ -1,4 +1,5 @@
-"""The transcription of one item, as one Prefect task: fetch -> prepare -> call -> assemble -> rows.
+"""The transcription of one item, as one Prefect task: fetch -> prepare -> call -> assemble ->
+(chapters, with --chapters: tasks/extract) -> rows.
 
 Chunks stream from the decoder to the requests: `tasks.audio.prepare.stream_chunks` hands each chunk
 over as soon as it is written (decoding runs in a thread, at most one chunk ahead), a chunk is
@@ -25,6 +26,7 @@ from audiobatch.tasks.captions.files import render_json, render_srt, render_vtt
 from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import align_item
 from audiobatch.tasks.errors import ConfigError, InputError
+from audiobatch.tasks.extract.extract import item_notes
 from audiobatch.tasks.inputs.manifest import Item
 from audiobatch.tasks.inputs.sources import fetch, safe_url
 from audiobatch.tasks.inputs.vocabulary import merged
@@ -245,9 +247,10 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
         remove_chunk_files(work, item.item_id)
         if fetched.downloaded:
             fetched.path.unlink(missing_ok=True)
+    notes = await item_notes(ctx, recorder, item, segments, prepared.duration_s, heard[0])
     outcome = _ok_outcome(ctx, item, recorder, started_at, prepared, text, segments, paths,
                           heard, ask.model, results)
-    outcome.rows["words"] = words
+    outcome.rows.update(words=words, **notes)
     outcome.rows["transcripts"][0]["vocabulary_fixes"] = fixes
     return outcome
 
