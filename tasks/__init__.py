@@ -11,6 +11,7 @@
     reports/       progress, summaries, past runs, the HTML report
     captions/      word times and the caption segments and files built from them (both jobs)
     run/           one run: its context, items in batches, every request's cache/budget/cost
+    extract/       a finished transcript's chapters, show notes and sponsor spots (--chapters)
     transcription/ one item transcribed: chunks -> requests -> QA -> assembled transcript
     narration/     one item narrated: text -> requests -> verification -> audio, captions, feed
     podcast/       feeds: episodes -> items, what is new, transcripts a feed ships

@@ -131,3 +131,15 @@ def test_a_circle_is_found_when_there_is_one() -> None:
     # The checker itself: a two-module loop and a three-module loop are reported, a chain is not.
     edges = {"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"e"}, "e": {"c"}, "f": {"g"}, "g": set()}
     assert sorted(circles(edges)) == [["a", "b"], ["c", "d", "e"]]
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A folder missing from pyproject's packages works in the checkout (editable) and is
+    absent from a wheel: `pip install .` would fail at its first import."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    for folder, package in FOLDERS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            assert ".".join((package, *parts)) in listed, f"{init.parent} is not in pyproject's packages"

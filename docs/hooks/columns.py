@@ -16,6 +16,9 @@ ROW_OF: dict[str, str] = {
     "narrations": "narrated item",
     "narration_checks": "take of a narrated chunk, heard back",
     "costs": "request attempt (failed ones, re-asks and cache hits included)",
+    "chapters": "chapter of a transcribed item (`--chapters`)",
+    "show_notes": "transcribed item with `--chapters`",
+    "sponsor_spots": "sponsor read found in a transcribed item (`--chapters`)",
 }
 
 # columns that mean the same in every dataset that has them
@@ -70,6 +73,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "origin": "`model`, or `feed` for a transcript the podcast feed shipped",
         "json_path": "the Whisper-shaped `.json` (text, language, segments with words)",
         "qa_flags": "what transcript QA could not fix (e.g. `chunk 3: loop`); empty when clean",
+        "vocabulary_fixes": "near misses of the vocabulary's terms corrected "
+                            "(`chunk 0: 'Lewellyn' -> 'Llewellyn'`)",
     },
     "segments": {
         "segment_index": "the segment's place in the item",
@@ -101,6 +106,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "vtt_path": "exact captions (`.vtt`)",
         "qa_flags": "what verification could not fix (a chunk kept after its last take, a language "
                     "not verified); empty when clean",
+        "chapters_path": "an audiobook of several chapters: its Podcasting 2.0 chapters file",
     },
     "narration_checks": {
         "attempt": "the take, from 1",
@@ -126,6 +132,33 @@ COLUMNS: dict[str, dict[str, str]] = {
         "recorded_audio_s": "transcription: seconds of the recording the request stands for",
         "sent_audio_s": "transcription: seconds it sent (fewer with `--economy`)",
         "saved_usd": "transcription: the unsent seconds priced as audio in",
+        "request_kind": "what the request was for: `transcribe`, `narrate` or `chapters`",
+    },
+    "chapters": {
+        "chapter_index": "the chapter's place in the item, from 0",
+        "start_s": "start, seconds on the recording's timeline",
+        "end_s": "end, seconds on the recording's timeline",
+        "title": "the chapter's title (a model's, checked, or YAKE's key phrase)",
+        "summary": "a sentence or two on the chapter",
+        "method": "`model`, `model-reask`, `offline` or `offline-fallback` (see Chapters)",
+        "model": "the model that made them (empty offline)",
+    },
+    "show_notes": {
+        "summary": "the episode's summary",
+        "keywords": "key words and phrases (list)",
+        "n_chapters": "chapters found",
+        "n_sponsor_spots": "sponsor reads found",
+        "method": "`model`, `model-reask`, `offline` or `offline-fallback` (see Chapters)",
+        "model": "the model that made them (empty offline)",
+        "problems": "why a model's answer was asked again or not used (list)",
+        "chapters_path": "the item's Podcasting 2.0 chapters file (`<item_id>.chapters.json`)",
+    },
+    "sponsor_spots": {
+        "spot_index": "the read's place in the item, from 0",
+        "start_s": "start, seconds on the recording's timeline",
+        "end_s": "end, seconds on the recording's timeline",
+        "sponsor": "the sponsor's name when the read says it, else empty",
+        "method": "`model`, `model-reask`, `offline` or `offline-fallback` (see Chapters)",
     },
 }
 
