@@ -24,7 +24,7 @@ from audiobatch.localmodel.chat import OFFLINE_NOTES_MODEL
 from audiobatch.tasks.extract.tool import TOOL_NAME
 from audiobatch.tasks.model.prompts import NOTES_REASK
 from audiobatch.tasks.reports.history import load_history
-from audiobatch.tasks.reports.report import render_html
+from audiobatch.tasks.reports.report import write_report
 from tests.helpers.data import SPEECH
 from tests.helpers.e2e import RunResult, run_transcribe, write_manifest
 from tests.helpers.episode import build_episode, keywords_of
@@ -162,7 +162,9 @@ def test_hostile_text_is_kept_as_text_valid_for_xml_and_escaped_in_the_report(to
     assert title == "Bees <script>alert('x')</script> & more"
     path = show(first, "hostile-text")["chapters_path"]
     assert json.loads(Path(path).read_text())["chapters"][0]["title"] == title
-    page = render_html(load_history(str(first.out)).run(first.summary["run_id"]))
+    run = load_history(str(first.out)).run(first.summary["run_id"])
+    page = write_report(run, first.out / "report.html", str(first.out)).read_text()
+    assert "Chapters" in page and "Bees" in page  # the report's chapters section shows it
     assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)" in page
 
 

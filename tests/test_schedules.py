@@ -28,6 +28,7 @@ from tests.helpers.prefect_servers import postgres_url, service_errors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 POOL = "audiobatch-test-schedules"
+DEPLOYMENT = "every-minute"
 SLOW_ANSWER_S = 75.0  # longer than the cron's minute: the next scheduled run comes due meanwhile
 WAIT_S = 400
 
@@ -51,14 +52,15 @@ def _deploy(api: str, feed: str, out: Path, model_url: str) -> None:
     env = {**os.environ, "PREFECT_API_URL": api}
     done = subprocess.run(
         [sys.executable, "-m", "audiobatch.flows.cli", "deploy", "podcast", feed, "--cron", "* * * * *",
-         "--work-pool", POOL, "--out", str(out), "--name", "every-minute", "--base-url", model_url,
+         "--work-pool", POOL, "--out", str(out), "--name", DEPLOYMENT, "--base-url", model_url,
          "--model", "gpt-audio-1.5", "--no-qa", "--timeout-s", "300"],
         env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _runs(api: str) -> list[dict]:
-    body = {"sort": "EXPECTED_START_TIME_ASC", "limit": 50,
+    """This deployment's runs (the session's servers also hold every other test's runs)."""
+    body = {"sort": "EXPECTED_START_TIME_ASC", "limit": 50, "deployments": {"name": {"any_": [DEPLOYMENT]}},
             "flow_runs": {"state": {"type": {"any_": ["RUNNING", "COMPLETED", "FAILED", "CRASHED", "PENDING"]}}}}
     return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
 

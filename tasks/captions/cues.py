@@ -131,7 +131,7 @@ def break_cost(word: CueWord, following: CueWord) -> float:
         return 1.0
     cost = 3.0
     if _core(word.text) in _GLUE:
-        cost += 6.0
+        cost += 10.0  # worse than a cue across a short pause (the aligner may leave one after "the")
     elif _core(following.text) in _LEADS:
         cost -= 1.5
     if word.text[:1].isupper() and following.text[:1].isupper():

@@ -111,8 +111,11 @@ def stop_processes(wait_s: float = 2.0, session: str = SESSION) -> list[int]:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and session_processes(session):
         time.sleep(0.05)
-    for pid in session_processes(session):
-        _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 1.0  # a child forked meanwhile (a server starting a worker)
+    while (left := session_processes(session)) and time.monotonic() < deadline:
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.05)
     return first
 
 
