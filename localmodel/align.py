@@ -26,6 +26,7 @@ from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines, Stopped
 from audiobatch.tasks.audio.pauses import quiet_stretches
 from audiobatch.tasks.audio.vad import no_speech_stretches, refined_onsets, speech_spans
 from audiobatch.tasks.captions.words import MIN_QUIET_EDGE_S, Word, clamp_to_speech, off_quiet
+from audiobatch.tasks.transcription.qa import SQUEEZED_S
 
 WINDOW_S = 30.0
 EDGE_S = 1.0
@@ -154,7 +155,7 @@ def _walk_windows(model: Any, tokenizer: Any, samples: np.ndarray, words: list[s
                 _words_expected(len(words) - i, len(samples) - position, len(audio)))
         times = _align_window(model, tokenizer, audio, tokens[i:i + n])
         limit = len(audio) / rate - (0.0 if last else EDGE_S)
-        keep = len(times) if last else sum(1 for _, end, _ in times if end <= limit)
+        keep = len(times) if last else _unsqueezed(times[:sum(1 for _, end, _ in times if end <= limit)])
         if keep == 0 and not last:
             position += window - round(EDGE_S * rate)  # no word ends here: a long pause
             continue
@@ -164,6 +165,16 @@ def _walk_windows(model: Any, tokenizer: Any, samples: np.ndarray, words: list[s
         i += keep
         position = max(position + 1, round(result[-1].end_s * rate))
     return result
+
+
+def _unsqueezed(times: list[tuple[float, float, float]]) -> int:
+    """How many of a window's words to keep: not a run of words squeezed into no time at its
+    end. DTW packs words the window was given but does not hold (dense speech: economy's sped-up
+    audio) into one instant, which may lie before the edge; the next window places them."""
+    keep = len(times)
+    while keep > 0 and times[keep - 1][1] - times[keep - 1][0] <= SQUEEZED_S:
+        keep -= 1
+    return keep if len(times) - keep >= 2 else len(times)  # one short word may be real speech
 
 
 def _words_expected(words_left: int, samples_left: int, window_samples: int) -> int:
