@@ -4,6 +4,7 @@
     python3 dev.py demo          # install, then run the demo job on the embedded model
     python3 dev.py test          # install, then run the test suite (what .ci/run calls)
     python3 dev.py test --quick  # ... only the fast tests (not marked slow)
+    python3 dev.py test --serial # ... in one process (default: test files on up to 4 at once)
     python3 dev.py docs          # install, then serve the documentation site (mkdocs serve)
     python3 dev.py docs build    # ... or build it as CI does (mkdocs build --strict)
     python3 dev.py bench         # install, then run the benchmarks
@@ -96,11 +97,18 @@ def check_wheels() -> int:
     return failed
 
 
+# Test files run on this many processes at once (pytest-xdist; a file stays on one, so its
+# module fixtures are made once). Much of the suite waits on servers, workers and schedules.
+TEST_WORKERS = max(1, min(os.cpu_count() or 1, 4))
+
+
 def test_arguments(rest: list[str]) -> list[str]:
-    """`--quick`: the fast subset, every test not marked slow."""
-    if "--quick" not in rest:
-        return rest
-    return ["-m", "not slow", *[arg for arg in rest if arg != "--quick"]]
+    """`--quick`: the fast subset, every test not marked slow; `--serial`: one process (by
+    default the files are spread over TEST_WORKERS processes)."""
+    args = [arg for arg in rest if arg not in {"--quick", "--serial"}]
+    if "--serial" not in rest and "-n" not in args:
+        args = ["-n", str(TEST_WORKERS), "--dist", "loadfile", *args]
+    return ["-m", "not slow", *args] if "--quick" in rest else args
 
 
 def docs_arguments(rest: list[str]) -> list[str]:
