@@ -165,6 +165,8 @@ def add_transcription_args(parser: argparse.ArgumentParser) -> None:
                        help="chapters, show notes and sponsor spots per item: by a tool call to a "
                        "remote model (offline with the embedded one); `--chapters offline` never "
                        "sends a request (default: off; per row: chapters)")
+    group.add_argument("--speakers", metavar="auto|N", help="label who speaks: auto (the number "
+                       "is found), or N speakers (1-20); per row: speakers (default off; docs: Speakers)")
     add_economy_args(group)
     add_caption_args(parser)
 

@@ -99,6 +99,10 @@ def check_transcription(options: RunOptions, settings: ClientSettings) -> None:
     from audiobatch.localmodel import multilingual
 
     output_formats(options.output_format)
+    if options.speakers:  # missing weights fail here, before Prefect starts, with the command to run
+        from audiobatch.localmodel.diarization.weights import models_folder
+
+        models_folder()
     if settings.base_url is None and settings.model == LOCAL_MULTILINGUAL_MODEL \
             and not multilingual.installed():
         raise ConfigError(f"--model {LOCAL_MULTILINGUAL_MODEL} needs the multilingual weights: "
@@ -108,8 +112,11 @@ def check_transcription(options: RunOptions, settings: ClientSettings) -> None:
 def wire_transcription_helpers(ctx: RunContext, options: RunOptions, settings: ClientSettings) -> None:
     """The embedded Whisper's help for any model (engines load on first use): the forced
     aligner for word times and for QA's judgement of a remote model's replies, and - when
-    another model transcribes - the hearing QA asks for when the alignment leaves doubt."""
+    another model transcribes - the hearing QA asks for when the alignment leaves doubt; and
+    the diarization engine for speaker labels, which a manifest row may ask for (it loads when
+    one does)."""
     from audiobatch.localmodel.align import LocalEars, WhisperAligner
+    from audiobatch.localmodel.diarization.engine import shared_speaker_engine
     from audiobatch.localmodel.engines import shared_engines
 
     check_transcription(options, settings)
@@ -118,6 +125,7 @@ def wire_transcription_helpers(ctx: RunContext, options: RunOptions, settings: C
         ctx.aligner = WhisperAligner(shared_engines())
     if options.qa and options.qa_reference and remote:
         ctx.ears = LocalEars(shared_engines())  # the embedded model needs no second opinion
+    ctx.speaker_finder = shared_speaker_engine()
 
 
 def wire_caption_aligner(ctx: RunContext) -> None:

@@ -22,6 +22,21 @@ VocabularyTerm = Annotated[str, StringConstraints(min_length=1, max_length=48,
                                                   pattern=VOCABULARY_TERM_PATTERN)]
 
 
+MAX_SPEAKERS = 20
+
+
+def speakers_setting(raw: Any) -> str:
+    """`--speakers`, the `speakers` option and a manifest's `speakers` column: "auto" (the
+    number is found), or a whole number of speakers from 1 to MAX_SPEAKERS, as text."""
+    text = str(raw).strip().lower()
+    if text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SPEAKERS:  # also "0", "-1", "2.5", "x"
+        raise ValueError(f"speakers {str(raw)[:40]!r} is not 'auto' or a number of speakers "
+                         f"from 1 to {MAX_SPEAKERS}")
+    return str(int(text))
+
+
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -132,6 +147,13 @@ class Transcription(_Group):
                           "notes and sponsor spots: 'auto' (a tool call to a remote model; offline "
                           "with the embedded one), 'offline' (never a request) or 'off' (per row: "
                           "chapters)")
+    speakers: str | None = Field(None, description="speaker labels: auto, or the number of "
+                                 "speakers (1-20); none: off (per row: speakers)")
+
+    @field_validator("speakers")
+    @classmethod
+    def _speakers(cls, value: str | None) -> str | None:
+        return None if value is None else speakers_setting(value)
 
 
 class CaptionStyle(_Group):

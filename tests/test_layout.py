@@ -24,7 +24,8 @@ ALLOWED = {
     "captions": {"audio", "text"},
     "run": {"inputs", "audio", "text", "model", "outputs"},
     "extract": {"inputs", "model", "outputs", "captions", "run"},
-    "transcription": {"inputs", "audio", "model", "outputs", "captions", "run", "extract"},
+    "speakers": {"captions", "outputs", "run"},
+    "transcription": {"inputs", "audio", "model", "outputs", "captions", "run", "extract", "speakers"},
     "narration": {"inputs", "audio", "text", "model", "outputs", "captions", "run"},
     "podcast": {"inputs", "outputs", "captions", "run", "extract"},
 }

@@ -13,6 +13,7 @@ ROW_OF: dict[str, str] = {
     "transcripts": "transcribed item",
     "segments": "caption segment of a transcript",
     "words": "transcribed word (forced alignment, on the recording's timeline)",
+    "speakers": "speaker of a transcribed item (with `--speakers`)",
     "narrations": "narrated item",
     "narration_checks": "take of a narrated chunk, heard back",
     "costs": "request attempt (failed ones, re-asks and cache hits included)",
@@ -37,6 +38,8 @@ SHARED: dict[str, str] = {
     "txt_path": "the `.txt` file beside the media",
     "srt_path": "the `.srt` captions",
     "vtt_path": "the `.vtt` captions",
+    "speaker": "who speaks (`SPEAKER_1`, `SPEAKER_2`... numbered in order of first words; "
+               "empty without `--speakers`)",
     # podcast episodes (empty for manifest rows)
     "feed_title": "podcast: the feed's title",
     "episode_title": "podcast: the episode's title",
@@ -75,6 +78,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "qa_flags": "what transcript QA could not fix (e.g. `chunk 3: loop`); empty when clean",
         "vocabulary_fixes": "near misses of the vocabulary's terms corrected "
                             "(`chunk 0: 'Lewellyn' -> 'Llewellyn'`)",
+        "rttm_path": "with `--speakers`: the `.rttm` file of who spoke when (see Speakers)",
     },
     "segments": {
         "segment_index": "the segment's place in the item",
@@ -89,6 +93,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "start_s": "start, seconds on the recording's timeline",
         "end_s": "end, seconds on the recording's timeline",
         "probability": "the aligner's confidence",
+    },
+    "speakers": {
+        "seconds": "seconds this speaker speaks (overlapping speech counts for each speaker)",
+        "turns": "the speaker's turns (stretches of speech without another speaker between)",
+        "first_s": "when the speaker is first heard, seconds on the recording's timeline",
     },
     "narrations": {
         "audio_path": "the audio file",

@@ -13,14 +13,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from audiobatch.localmodel.diarization import graphs, weights
-from audiobatch.localmodel.diarization.models import SAMPLE_RATE, Embedder, Segmenter
-from audiobatch.localmodel.diarization.pipeline import Diarizer, Turn
 from audiobatch.tasks.audio.codecs import iter_decoded
+
+if TYPE_CHECKING:  # onnx and the graphs load with the engine, not with every transcription run
+    from audiobatch.localmodel.diarization.pipeline import Diarizer, Turn
+
+SAMPLE_RATE = 16000
 
 ENGINE_ID = "seg3.0+campplus/segments-v1"  # part of cached turns' keys: change it when results change
 
@@ -54,6 +56,10 @@ class ArraySamples:
 
 def load_diarizer() -> Diarizer:
     """Both networks from the checked weight files, as ONNX graphs built in memory (~1 s)."""
+    from audiobatch.localmodel.diarization import graphs, weights
+    from audiobatch.localmodel.diarization.models import Embedder, Segmenter
+    from audiobatch.localmodel.diarization.pipeline import Diarizer
+
     folder = weights.models_folder()
     segmenter = Segmenter(graphs.build_segmentation_graph(weights.segmentation_state(folder)), threads=2)
     embedder = Embedder(graphs.build_campplus_graph(weights.embedding_state(folder)), threads=1)
@@ -67,7 +73,7 @@ class SpeakerEngine:
     id = ENGINE_ID
 
     def __init__(self) -> None:
-        self._diarizer: Diarizer | None = None
+        self._diarizer: Diarizer | None = None  # loaded on first use
         self._lock = threading.Lock()
         self.load_s = 0.0
 

@@ -23,12 +23,19 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
+def _speaker(segment: Segment) -> dict[str, str]:
+    """A labelled segment's speaker, for the JSON segment and each of its words (a segment
+    holds one speaker's words); nothing when speakers were not asked for."""
+    return {"speaker": segment.speaker} if segment.speaker else {}
+
+
 def render_json(text: str, language: str | None, segments: list[Segment]) -> str:
     """Whisper's JSON shape (`text`, `language`, `segments` with `words`), as its CLI writes it."""
     document = {"text": text, "language": language, "segments": [
         {"id": i, "start": s.start_s, "end": s.end_s, "text": s.text,
-         "words": [{"word": w.word, "start": w.start_s, "end": w.end_s,
-                    "probability": round(w.probability, 4)} for w in s.words]}
+         **_speaker(s), "words": [{"word": w.word, "start": w.start_s, "end": w.end_s,
+                                   "probability": round(w.probability, 4), **_speaker(s)}
+                                  for w in s.words]}
         for i, s in enumerate(segments)]}
     return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
 
@@ -42,8 +49,14 @@ def caption_lines(segment: Segment) -> str:
     return "\n".join(line for line in lines if line) or " "
 
 
+def _srt_text(segment: Segment) -> str:
+    """SRT has no voices: a speaker leads the caption as WhisperX writes it (`[SPEAKER_1]: ...`)."""
+    text = caption_lines(segment)
+    return f"[{segment.speaker}]: {text}" if segment.speaker else text
+
+
 def render_srt(segments: list[Segment]) -> str:
-    blocks = [f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{caption_lines(s)}\n"
+    blocks = [f"{i}\n{_timestamp(s.start_s, ',')} --> {_timestamp(s.end_s, ',')}\n{_srt_text(s)}\n"
               for i, s in enumerate(segments, start=1)]
     return "\n".join(blocks)
 

@@ -45,7 +45,7 @@ class Segment:
     text: str
     words: tuple[Word, ...] = ()  # aligned words, on the recording's timeline (if aligned)
     lines: tuple[str, ...] = ()  # as the caption shows it (empty: wrap `text`)
-    speaker: str | None = None  # who speaks (none labelled yet: issue 25)
+    speaker: str | None = None  # who speaks (tasks.speakers labels them)
 
 
 def speech_islands(samples: np.ndarray, sample_rate: int) -> list[tuple[float, float]]:

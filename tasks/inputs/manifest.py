@@ -27,6 +27,7 @@ from audiobatch.tasks.inputs.locations import local_path
 from audiobatch.tasks.inputs.manifest_io import ManifestError, read_rows
 from audiobatch.tasks.inputs.sources import safe_url, scheme_of
 from audiobatch.tasks.inputs.vocabulary import parse_cell
+from audiobatch.tasks.options import speakers_setting
 
 TRANSCRIBE, NARRATE = "transcribe", "narrate"
 # files, not raw streams; m4b: an audiobook with chapters (tasks/narration/audiobook.py)
@@ -37,7 +38,7 @@ BaseDir = Path | str  # a local folder, or a URL prefix ("s3://bucket/dir") for 
 
 # columns each kind understands; everything else is metadata
 _OPTION_COLUMNS = {
-    TRANSCRIBE: ("language", "prompt", "model", "economy", "vocabulary", "chapters"),
+    TRANSCRIBE: ("language", "prompt", "model", "economy", "vocabulary", "chapters", "speakers"),
     NARRATE: ("voice", "format", "speed", "instructions", "title", "model", "language"),
 }
 _SOURCE_COLUMNS = {TRANSCRIBE: ("audio",), NARRATE: ("text", "text_file")}
@@ -262,7 +263,7 @@ _OPTION_PARSERS: dict[str, Callable[[str], Any]] = {
     "language": _language, "speed": _speed, "format": _format, "economy": _switch,
     "chapters": _chapters,
     "prompt": str, "model": str, "voice": str, "instructions": str, "title": str,
-    "vocabulary": parse_cell,
+    "vocabulary": parse_cell, "speakers": speakers_setting,
 }
 
 

@@ -49,10 +49,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("language", _STR), ("model", _STR), ("n_chunks", _I32), ("origin", _STR),
         ("txt_path", _STR), ("srt_path", _STR), ("vtt_path", _STR), *_EPISODE,
         ("json_path", _STR), ("language_probability", _F64), ("qa_flags", pa.list_(_STR)),
-        ("vocabulary_fixes", pa.list_(_STR))]),  # near misses of the vocabulary corrected
+        ("vocabulary_fixes", pa.list_(_STR)),  # near misses of the vocabulary corrected
+        ("rttm_path", _STR)]),
     "segments": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("segment_index", _I32),
-        ("start_s", _F64), ("end_s", _F64), ("text", _STR), ("qa_flags", pa.list_(_STR))]),
+        ("start_s", _F64), ("end_s", _F64), ("text", _STR), ("qa_flags", pa.list_(_STR)),
+        ("speaker", _STR)]),
     "narrations": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("audio_path", _STR), ("format", _STR),
         ("voice", _STR), ("speed", _F64), ("duration_s", _F64), ("n_chunks", _I32),
@@ -65,7 +67,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("wer", _F64), ("passed", pa.bool_()), ("heard", _STR)]),
     "words": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("word_index", _I32),
-        ("word", _STR), ("start_s", _F64), ("end_s", _F64), ("probability", _F64)]),
+        ("word", _STR), ("start_s", _F64), ("end_s", _F64), ("probability", _F64),
+        ("speaker", _STR)]),
+    "speakers": pa.schema([
+        ("run_id", _STR), ("item_id", _STR), ("speaker", _STR), ("seconds", _F64),
+        ("turns", _I32), ("first_s", _F64)]),
     "costs": pa.schema([
         ("run_id", _STR), ("item_id", _STR), ("chunk_index", _I32), ("attempt", _I32),
         ("model", _STR), ("provider", _STR), ("priced_as", _STR),
@@ -98,7 +104,7 @@ ROW_KEYS = {"items": ("item_id",), "transcripts": ("item_id",), "narrations": ("
             "costs": ("item_id", "chunk_index", "attempt"),
             "narration_checks": ("item_id", "chunk_index", "attempt"),
             "chapters": ("item_id", "chapter_index"), "show_notes": ("item_id",),
-            "sponsor_spots": ("item_id", "spot_index")}
+            "sponsor_spots": ("item_id", "spot_index"), "speakers": ("item_id", "speaker")}
 
 
 def safe_name(item_id: str) -> str:

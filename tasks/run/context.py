@@ -82,6 +82,7 @@ class RunOptions:
     qa: bool = True
     qa_reference: bool = True
     chapters: str = "off"  # off | auto | offline (tasks/extract)
+    speakers: str | None = None  # "auto" or a number of speakers; None: no speaker labels
     # narration
     voice: str = "alloy"
     audio_format: str = "mp3"
@@ -166,6 +167,9 @@ class RunContext:
     # hears each chunk with the embedded Whisper, for QA to compare a remote model's reply
     # with (`hear(samples, language) -> str`); None when the embedded model itself transcribes
     ears: Any = None
+    # finds who spoke when in an item's audio (tasks.speakers.labels.SpeakerFinder; the embedded
+    # diarization engine, wired by flows/runtime.py when speakers are asked for)
+    speaker_finder: Any = None
     endpoint: str = "embedded"  # the normalised base URL: part of every cache key
     # QA re-asks per model: how many came back with the first answer's very text, how many
     # changed it (tasks/transcription/agreement.py stops re-asking a model deaf to them)

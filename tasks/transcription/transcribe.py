@@ -38,6 +38,7 @@ from audiobatch.tasks.run.cache import ReplyRecord
 from audiobatch.tasks.run.calls import attempts_before, call_model
 from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields,
                                           item_row)
+from audiobatch.tasks.speakers.turns import Labelled, label_speakers
 from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
 from audiobatch.tasks.transcription.agreement import ChunkText, checked_chunk_text
 from audiobatch.tasks.transcription.qa import overlong
@@ -242,6 +243,9 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
             rules_for(ctx.options), prepared.to_original if prepared.timeline else None,
             prepared.duration_s)
         words = _words_on_recording_timeline(words, prepared)
+        if speakers := _speakers_setting(ctx, item):  # one diarization of the whole recording
+            labelled = await label_speakers(ctx, item.item_id, fetched.path, speakers, segments, words)
+            segments, words = labelled.segments, labelled.words
         paths = await _off_the_loop_unless(small, _write_media, ctx, item, text, segments, heard[0])
     finally:
         remove_chunk_files(work, item.item_id)
@@ -252,6 +256,8 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                           heard, ask.model, results)
     outcome.rows.update(words=words, **notes)
     outcome.rows["transcripts"][0]["vocabulary_fixes"] = fixes
+    if speakers:
+        _add_speakers(outcome, labelled)
     return outcome
 
 
@@ -268,6 +274,16 @@ def _spelled(results: list[ChunkText], terms: tuple[str, ...]) -> tuple[list[Chu
                                words=words))
         fixes += [f"chunk {index}: {fix}" for fix in checked.fixes]
     return spelled, fixes
+
+
+def _speakers_setting(ctx: RunContext, item: Item) -> str | None:
+    """"auto", a number of speakers, or None (no labels): the row's `speakers`, else the run's."""
+    return item.options.get("speakers") or ctx.options.speakers
+
+
+def _add_speakers(outcome: ItemOutcome, labelled: Labelled) -> None:
+    outcome.rows["speakers"] = labelled.rows
+    outcome.rows["transcripts"][0]["rttm_path"] = labelled.rttm_path
 
 
 def qa_flags(results: list[ChunkText]) -> list[str]:
@@ -307,7 +323,7 @@ def _ok_outcome(ctx: RunContext, item: Item, recorder: ItemRecorder, started_at:
                   **paths, **episode_fields(item)}
     segment_rows = [{"run_id": ctx.run_id, "item_id": item.item_id, "chunk_index": s.chunk_index,
                      "segment_index": i, "start_s": s.start_s, "end_s": s.end_s, "text": s.text,
-                     "qa_flags": list(results[s.chunk_index].flags)}
+                     "qa_flags": list(results[s.chunk_index].flags), "speaker": s.speaker}
                     for i, s in enumerate(segments)]
     status = item_row(ctx, item, "ok", started_at=started_at, duration_s=prepared.duration_s,
                       n_chunks=len(prepared.chunks), costs=recorder.costs)
