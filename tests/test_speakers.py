@@ -23,7 +23,7 @@ from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.captions.words import Word
 from audiobatch.flows.cli_args import UsageError, build_options
 from audiobatch.tasks.errors import ConfigError
-from audiobatch.tasks.options import TranscribeOptions, speakers_setting
+from audiobatch.tasks.options import TranscribeOptions, flat_names, speakers_setting
 from audiobatch.tasks.outputs.datasets import OutputRoot
 from audiobatch.tasks.speakers.labels import (Speakers, labelled_segments, labelled_word_rows,
                                               render_rttm, speaker_rows)
@@ -181,3 +181,18 @@ async def test_a_damaged_cached_diarization_is_found_again(tmp_path: Path) -> No
         assert await item_turns(ctx, audio, "auto", "a") == [(0.0, 1.0, 0)]
     assert Finder.calls == 4
     assert await item_turns(ctx, audio, "2", "a") and Finder.calls == 5  # another setting, another key
+
+
+@pytest.mark.parametrize("argv", [
+    ["transcribe", "m.csv", "--speakers", "3"],
+    ["podcast", "feed.xml", "--speakers", "3"],
+    ["deploy", "transcribe", "--speakers", "3"],
+    ["submit", "--kind", "transcribe", "m.csv", "--speakers", "3"],
+])
+def test_every_transcribing_command_takes_speakers(argv: list[str]) -> None:
+    from audiobatch.flows.cli import build_parser
+    from audiobatch.flows.cli_args import split_args
+
+    _, flat = split_args(build_parser().parse_args(argv))
+    options = {k: v for k, v in flat.items() if k in flat_names(TranscribeOptions)}
+    assert TranscribeOptions.from_flat(**options).transcription.speakers == "3"
