@@ -12,6 +12,7 @@
     captions/      word times and the caption segments and files built from them (both jobs)
     run/           one run: its context, items in batches, every request's cache/budget/cost
     extract/       a finished transcript's chapters, show notes and sponsor spots (--chapters)
+    speakers/      who spoke when: one diarization per item, a speaker on every segment and word
     transcription/ one item transcribed: chunks -> requests -> QA -> assembled transcript
     narration/     one item narrated: text -> requests -> verification -> audio, captions, feed
     podcast/       feeds: episodes -> items, what is new, transcripts a feed ships
@@ -19,5 +20,6 @@
 A package imports only the packages its own `__init__` names, all of them lower in the stack
 (audio at the bottom, the jobs' packages on top; docs/architecture.md draws it), and never
 flows/ or localmodel/: the model client takes its transport as a parameter and the embedded
-Whisper arrives on the run context as an `Aligner` and ears (flows/runtime.py wires them).
+Whisper arrives on the run context as an `Aligner` and ears, the diarization engine as a
+`SpeakerFinder` (flows/runtime.py wires them).
 """

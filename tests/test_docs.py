@@ -118,6 +118,7 @@ def test_stage_packages_are_drawn_from_their_own_docstrings() -> None:
     # levels follow the imports: audio at the bottom, run below the jobs that use it
     level = {m[1]: int(m[0]) for m in re.findall(r"^\| (\d+) \| `tasks/([a-z_]+)/`", table, re.MULTILINE)}
     assert level["audio"] == 1 and level["run"] < min(level["transcription"], level["narration"])
+    assert level["run"] < level["speakers"] < level["transcription"]  # a step of transcription
 
 
 def test_every_docs_page_is_in_the_nav() -> None:
