@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -67,14 +68,16 @@ def load_diarizer() -> Diarizer:
 
 
 class SpeakerEngine:
-    """Finds the turns of a recording file; loads on first use; a lock keeps one recording
-    at a time (two would double the networks' working memory for no speed on 2 cores)."""
+    """Finds the turns of a recording file; loads on first use. One recording at a time, on
+    the engine's own thread (two would double the networks' working memory for no speed on 2
+    cores; items waiting their turn hold no thread of the loop's pool meanwhile)."""
 
     id = ENGINE_ID
 
     def __init__(self) -> None:
         self._diarizer: Diarizer | None = None  # loaded on first use
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for direct callers of turns_blocking
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audiobatch-speakers")
         self.load_s = 0.0
 
     def diarizer(self) -> Diarizer:
@@ -94,7 +97,8 @@ class SpeakerEngine:
             return self.diarizer().diarize(FileSamples(handle, n_samples), num_speakers)
 
     async def turns(self, path: Path, num_speakers: int | None, label: str) -> list[Turn]:
-        return await asyncio.to_thread(self.turns_blocking, path, num_speakers, label)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self.turns_blocking, path, num_speakers, label)
 
 
 _shared: SpeakerEngine | None = None

@@ -8,6 +8,7 @@ shape is a miss (the output root is the operator's, but a damaged file must not 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -66,11 +67,22 @@ async def item_turns(ctx: RunContext, path: Path, setting: str, label: str) -> l
     return turns
 
 
-async def label_speakers(ctx: RunContext, item_id: str, path: Path, setting: str,
-                         segments: list[Segment], words: list[dict]) -> Labelled:
+def speakers_task(ctx: RunContext, item_id: str, path: Path,
+                  setting: str | None) -> asyncio.Task[list[Turn]] | None:
+    """The item's diarization started now, to run while its requests go (None: no speakers).
+    Its error is raised where it is awaited; an item that fails first never awaits it (the
+    callback marks such an error as seen)."""
+    if not setting:
+        return None
+    task = asyncio.create_task(item_turns(ctx, path, setting, item_id))
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
+
+
+def label_speakers(ctx: RunContext, item_id: str, turns: list[Turn], segments: list[Segment],
+                   words: list[dict]) -> Labelled:
     """The item's segments and `words` rows (on the recording's timeline) with speakers, its
     RTTM file written beside its transcripts, and its `speakers` rows."""
-    turns = await item_turns(ctx, path, setting, item_id)
     speakers = Speakers(turns)
     relative = media_relpath("transcripts", ctx.run_id, item_id, "rttm")
     ctx.out.write_bytes(relative, render_rttm(item_id, turns).encode("utf-8"), durable=False)
