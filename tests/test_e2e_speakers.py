@@ -119,3 +119,13 @@ async def test_a_rerun_from_the_cache_keeps_the_labels(runs: tuple[RunResult, Ru
         Path(second.item("three", "transcripts")["rttm_path"]).read_text()
     entries = list((first.out / "_cache").rglob("*.speakers.json"))
     assert len(entries) == 1  # one diarization of the recording, reused
+
+
+async def test_the_run_report_shows_the_speakers(runs: tuple[RunResult, RunResult], tmp_path: Path) -> None:
+    from audiobatch.flows.cli import main
+
+    first, _ = runs
+    page = tmp_path / "report.html"
+    assert main(["report", "--html", str(page), str(first.out), first.summary["run_id"]]) == 0
+    section = page.read_text().split("<h2>Speakers</h2>")[1].split("<h2>")[0]
+    assert "1 items labelled by speaker" in section and "SPEAKER_3" in section

@@ -113,6 +113,23 @@ def transcript_qa(data: RunData) -> str:
             + table(["item", "QA flags"], [(r["item_id"], flags_text(r["qa_flags"])) for r in flagged]))
 
 
+def speakers(data: RunData) -> str:
+    """With --speakers: per item how many speakers, and each one's seconds of speech."""
+    rows = data.of("speakers")
+    if not rows:
+        return ""  # --speakers was off: the page leaves the section out
+    found: dict[str, Rows] = defaultdict(list)
+    for row in rows:
+        found[row["item_id"]].append(row)
+    summary = [(item, len(own), ", ".join(f"{r['speaker']} {number(r['seconds'])} s" for r in own))
+               for item, own in found.items()]
+    return (f"<p>{len(found)} items labelled by speaker (<code>speakers</code> dataset, "
+            "an <code>.rttm</code> file per item).</p>"
+            + table(["item", "speakers", "speech per speaker"], summary)
+            + charts(bar_rows("Speech per speaker", [(f"{r['item_id']} {r['speaker']}", r["seconds"])
+                                                     for r in rows], "s")))
+
+
 # --- narration --------------------------------------------------------------------------------
 
 def kept_wer(takes: Rows) -> float:
@@ -180,6 +197,7 @@ SECTIONS: list[Section] = [
     Section("Failed and skipped items", frozenset({"transcribe", "narrate"}), (), failures),
     Section("Transcript QA", frozenset({"transcribe"}), ("transcripts",), transcript_qa),
     Section("Chapters", frozenset({"transcribe"}), ("chapters",), chapters),
+    Section("Speakers", frozenset({"transcribe"}), ("speakers",), speakers),
     Section("Narration: verification, loudness, durations", frozenset({"narrate"}),
             ("narrations", "narration_checks"), narration),
     Section("Charts", frozenset({"transcribe", "narrate"}), (), run_charts),
