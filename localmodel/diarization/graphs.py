@@ -56,7 +56,7 @@ class _G:
     def model(self, inputs: list, outputs: list, name: str) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="diarize")
+                              producer_name="audiobatch")
         m.ir_version = 8
         return m
 
