@@ -8,7 +8,6 @@ shape is a miss (the output root is the operator's, but a damaged file must not 
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -65,18 +64,6 @@ async def item_turns(ctx: RunContext, path: Path, setting: str, label: str) -> l
         ctx.out.write_bytes(_entry(key), json.dumps({"engine": finder.id, "turns": turns}).encode(),
                             durable=False)
     return turns
-
-
-def speakers_task(ctx: RunContext, item_id: str, path: Path,
-                  setting: str | None) -> asyncio.Task[list[Turn]] | None:
-    """The item's diarization started now, to run while its requests go (None: no speakers).
-    Its error is raised where it is awaited; an item that fails first never awaits it (the
-    callback marks such an error as seen)."""
-    if not setting:
-        return None
-    task = asyncio.create_task(item_turns(ctx, path, setting, item_id))
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return task
 
 
 def label_speakers(ctx: RunContext, item_id: str, turns: list[Turn], segments: list[Segment],

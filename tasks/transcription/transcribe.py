@@ -38,7 +38,7 @@ from audiobatch.tasks.run.cache import ReplyRecord
 from audiobatch.tasks.run.calls import attempts_before, call_model
 from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext, item_task, episode_fields,
                                           item_row)
-from audiobatch.tasks.speakers.turns import Labelled, label_speakers, speakers_task
+from audiobatch.tasks.speakers.turns import Labelled, item_turns, label_speakers
 from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
 from audiobatch.tasks.transcription.agreement import ChunkText, checked_chunk_text
 from audiobatch.tasks.transcription.qa import overlong
@@ -219,8 +219,6 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
     max_s = max_chunk_seconds(ctx.profile.max_input_audio_tokens, ctx.profile.input_audio_tokens_per_s)
     work = ctx.work_dir / "chunks"  # shared by the run's items: no folder made and removed per item
     small = fetched.path.stat().st_size <= SMALL_FILE_BYTES
-    # who spoke when: the whole recording once, on the engine's thread while the requests go
-    diarizing = speakers_task(ctx, item.item_id, fetched.path, _speakers_setting(ctx, item))
     try:
         async with stream_chunks(fetched.path, work, max_chunk_s=max_s, label=item.item_id,
                                  overlap_s=ctx.options.overlap_s, in_thread=not small,
@@ -245,13 +243,12 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
             rules_for(ctx.options), prepared.to_original if prepared.timeline else None,
             prepared.duration_s)
         words = _words_on_recording_timeline(words, prepared)
-        if diarizing is not None:
-            labelled = label_speakers(ctx, item.item_id, await diarizing, segments, words)
+        if speakers := _speakers_setting(ctx, item):  # who spoke when: the whole recording, once
+            labelled = label_speakers(ctx, item.item_id, await item_turns(
+                ctx, fetched.path, speakers, item.item_id), segments, words)
             segments, words = labelled.segments, labelled.words
         paths = await _off_the_loop_unless(small, _write_media, ctx, item, text, segments, heard[0])
     finally:
-        if diarizing is not None and not diarizing.done():
-            diarizing.cancel()  # the item failed: its labels are not wanted
         remove_chunk_files(work, item.item_id)
         if fetched.downloaded:
             fetched.path.unlink(missing_ok=True)
@@ -260,7 +257,7 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                           heard, ask.model, results)
     outcome.rows.update(words=words, **notes)
     outcome.rows["transcripts"][0]["vocabulary_fixes"] = fixes
-    if diarizing is not None:
+    if speakers:
         _add_speakers(outcome, labelled)
     return outcome
 
