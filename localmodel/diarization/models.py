@@ -48,7 +48,7 @@ def _session(model: onnx.ModelProto, threads: int, mem_arena: bool = True) -> or
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # the arena keeps a batch's peak activations allocated (faster; a fixed ~+165 MB at 16 windows)
+    # the arena keeps a batch's peak activations allocated (faster; its size follows the batch)
     options.enable_cpu_mem_arena = mem_arena
     # no busy-waiting: segmentation and embedding run at the same time on 2 cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
