@@ -76,16 +76,26 @@ def accuracy(recordings: int) -> None:
               f"{cpu / audio_s:>8.3f} {wall / audio_s:>9.3f}")
 
 
+# Linux keeps a process's peak RSS across exec, so a child forked from this (large) process would
+# report this one's size: a small launcher starts the command and reports the command's own usage.
+LAUNCHER = """import json, os, subprocess, sys, time
+started = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(child.pid, 0)
+print(json.dumps({"status": status, "wall_s": time.perf_counter() - started,
+                  "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+                  "stderr": child.stderr.read().decode(errors="replace")[-2000:]}))
+"""
+
+
 def _measured(command: list[str]) -> dict:
-    """Run `command`; its wall time, CPU time (user+sys) and peak RSS (MB), from wait4."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               cwd=ROOT, env={**os.environ})
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    if status != 0:
-        sys.exit(f"{command[:3]} failed: {process.stderr.read().decode()[-2000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+    """Run `command`: its wall time, CPU time (user+sys) and peak RSS (MB)."""
+    done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *command], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ}, check=True)
+    measured = json.loads(done.stdout.splitlines()[-1])
+    if measured.pop("status"):
+        sys.exit(f"{command[:3]} failed: {measured['stderr']}")
+    return measured
 
 
 def whole_process(minutes: float, repeats: int) -> None:
@@ -144,7 +154,7 @@ def memory_against_length(short_minutes: float, long_minutes: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recordings", type=int, default=4, help="recordings per set (part 1; 0: skip it)")
-    parser.add_argument("--long-minutes", type=float, default=5, help="the whole-process recording (part 2)")
+    parser.add_argument("--long-minutes", type=float, default=5, help="the whole-process recording (part 2; 0: skip it)")
     parser.add_argument("--repeats", type=int, default=2, help="runs with and without speakers (part 2)")
     parser.add_argument("--memory-minutes", type=float, nargs=2, default=(5, 30), help="part 3's two lengths")
     parser.add_argument("--engine-only", type=Path, help=argparse.SUPPRESS)
@@ -153,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         return engine_only(args.engine_only)
     if args.recordings:
         accuracy(args.recordings)
-    whole_process(args.long_minutes, args.repeats)
+    if args.long_minutes:
+        whole_process(args.long_minutes, args.repeats)
     memory_against_length(*args.memory_minutes)
 
 

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from audiobatch.tasks.audio.codecs import iter_decoded, to_int16
+from audiobatch.tasks.audio.memory import return_large_buffers
 
 if TYPE_CHECKING:  # onnx and the graphs load with the engine, not with every transcription run
     from audiobatch.localmodel.diarization.pipeline import Diarizer, Turn
@@ -82,6 +83,7 @@ class SpeakerEngine:
 
     def diarizer(self) -> Diarizer:
         if self._diarizer is None:
+            return_large_buffers()  # batches of windows (2.5 MB) freed, not kept by a thread's heap
             started = time.perf_counter()
             self._diarizer = load_diarizer()
             self.load_s = time.perf_counter() - started
