@@ -2,10 +2,11 @@
 count), what it does with silence and one voice, its weights' checks, and the pure steps that
 put speakers on segments and words.
 
-The DER bar: on 10 recordings of 3 readers built like these (75-90 s, seeds 0-4 of two reader
-sets), DER with a 0.25 s collar measured 0.2-2.0% (docs/speakers.md); the prototype's held-out
-3-speaker set (8 x 120 s) had 2.7% overall and 4.6% at worst. 5% per recording leaves room for
-onnxruntime versions, not for a broken step (a confused speaker costs ~10-30%).
+The DER bar: on 10 recordings of 3 readers built like these (70 s, seeds 0-4 of the two reader
+sets below), DER with a 0.25 s collar measured 0.2-2.8%, all with 3 speakers found; the
+prototype's held-out 3-speaker set (8 x 120 s) had 2.7% overall and 4.6% at worst. 5% per
+recording leaves room for onnxruntime versions, not for a broken step (a confused speaker costs
+~10-30%).
 """
 from __future__ import annotations
 
