@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from audiobatch.localmodel.encoder import encoding_to_align
 from audiobatch.localmodel.engines import WHISPER_SAMPLE_RATE, Engines, Stopped
 from audiobatch.tasks.audio.pauses import quiet_stretches
 from audiobatch.tasks.audio.vad import no_speech_stretches, refined_onsets, speech_spans
@@ -202,7 +203,7 @@ def _align_window(model: Any, tokenizer: Any, audio: np.ndarray,
 
     features = model.feature_extractor(audio)
     frames = features.shape[-1] - 1
-    encoder_output = model.encode(pad_or_trim(features[:, :frames]))
+    encoder_output = encoding_to_align(model, pad_or_trim(features[:, :frames]))
     flat = [token for word in word_tokens for token in word]
     result = model.model.align(encoder_output, tokenizer.sot_sequence, [flat], frames,
                                median_filter_width=MEDIAN_FILTER_WIDTH)[0]

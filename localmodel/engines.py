@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from audiobatch.localmodel import multilingual
+from audiobatch.localmodel.encoder import remembering_encodings
 from audiobatch.localmodel.pronounce import clearer_phonemes
 from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, WHISPER_MODEL_SHA256, verify_weights
 from audiobatch.tasks.audio.codecs import resample
-from audiobatch.tasks.audio.memo import ContentMemo
 from audiobatch.tasks.audio.vad import no_speech_stretches, speech_spans
 
 if TYPE_CHECKING:  # heavy imports happen only when an engine loads
@@ -332,20 +332,6 @@ def to_output_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def _cpu_threads() -> int:
     return os.cpu_count() or 1
-
-
-ENCODINGS_REMEMBERED = 4  # a few windows: one tiny.en encoding is 2.3 MB, base's 3 MB
-
-
-def remembering_encodings(model: WhisperModel) -> WhisperModel:
-    """`model`, its encoder's answers remembered by the features' content.
-
-    The aligner encodes the window Whisper has just heard: for a request of at most 30 s the
-    mel features are identical (same samples, same padding), so the encoder's output - most of
-    an alignment's cost, ~0.4 s a window for tiny.en on 2 cores - is reused, exactly."""
-    model.encodings = ContentMemo(ENCODINGS_REMEMBERED)  # type: ignore[attr-defined]
-    model.encode = functools.partial(model.encodings.answer, compute=model.encode)  # type: ignore
-    return model
 
 
 def _load_whisper() -> WhisperModel:

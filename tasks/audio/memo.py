@@ -38,16 +38,26 @@ class ContentMemo(Generic[T]):
         self._answers: OrderedDict[bytes, T] = OrderedDict()
         self._lock = threading.Lock()
 
+    def known(self, array: np.ndarray) -> T | None:
+        """The remembered answer for `array`, or None (nothing is computed)."""
+        return self._remembered(content_key(array))
+
     def answer(self, array: np.ndarray, compute: Callable[[np.ndarray], T]) -> T:
         key = content_key(array)
-        with self._lock:
-            if key in self._answers:
-                self._answers.move_to_end(key)
-                self.hits += 1
-                return self._answers[key]
+        remembered = self._remembered(key)
+        if remembered is not None:
+            return remembered
         answer = compute(array)
         with self._lock:
             self._answers[key] = answer
             while len(self._answers) > self.size:
                 self._answers.popitem(last=False)
         return answer
+
+    def _remembered(self, key: bytes) -> T | None:
+        with self._lock:
+            if key not in self._answers:
+                return None
+            self._answers.move_to_end(key)
+            self.hits += 1
+            return self._answers[key]

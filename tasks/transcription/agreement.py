@@ -154,8 +154,15 @@ async def checked_chunk_text(ctx: RunContext, chunk: Chunk, reply: ReplyRecord, 
     if not best.verdict.ok and reask_can_change(ctx, model, chunk, context):
         retry = await ask_again(",".join(best.verdict.problems))
         ctx.reask_echoes.setdefault(model, [0, 0])[0 if retry.text == reply.text else 1] += 1
-        best = better(best, await assess(ctx, audio, retry, language))
+        if _same_answer(retry, reply):  # judged already: the same words get the same verdict
+            best = replace(best, reply=retry)
+        else:
+            best = better(best, await assess(ctx, audio, retry, language))
     return _flagged(best, audio)
+
+
+def _same_answer(a: ReplyRecord, b: ReplyRecord) -> bool:
+    return (a.text, a.finish_reason, a.refusal) == (b.text, b.finish_reason, b.refusal)
 
 
 def _flagged(best: Assessed, audio: ChunkAudio) -> ChunkText:
