@@ -239,5 +239,6 @@ class LocalEars:
 
     async def hear(self, samples: np.ndarray, language: str | None) -> str:
         english = language is None or language.split("-")[0].lower() == "en"
-        heard = await self.engines.hear(samples, multilingual=not english, language=language)
+        heard = await self.engines.hear(samples, multilingual=not english, language=language,
+                                        reference=True)
         return heard.text

@@ -9,6 +9,7 @@ stays free to accept and answer other requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from audiobatch.localmodel import multilingual
-from audiobatch.localmodel.encoder import remembering_encodings
+from audiobatch.localmodel.encoder import content_windows, remembering_encodings
 from audiobatch.localmodel.pronounce import clearer_phonemes
 from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, WHISPER_MODEL_SHA256, verify_weights
 from audiobatch.tasks.audio.codecs import resample
@@ -222,23 +223,26 @@ class Engines:
     def hear_blocking(self, samples: np.ndarray, *, multilingual: bool = False,
                       language: str | None = None, context: str | None = None,
                       fresh: bool = False, vocabulary: tuple[str, ...] = (),
-                      stop: threading.Event | None = None) -> Heard:
+                      reference: bool = False, stop: threading.Event | None = None) -> Heard:
         """A transcript with its language: tiny.en, or the multilingual base that detects the
         language unless told. `context` (the transcript so far) primes Whisper's decoder as
         its own previous-text conditioning does across 30 s windows; `fresh` turns that
         conditioning off (a re-ask: what breaks Whisper's loops); `vocabulary` goes before
-        it in every window (faster-whisper's `hotwords`), so names are spelled as listed."""
+        it in every window (faster-whisper's `hotwords`), so names are spelled as listed.
+        `reference`: QA's hearing of another model's chunk, on windows of their content only
+        (localmodel/encoder.py: cheaper, and measured good enough for a reference)."""
         model = self.multilingual() if multilingual else self.whisper()
         options = {**WHISPER_OPTIONS, **(MULTILINGUAL_OPTIONS if multilingual else {})}
         if fresh:
             options["condition_on_previous_text"] = False
         if multilingual:
             options["language"] = language.split("-")[0].lower() if language else None
-        heard = self._decode(model, samples, options, context, hotwords(vocabulary), stop)
-        if vocabulary and too_few_words(heard.text, samples):
-            log.info("the vocabulary's hints cut the transcript short (%d words); heard again "
-                     "without them", len(heard.text.split()))
-            heard = self._decode(model, samples, options, context, None, stop)
+        with content_windows() if reference else contextlib.nullcontext():
+            heard = self._decode(model, samples, options, context, hotwords(vocabulary), stop)
+            if vocabulary and too_few_words(heard.text, samples):
+                log.info("the vocabulary's hints cut the transcript short (%d words); heard again "
+                         "without them", len(heard.text.split()))
+                heard = self._decode(model, samples, options, context, None, stop)
         return heard
 
     @staticmethod
