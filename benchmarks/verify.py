@@ -80,7 +80,7 @@ def main() -> None:
         checks = pd.read_parquet(on / "narration_checks")
         narrations = pd.read_parquet(on / "narrations")
         chunk_texts = {}  # the texts each chunk said: re-plan them as the run did
-        from audiobatch.tasks.text.books import Book, Chapter
+        from audiobatch.tasks.text.chapters import Book, Chapter
         from audiobatch.tasks.narration.narrate import plan_chunks
         from audiobatch.tasks.model.profiles import get_profile
         from audiobatch.tasks.text.speakable import max_words_per_request, speakable_text

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from audiobatch.tasks.errors import InputError
-from audiobatch.tasks.text.books import MAX_EPUB_UNPACKED_BYTES, markdown_chapters, read_book, text_chapters
+from audiobatch.tasks.text.books import read_book
+from audiobatch.tasks.text.chapters import markdown_chapters, text_chapters
+from audiobatch.tasks.text.epub import MAX_EPUB_UNPACKED_BYTES
 from tests.helpers.books import png, write_epub
 
 CHAPTERS = [("The Harbour", ["Ships came in at dawn.", "The fishermen sang."]),

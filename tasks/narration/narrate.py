@@ -34,7 +34,8 @@ from audiobatch.tasks.outputs.datasets import media_relpath
 from audiobatch.tasks.run.cache import ReplyRecord
 from audiobatch.tasks.run.calls import call_model
 from audiobatch.tasks.run.context import ItemOutcome, ItemRecorder, RunContext, item_task, item_row
-from audiobatch.tasks.text.books import Book, item_book
+from audiobatch.tasks.text.books import item_book
+from audiobatch.tasks.text.chapters import Book
 from audiobatch.tasks.text.speakable import (count_words, max_words_per_request, split_for_narration,
                                              text_language, writing_script)
 
