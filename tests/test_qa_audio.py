@@ -85,23 +85,35 @@ def test_a_spoken_repetition_is_not_a_loop_but_a_decoding_loop_is() -> None:
 
 
 def music_and_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Half music-like tones (notes of a scale with harmonics, vibrato, decaying), half noise
-    (a fan's rumble and bursts of hiss)."""
+    """Half music-like tones (notes of a scale with harmonics, a 0.3% vibrato, decaying), half
+    noise (a fan's rumble and bursts of hiss)."""
     half = round(seconds * RATE / 2)
     t = np.arange(half) / RATE
-    tones = np.zeros(half)
-    for k in range(int(seconds)):
-        a, b = k * RATE // 2, min((k + 1) * RATE // 2, half)
+    return np.concatenate([0.25 * notes(t[:half], rng), noise(t, rng)]).astype(np.float32)
+
+
+def notes(t: np.ndarray, rng: np.random.Generator, note_s: float = 0.5) -> np.ndarray:
+    """Notes of a scale, `note_s` each, peak 1. The vibrato is in the phase (its integral), so
+    each partial's frequency moves by 0.3% at 5 Hz, as a held note's does."""
+    tones = np.zeros(t.size)
+    for k in range(int(np.ceil(t.size / RATE / note_s))):
+        a, b = round(k * note_s * RATE), min(round((k + 1) * note_s * RATE), t.size)
         frequency = [220, 247, 262, 294, 330, 349, 392, 440][rng.integers(8)]
-        envelope = np.exp(-3 * (t[a:b] - t[a]))
+        since = t[a:b] - t[a]
+        envelope = np.exp(-3 * since)
         for harmonic, amplitude in [(1, 1.0), (1.5, 0.4), (2, 0.5), (3, 0.3), (5, 0.15)]:
+            f = frequency * harmonic
             tones[a:b] += amplitude * envelope * np.sin(
-                2 * np.pi * frequency * harmonic * t[a:b] * (1 + 0.003 * np.sin(2 * np.pi * 5 * t[a:b])))
-    rumble = np.cumsum(rng.standard_normal(half)) * 1e-3
+                2 * np.pi * f * since - 0.003 * f / 5 * np.cos(2 * np.pi * 5 * since))
+    return tones / np.abs(tones).max()
+
+
+def noise(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fan's rumble and bursts of hiss."""
+    rumble = np.cumsum(rng.standard_normal(t.size)) * 1e-3
     rumble -= np.convolve(rumble, np.ones(400) / 400, mode="same")
-    hiss = rng.standard_normal(half) * (np.sin(2 * np.pi * 0.7 * t) > 0)
-    noise = 0.2 * rumble / np.abs(rumble).max() + 0.05 * hiss
-    return np.concatenate([0.25 * tones / np.abs(tones).max(), noise]).astype(np.float32)
+    hiss = rng.standard_normal(t.size) * (np.sin(2 * np.pi * 0.7 * t) > 0)
+    return 0.2 * rumble / np.abs(rumble).max() + 0.05 * hiss
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +130,6 @@ def speech_around_music(tmp_path_factory: pytest.TempPathFactory) -> SimpleNames
     return SimpleNamespace(path=path, samples=audio, music_s=(start, start + 30.0))
 
 
-# Known limit (docs/transcript-qa.md "Not done"): Silero scores these music-like tones up to 0.55
-# for up to a second at a time, as it scores telephone speech, so only the noise half (24-40 s)
-# is a stretch where it is sure nobody speaks; a word still lands in the tones. Strict: once
-# music is told from speech, these pass and the mark must go.
-MUSIC_LIMIT = pytest.mark.xfail(strict=True, reason="Silero cannot tell these tones from telephone speech")
-
-
-@MUSIC_LIMIT
 def test_the_aligner_places_no_word_in_music_between_two_sentences(
         speech_around_music: SimpleNamespace) -> None:
     """Before, DTW spread the second sentence over the music (20 words there, probability
@@ -264,7 +268,6 @@ async def test_no_reask_for_a_spoken_repetition_and_none_after_a_model_echoes_it
         assert "chunk 0: loop" in list(run.item(f"loop{k}", "transcripts")["qa_flags"])
 
 
-@MUSIC_LIMIT
 @pytest.mark.usefixtures("prefect_api")
 async def test_nothing_is_transcribed_over_music_and_noise(speech_around_music: SimpleNamespace,
                                                            tmp_path: Path) -> None:
