@@ -13,8 +13,8 @@ shortening in #16):
 - `speech_spans(samples)` -> [(start_s, end_s)] of speech, joined over short gaps, padded;
 - `pause_mask(samples, frame_samples)` -> per frame of any grid: True where nobody speaks;
 - `no_speech_stretches(samples, min_s)` -> [(start_s, end_s)] where nobody speaks (music, noise,
-  silence) for at least `min_s`: Silero sure of it, or held notes (`tasks.audio.tonal`) that
-  Silero does not call speech;
+  silence) for at least `min_s`: Silero sure of it where the level beats no syllables
+  (`tasks.audio.syllables`), or held notes (`tasks.audio.tonal`) Silero does not call speech;
 - `refined_onsets(samples, spans)` -> the spans with starts moved back to where the sound
   rises (Silero can answer ~0.2 s late at an onset).
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from audiobatch.tasks.audio.memo import ContentMemo
 from audiobatch.tasks.audio.pauses import frame_levels_db, quiet_runs
+from audiobatch.tasks.audio.syllables import near_syllables
 from audiobatch.tasks.audio.tonal import held_tone_share
 
 VAD_RATE = 16_000
@@ -49,6 +50,7 @@ def _model() -> Any:
 # The transcript checks and the aligner both ask about the same chunk: hear it once.
 _heard: ContentMemo[np.ndarray] = ContentMemo(4)
 _tones: ContentMemo[np.ndarray] = ContentMemo(4)  # likewise for the held-notes share
+_beats: ContentMemo[np.ndarray] = ContentMemo(4)  # and for syllable-like beats
 
 
 def load() -> None:
@@ -130,23 +132,27 @@ NO_SPEECH_MIN_S = 4.0  # shorter stretches below SURELY_NOT_SPEECH were seen ins
 
 def no_speech_stretches(samples: np.ndarray, min_s: float = NO_SPEECH_MIN_S) -> list[tuple[float, float]]:
     """(start_s, end_s) of stretches of at least `min_s` where, in every window, Silero's
-    speech probability is below SURELY_NOT_SPEECH, or the sound is held notes
+    speech probability is below SURELY_NOT_SPEECH and the level beats no syllables
+    (`tasks.audio.syllables.near_syllables`), or the sound is held notes
     (`tasks.audio.tonal.held_tone_share` >= HELD_TONES) and Silero does not call it speech
     (below SPEECH_THRESHOLD).
 
     Stricter than the gaps between `speech_spans`: Silero hears some speech poorly (band-limited
-    telephone speech scored 0.2-0.6 here, below its 0.5 threshold for whole sentences, and
-    under 0.15 for 2-4 s at a time), and what is decided on these stretches (text dropped,
-    audio cut before aligning) must never take a speaker on a bad line for music. Music is
-    where Silero is unsure too (notes scored up to 0.42, other tones 0.55): held notes are
-    told by their steady pitch, which speech never keeps for long (measured on the whole
-    corpus in five conditions: the notes rule added no window inside speech to a stretch),
-    and speech over a music bed stays speech (Silero scores it above 0.5)."""
+    telephone speech scored 0.2-0.6 here, below its 0.5 threshold for whole sentences, under
+    0.15 for 2-4 s at a time, and a few clips under 0.15 from end to end), and what is decided
+    on these stretches (text dropped, audio cut before aligning) must never take a speaker on a
+    bad line for music: the syllables of a voice show in its level on any line. Music is where
+    Silero is unsure too (notes scored up to 0.42, other tones 0.55) and beats like syllables:
+    held notes are told by their steady pitch, which speech never keeps for long (measured on
+    the whole corpus in five conditions: the notes rule added no window inside speech to a
+    stretch), and speech over a music bed stays speech (Silero scores it above 0.5)."""
     probabilities = speech_probabilities(samples)
+    flat = np.asarray(samples, dtype=np.float32).reshape(-1)
     quiet = probabilities < SURELY_NOT_SPEECH
-    unsure = ~quiet & (probabilities < SPEECH_THRESHOLD)
+    if quiet.any():
+        quiet &= ~_beats.answer(flat, near_syllables)[:len(probabilities)]
+    unsure = (probabilities < SPEECH_THRESHOLD) & ~quiet
     if unsure.any():  # only then is it worth listening for notes
-        flat = np.asarray(samples, dtype=np.float32).reshape(-1)
         share = _tones.answer(flat, held_tone_share)[:len(probabilities)]
         quiet |= unsure & (share >= HELD_TONES)
     runs = quiet_runs(quiet, max(1, round(min_s / WINDOW_S)))
