@@ -20,14 +20,14 @@ import pytest
 from audiobatch.localmodel.diarization import weights
 from audiobatch.localmodel.diarization.engine import ArraySamples, SpeakerEngine
 from audiobatch.localmodel.diarization.pipeline import Diarizer
-from audiobatch.tasks.captions.segments import Segment
+from audiobatch.tasks.captions.cues import CaptionRules
+from audiobatch.tasks.captions.segments import Segment, caption_segments, chunk_words
 from audiobatch.tasks.captions.words import Word
 from audiobatch.flows.cli_args import UsageError, build_options
 from audiobatch.tasks.errors import ConfigError
 from audiobatch.tasks.options import TranscribeOptions, flat_names, speakers_setting
 from audiobatch.tasks.outputs.datasets import OutputRoot
-from audiobatch.tasks.speakers.labels import (Speakers, labelled_segments, labelled_word_rows,
-                                              render_rttm, speaker_rows)
+from audiobatch.tasks.speakers.labels import Speakers, labelled_word_rows, render_rttm, speaker_rows
 from audiobatch.tasks.speakers.turns import item_turns
 from tests.helpers.conversations import RATE, clip, conversation, der
 
@@ -113,14 +113,33 @@ def _word(text: str, start: float, end: float) -> Word:
     return Word(text, start, end, 0.9)
 
 
-def test_a_segment_is_split_where_the_speaker_changes() -> None:
-    words = (_word("Hello", 1.0, 1.5), _word("there.", 1.6, 2.0), _word("Hi", 4.5, 4.8),
-             _word("back.", 4.9, 5.3))
-    segment = Segment(0, 0.9, 5.4, "Hello there. Hi back.", words)
-    parts = labelled_segments([segment], Speakers(TURNS))
-    assert [(p.speaker, p.text, p.start_s, p.end_s) for p in parts] == [
-        ("SPEAKER_1", "Hello there.", 0.9, 2.0), ("SPEAKER_2", "Hi back.", 4.5, 5.4)]
-    assert [len(p.words) for p in parts] == [2, 2]
+def _captions(text: str, words: list[Word], rules: CaptionRules = CaptionRules()) -> list[Segment]:
+    return caption_segments([chunk_words(0, text, words)], rules, 20.0, Speakers(TURNS).at)
+
+
+def test_a_caption_ends_where_the_speaker_changes() -> None:
+    words = [_word("Hello", 1.0, 1.5), _word("there", 1.6, 2.0), _word("Hi", 4.5, 4.8),
+             _word("back.", 4.9, 5.3)]
+    captions = _captions("Hello there Hi back.", words)  # no punctuation to break at
+    assert [(c.speaker, c.text) for c in captions] == [("SPEAKER_1", "Hello there"),
+                                                       ("SPEAKER_2", "Hi back.")]
+    assert [len(c.words) for c in captions] == [2, 2]
+
+
+def test_captions_cut_per_speaker_still_follow_the_rules() -> None:
+    """A long turn is cut by the caption rules, and a one-word reply keeps a readable cue."""
+    said = ("So the thing is that we planned the whole trip around the weather and then it "
+            "rained every single day of the week.").split()
+    words = [_word(w, 0.2 + 0.25 * k, 0.4 + 0.25 * k) for k, w in enumerate(said)]
+    words.append(_word("Really?", 4.5, 4.8))
+    rules = CaptionRules()
+    captions = _captions(" ".join(said) + " Really?", words, rules)
+    assert [c.speaker for c in captions][-1] == "SPEAKER_2" and captions[-1].text == "Really?"
+    assert all(c.speaker == "SPEAKER_1" for c in captions[:-1]) and len(captions) >= 3
+    for caption in captions:
+        assert len(caption.lines) <= rules.lines
+        assert all(len(line) <= rules.line_chars for line in caption.lines)
+    assert captions[-1].end_s - captions[-1].start_s >= rules.min_s
 
 
 def test_words_take_the_most_covering_or_nearest_turn() -> None:
@@ -131,11 +150,6 @@ def test_words_take_the_most_covering_or_nearest_turn() -> None:
     assert Speakers([]).at(1.0, 2.0) is None
     rows = labelled_word_rows([{"word": "a", "start_s": 5.0, "end_s": 5.2}], speakers)
     assert rows == [{"word": "a", "start_s": 5.0, "end_s": 5.2, "speaker": "SPEAKER_2"}]
-
-
-def test_a_segment_without_word_times_takes_its_main_speaker() -> None:
-    [labelled] = labelled_segments([Segment(0, 3.0, 6.0, "no words")], Speakers(TURNS))
-    assert labelled.speaker == "SPEAKER_2" and labelled.text == "no words"
 
 
 def test_rttm_and_speaker_rows() -> None:

@@ -208,19 +208,25 @@ def chunk_words(chunk_index: int, text: str, words: list[Word], offset_s: float 
     return ChunkWords(chunk_index, cue_words, timed, aligned)
 
 
+SpeakerAt = Callable[[float, float], str | None]  # who speaks in [start_s, end_s] (tasks.speakers)
+
+
 def caption_segments(chunks: list[ChunkWords], rules: CaptionRules = CaptionRules(),
-                     end_s: float | None = None) -> list[Segment]:
+                     end_s: float | None = None, speaker_at: SpeakerAt | None = None) -> list[Segment]:
     """Timed captions of a whole item, by the rules (tasks.captions.cues), from its chunks'
     words; a caption may run across a cut between chunks, and belongs to its first word's
-    chunk. `end_s`: the recording's end, which no caption passes."""
+    chunk. `end_s`: the recording's end, which no caption passes. `speaker_at`: each word's
+    speaker, so a caption never holds two voices and is still cut by the rules."""
     words = [w for c in chunks for w in c.words]
+    if speaker_at is not None:
+        words = [replace(w, speaker=speaker_at(w.start_s, w.end_s)) for w in words]
     owners = [(c, k) for c in chunks for k in range(len(c.words))]
     segments = []
     for cue in build_cues(words, rules, end_s):
         chunk, _ = owners[cue.first]
         timed = tuple(owner.timed[k] for owner, k in owners[cue.first:cue.end] if owner.aligned)
         segments.append(Segment(chunk.chunk_index, round(cue.start_s, 3), round(cue.end_s, 3),
-                                cue.text, timed, cue.lines))
+                                cue.text, timed, cue.lines, words[cue.first].speaker))
     return segments
 
 

@@ -1,5 +1,6 @@
-"""Who speaks each word and segment, from an item's turns (who spoke when): segments split
-where the speaker changes, the RTTM file and the `speakers` dataset's rows.
+"""Who speaks each word, from an item's turns (who spoke when), the RTTM file and the
+`speakers` dataset's rows. Captions take their words' speakers: the cue builder ends a cue
+where the speaker changes (tasks/captions/segments.py `speaker_at`).
 
 Turns are (start_s, end_s, speaker) on the recording's timeline, speakers numbered from 0 in
 order of first appearance (`SpeakerFinder`); they are named SPEAKER_1, SPEAKER_2... A word
@@ -8,15 +9,10 @@ onset, a breath) to the nearest turn.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from itertools import groupby
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from audiobatch.tasks.captions.segments import Segment
-from audiobatch.tasks.captions.words import Word
 
 Turn = tuple[float, float, int]
 
@@ -54,33 +50,6 @@ class Speakers:
         middle = (start_s + end_s) / 2
         distance = np.maximum(self.starts - middle, middle - self.ends)
         return speaker_name(int(self.who[int(np.argmin(distance))]))
-
-
-def labelled_segments(segments: list[Segment], speakers: Speakers) -> list[Segment]:
-    """Each segment with its speaker; a segment with aligned words is split where the
-    speaker changes (a caption never holds two voices). Without word times a segment takes
-    the speaker of most of its time."""
-    labelled: list[Segment] = []
-    for segment in segments:
-        if not segment.words:
-            labelled.append(replace(segment, speaker=speakers.at(segment.start_s, segment.end_s)))
-            continue
-        runs = [(who, list(words)) for who, words in
-                groupby(segment.words, key=lambda w: speakers.at(w.start_s, w.end_s))]
-        if len(runs) == 1:
-            labelled.append(replace(segment, speaker=runs[0][0]))
-            continue
-        for i, (who, words) in enumerate(runs):
-            labelled.append(_part(segment, words, who, first=i == 0, last=i == len(runs) - 1))
-    return labelled
-
-
-def _part(segment: Segment, words: list[Word], speaker: str | None, first: bool, last: bool) -> Segment:
-    """One speaker's words of a segment, as a segment of their own."""
-    return replace(segment, start_s=segment.start_s if first else words[0].start_s,
-                   end_s=segment.end_s if last else words[-1].end_s,
-                   text=" ".join(w.word.strip() for w in words), words=tuple(words), lines=(),
-                   speaker=speaker)  # lines: wrapped afresh
 
 
 def labelled_word_rows(rows: list[dict], speakers: Speakers) -> list[dict]:

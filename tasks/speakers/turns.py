@@ -1,6 +1,7 @@
 """An item's speakers: one diarization of the whole recording (so labels agree across its
 chunks), cached with the run's results (so a re-run from cache keeps them), then put on its
-segments and words, with the RTTM file and the `speakers` rows.
+words and captions (tasks/captions/segments.py cuts a caption per speaker), with the RTTM
+file and the `speakers` rows.
 
 The cache entry's key hashes the recording's bytes, the engine's id and the setting ("auto"
 or a number): `_cache/<k[:2]>/<k>.speakers.json`. An entry that cannot be read or has the wrong
@@ -13,21 +14,19 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiobatch.tasks.captions.segments import Segment
 from audiobatch.tasks.outputs.datasets import media_relpath
 from audiobatch.tasks.run.cache import cache_key
 from audiobatch.tasks.run.context import RunContext
-from audiobatch.tasks.speakers.labels import (Speakers, Turn, labelled_segments, labelled_word_rows,
-                                              render_rttm, speaker_rows)
+from audiobatch.tasks.speakers.labels import Speakers, Turn, labelled_word_rows, render_rttm, speaker_rows
 
 log = logging.getLogger("audiobatch")
 
 
 @dataclass
 class Labelled:
-    """An item's outputs with speakers."""
+    """An item's speakers (asked by time: its captions are cut per speaker) and outputs."""
 
-    segments: list[Segment]
+    speakers: Speakers
     words: list[dict]
     rows: list[dict]  # the `speakers` dataset
     rttm_path: str
@@ -66,12 +65,11 @@ async def item_turns(ctx: RunContext, path: Path, setting: str, label: str) -> l
     return turns
 
 
-def label_speakers(ctx: RunContext, item_id: str, turns: list[Turn], segments: list[Segment],
-                   words: list[dict]) -> Labelled:
-    """The item's segments and `words` rows (on the recording's timeline) with speakers, its
+def label_speakers(ctx: RunContext, item_id: str, turns: list[Turn], words: list[dict]) -> Labelled:
+    """The item's speakers, its `words` rows (on the recording's timeline) with speakers, its
     RTTM file written beside its transcripts, and its `speakers` rows."""
     speakers = Speakers(turns)
     relative = media_relpath("transcripts", ctx.run_id, item_id, "rttm")
     ctx.out.write_bytes(relative, render_rttm(item_id, turns).encode("utf-8"), durable=False)
-    return Labelled(labelled_segments(segments, speakers), labelled_word_rows(words, speakers),
+    return Labelled(speakers, labelled_word_rows(words, speakers),
                     speaker_rows(ctx.run_id, item_id, turns), ctx.out.display(relative))

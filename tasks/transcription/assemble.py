@@ -14,7 +14,8 @@ import soundfile as sf
 
 from audiobatch.tasks.audio.prepare import Chunk
 from audiobatch.tasks.captions.cues import CaptionRules
-from audiobatch.tasks.captions.segments import Segment, caption_segments, chunk_words, estimated_words
+from audiobatch.tasks.captions.segments import (Segment, SpeakerAt, caption_segments, chunk_words,
+                                                estimated_words)
 from audiobatch.tasks.captions.words import Word
 
 
@@ -88,11 +89,11 @@ def build_segments(chunks: list[Chunk], texts: list[str], overlap_s: float = 0.0
                    aligned: list[list[Word] | None] | None = None,
                    rules: CaptionRules = CaptionRules(),
                    to_recording: Callable[[float], float] | None = None,
-                   end_s: float | None = None) -> list[Segment]:
+                   end_s: float | None = None, speaker_at: SpeakerAt | None = None) -> list[Segment]:
     """The item's captions: each chunk's kept words, timed by the aligner where a chunk has
     aligned words, else estimated from its audio (read back from disk), on the recording's
     timeline (`to_recording`: economy's map; `end_s`: the recording's end), made into cues
-    by `rules`."""
+    by `rules`, a cue per speaker (`speaker_at`, when speakers are labelled)."""
     pieces = []
     aligned = aligned or [None] * len(chunks)
     for chunk, text, kept, words in zip(chunks, texts, kept_word_ranges(texts, overlap_s), aligned):
@@ -104,4 +105,4 @@ def build_segments(chunks: list[Chunk], texts: list[str], overlap_s: float = 0.0
         else:
             pieces.append(chunk_words(chunk.index, text, words, chunk.start_s, kept,
                                       to_recording=to_recording))
-    return caption_segments(pieces, rules, end_s)
+    return caption_segments(pieces, rules, end_s, speaker_at)

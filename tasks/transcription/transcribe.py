@@ -238,15 +238,15 @@ async def transcribe_item(ctx: RunContext, item: Item, recorder: ItemRecorder) -
                                           ctx.run_id, item.item_id, prepared.chunks, texts,
                                           heard[0], kept_word_ranges(texts, ctx.options.overlap_s),
                                           known=[r.words for r in results])
-        segments = await _off_the_loop_unless(
-            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned,
-            rules_for(ctx.options), prepared.to_original if prepared.timeline else None,
-            prepared.duration_s)
         words = _words_on_recording_timeline(words, prepared)
         if speakers := _speakers_setting(ctx, item):  # who spoke when: the whole recording, once
             labelled = label_speakers(ctx, item.item_id, await item_turns(
-                ctx, fetched.path, speakers, item.item_id), segments, words)
-            segments, words = labelled.segments, labelled.words
+                ctx, fetched.path, speakers, item.item_id), words)
+            words = labelled.words
+        segments = await _off_the_loop_unless(
+            small, build_segments, prepared.chunks, texts, ctx.options.overlap_s, aligned,
+            rules_for(ctx.options), prepared.to_original if prepared.timeline else None,
+            prepared.duration_s, labelled.speakers.at if speakers else None)
         paths = await _off_the_loop_unless(small, _write_media, ctx, item, text, segments, heard[0])
     finally:
         remove_chunk_files(work, item.item_id)
