@@ -40,11 +40,11 @@ async def runs(recording: tuple[Path, list], tmp_path_factory: pytest.TempPathFa
     return first, second
 
 
-def _rttm_turns(path: str) -> list[tuple[float, float, str]]:
+def _rttm_turns(path: str | Path, item_id: str = "three") -> list[tuple[float, float, str]]:
     turns = []
     for line in Path(path).read_text().splitlines():
         fields = line.split()
-        assert fields[0] == "SPEAKER" and fields[1] == "three" and len(fields) == 10
+        assert fields[0] == "SPEAKER" and fields[1] == item_id and len(fields) == 10
         turns.append((float(fields[3]), float(fields[3]) + float(fields[4]), fields[7]))
     return turns
 
@@ -129,3 +129,41 @@ async def test_the_run_report_shows_the_speakers(runs: tuple[RunResult, RunResul
     assert main(["report", "--html", str(page), str(first.out), first.summary["run_id"]]) == 0
     section = page.read_text().split("<h2>Speakers</h2>")[1].split("<h2>")[0]
     assert "1 items labelled by speaker" in section and "SPEAKER_3" in section
+
+
+def _feed(enclosure: str, size: int) -> str:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Three Readers</title><link>https://example.org/show</link>
+  <item><title>Round table</title><guid isPermaLink="false">round-table-1</guid>
+    <pubDate>Mon, 07 Dec 2026 06:00:00 GMT</pubDate>
+    <enclosure url="{enclosure}" length="{size}" type="audio/wav"/></item>
+</channel></rss>
+"""
+
+
+def test_a_podcast_episode_gets_its_speakers(recording: tuple[Path, list], tmp_path: Path,
+                                             allow_loopback_fetch: None) -> None:
+    """`audiobatch podcast FEED --speakers 3`: the podcast job labels an episode (the
+    three-reader recording as its enclosure, fetched over HTTP) as the transcribe job does."""
+    import shutil
+
+    from audiobatch.flows.cli import main
+    from tests.helpers.feeds import FeedServer
+
+    path, truth = recording
+    out = tmp_path / "out"
+    with FeedServer(tmp_path / "site") as site:
+        shutil.copy(path, site.folder / "talk.wav")
+        (site.folder / "feed.xml").write_text(_feed(site.url("talk.wav"), path.stat().st_size))
+        assert main(["podcast", site.url("feed.xml"), "--out", str(out), "--no-progress",
+                     "--speakers", "3"]) == 0
+    words = pd.read_parquet(out / "words")
+    [rttm] = out.rglob("*.rttm")
+    mapping = speaker_mapping(truth, _rttm_turns(rttm, rttm.stem), 72.0)
+    checked = [(mapping.get(w.speaker), expected) for w in words.itertuples()
+               if (expected := _clearly_inside(truth, (w.start_s + w.end_s) / 2)) is not None]
+    assert len(checked) > 50 and sum(a == b for a, b in checked) >= 0.95 * len(checked)
+    speakers = pd.read_parquet(out / "speakers")
+    assert sorted(speakers["speaker"]) == ["SPEAKER_1", "SPEAKER_2", "SPEAKER_3"]
+    assert pd.read_parquet(out / "segments")["speaker"].nunique() == 3
+
