@@ -24,6 +24,12 @@ Stage 1 tries pause threshold x gap at speed 1.0; stage 2 speeds up the best of 
 (`--full`: every speed with every pause setting). Prints numbers; asserts nothing.
 
     .venv/bin/python benchmarks/economy.py [--full]
+    .venv/bin/python benchmarks/economy.py --settings 1.0:0.1:1.0,0.5:0.1:1.15 --default-runs 2
+    .venv/bin/python benchmarks/economy.py --corpora varied --settings 0.5:0.1:1.0 --keep DIR
+
+`--corpora` measures only some corpora (the varied ones alone take minutes, not 20); `--keep`
+keeps each run's outputs and writes every transcript and its reference one normalised word a
+line (DIR/LABEL/words), to diff where words go missing.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 from audiobatch.tasks.audio import economy  # noqa: E402
 from audiobatch.tasks.audio.economy import Economy  # noqa: E402
 from tests.helpers.data import SPEECH  # noqa: E402
-from tests.helpers.e2e import corpus_wer, run_transcribe, write_manifest  # noqa: E402
+from tests.helpers.e2e import corpus_wer, normalise, run_transcribe, write_manifest  # noqa: E402
 from tests.helpers.pauses import (Recording, conversation, english_references, lecture,  # noqa: E402
                                   start_errors)
 from tests.helpers.varied import HELD_OUT, PAUSE_S, TUNING, Episode, episode  # noqa: E402
@@ -88,27 +94,32 @@ def _recording(made: Episode) -> Recording:
                      [PAUSE_S] * (len(made.starts_s) - 1))
 
 
-def corpora(folder: Path) -> dict[str, list[Recording]]:
+CORPORA = ("with pauses", "as recorded", "varied", HELD_OUT_CORPUS)
+
+
+def corpora(folder: Path, names: tuple[str, ...] = CORPORA) -> dict[str, list[Recording]]:
     """The shared English speech twice (joined with pauses, and as recorded), the varied
-    episode, and the held-out one."""
-    as_recorded = [Recording(SPEECH / name, text, 0.0, [], [])
-                   for name, text in english_references().items()]
-    return {"with pauses": [conversation(folder), lecture(folder)], "as recorded": as_recorded,
-            "varied": [_recording(episode(folder, TUNING, f"varied-{k}", seed=k, shuffled=k > 0))
-                       for k in range(EPISODES)],
-            HELD_OUT_CORPUS: [_recording(episode(folder, HELD_OUT, f"held-out-{k}", seed=k,
-                                                 shuffled=k > 0)) for k in range(EPISODES)]}
+    episodes, and the held-out ones (those of `names`)."""
+    makers = {
+        "with pauses": lambda: [conversation(folder), lecture(folder)],
+        "as recorded": lambda: [Recording(SPEECH / name, text, 0.0, [], [])
+                                for name, text in english_references().items()],
+        "varied": lambda: [_recording(episode(folder, TUNING, f"varied-{k}", seed=k,
+                                              shuffled=k > 0)) for k in range(EPISODES)],
+        HELD_OUT_CORPUS: lambda: [_recording(episode(folder, HELD_OUT, f"held-out-{k}", seed=k,
+                                                     shuffled=k > 0)) for k in range(EPISODES)]}
+    return {name: makers[name]() for name in CORPORA if name in names}
 
 
 async def measure(label: str, setting: Economy | None, speech: dict[str, list[Recording]],
-                  folder: Path) -> Measured:
+                  folder: Path, keep: Path | None = None) -> Measured:
     """One run of the flow over every recording (economy with `setting`, or the default)."""
     corpus_of = {r.path.stem: name for name, recordings in speech.items() for r in recordings}
     rows = [{"id": r.path.stem, "audio": str(r.path)} for rs in speech.values() for r in rs]
     if setting is not None:
         economy.PRESET = setting  # what --economy takes
     started = time.perf_counter()
-    run = await run_transcribe(write_manifest(folder / f"{label}.csv", rows), folder / label,
+    run = await run_transcribe(write_manifest(folder / f"{label}.csv", rows), (keep or folder) / label,
                                price_as="gpt-audio-1.5", economy=setting is not None,
                                timeout_s=1800)  # a busy machine: a 4 min request may take long
     costs, transcripts = run.dataset("costs"), run.dataset("transcripts")
@@ -116,20 +127,33 @@ async def measure(label: str, setting: Economy | None, speech: dict[str, list[Re
     segments = run.dataset("segments")
     errors = {r.path.stem: start_errors(segments.loc[segments["item_id"] == r.path.stem,
                                                      "start_s"].tolist(), r)
-              for r in speech["with pauses"]}
+              for r in speech.get("with pauses", [])}
+    if keep is not None:
+        _keep_transcripts(keep / label / "words", speech, said)
     tokens = costs.groupby(costs["item_id"].map(corpus_of))["prompt_audio_tokens"].sum()
     result = Measured(
         label, setting, {name: int(tokens.get(name, 0)) for name in speech},
         {name: corpus_wer([r.reference for r in rs], [said[r.path.stem] for r in rs])
          for name, rs in speech.items()},
         float(costs["cost_usd"].sum()) / (float(transcripts["duration_s"].sum()) / 3600),
-        max(errors["lecture"]),
-        f"{sum(e <= TIMING_BAR_S for e in errors['conversation'])}/{len(errors['conversation'])}")
+        max(errors.get("lecture", [0.0])),
+        f"{sum(e <= TIMING_BAR_S for e in errors.get('conversation', []))}"
+        f"/{len(errors.get('conversation', []))}")
     print(f"  {label}: {result.tokens} tokens, WER "
           f"{ {k: round(v * 100, 2) for k, v in result.wer.items()} } "
           f"segment starts within {result.timing_s:.2f} s ({time.perf_counter() - started:.0f} s)",
           flush=True)
     return result
+
+
+def _keep_transcripts(folder: Path, speech: dict[str, list[Recording]], said: dict[str, str]) -> None:
+    """Each recording's reference and transcript, normalised, one word a line (for `diff`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for recordings in speech.values():
+        for r in recordings:
+            for kind, text in (("reference", r.reference), ("transcript", said[r.path.stem])):
+                (folder / f"{r.path.stem}.{kind}.txt").write_text(
+                    "\n".join(normalise(text).split()) + "\n")
 
 
 def acceptable(run: Measured, default: Measured, corpora: tuple[str, ...] | None = None) -> bool:
@@ -176,29 +200,31 @@ def held_out_verdict(run: Measured, default: Measured) -> str:
             f"the 0.5-point bar), {1 - run.tokens[name] / default.tokens[name]:.1%} fewer audio tokens")
 
 
-async def main(full: bool, settings: list[Economy], default_runs: int) -> None:
+async def main(full: bool, settings: list[Economy], default_runs: int,
+               names: tuple[str, ...] = CORPORA, keep: Path | None = None) -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        speech = corpora(folder)
+        speech = corpora(folder, names)
         for name, recordings in speech.items():
             words = sum(len(r.reference.split()) for r in recordings)
             print(f"{name}: {len(recordings)} recordings, {words} words")
-        defaults = [await measure(f"default-{k + 1}", None, speech, folder)
+        defaults = [await measure(f"default-{k + 1}", None, speech, folder, keep)
                     for k in range(default_runs)]
         default = Measured(f"default (best of {default_runs})", None, defaults[0].tokens,
                            {name: min(d.wer[name] for d in defaults) for name in speech},
                            defaults[0].usd_per_hour, max(d.timing_s for d in defaults),
                            defaults[0].talk_timing)
         if settings:  # only these
-            runs = [await measure(f"p{s.pause_s}-g{s.gap_s}-x{s.speed}", s, speech, folder)
+            runs = [await measure(f"p{s.pause_s}-g{s.gap_s}-x{s.speed}", s, speech, folder, keep)
                     for s in settings]
         else:
-            stage1 = [await measure(f"p{p}-g{g}", Economy(p, g), speech, folder) for p, g in PAUSES]
+            stage1 = [await measure(f"p{p}-g{g}", Economy(p, g), speech, folder, keep)
+                      for p, g in PAUSES]
             best = choose(stage1, default) or min(stage1, key=lambda r: r.total_tokens)
             pause_settings = [r.setting for r in stage1] if full else [best.setting]
             stage2 = [await measure(f"p{s.pause_s}-g{s.gap_s}-x{speed}",
-                                    Economy(s.pause_s, s.gap_s, speed), speech, folder)
+                                    Economy(s.pause_s, s.gap_s, speed), speech, folder, keep)
                       for s in pause_settings for speed in SPEEDS]
             runs = stage1 + stage2
         chosen = choose(runs, default)
@@ -211,8 +237,9 @@ async def main(full: bool, settings: list[Economy], default_runs: int) -> None:
             print(f"\n--economy should take {chosen.setting}: {saved:.1%} fewer audio tokens")
             print(f"the code's preset: {PRESET_IN_CODE} "
                   f"({'the same' if chosen.setting == PRESET_IN_CODE else 'DIFFERENT: update it'})")
-            print(held_out_verdict(chosen, default))
-        for run in runs:
+            if HELD_OUT_CORPUS in speech:
+                print(held_out_verdict(chosen, default))
+        for run in runs if HELD_OUT_CORPUS in speech else []:
             print(f"  {run.label}: {held_out_verdict(run, default)}")
 
 
@@ -225,7 +252,16 @@ if __name__ == "__main__":
                         "threshold : gap : speed), against the default; e.g. 0.5:0.1:1.0,0.5:0.1:1.15")
     parser.add_argument("--default-runs", type=int, default=DEFAULT_RUNS,
                         help=f"default runs to take the best of (default {DEFAULT_RUNS})")
+    parser.add_argument("--corpora", metavar="NAME,...", default=",".join(CORPORA),
+                        help=f"only these corpora (of {', '.join(CORPORA)}): e.g. varied")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each run's outputs here (DIR/LABEL), with its transcripts and "
+                             "references in DIR/LABEL/words, one normalised word a line, to diff")
     arguments = parser.parse_args()
     chosen_settings = [Economy(*map(float, item.split(":")))
                        for item in (arguments.settings or "").split(",") if item]
-    asyncio.run(main(arguments.full, chosen_settings, arguments.default_runs))
+    chosen_corpora = tuple(name.strip() for name in arguments.corpora.split(","))
+    if unknown := set(chosen_corpora) - set(CORPORA):
+        parser.error(f"unknown corpora {sorted(unknown)}: choose from {', '.join(CORPORA)}")
+    asyncio.run(main(arguments.full, chosen_settings, arguments.default_runs, chosen_corpora,
+                     arguments.keep))
