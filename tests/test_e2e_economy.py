@@ -48,8 +48,11 @@ async def economy_run(prefect_api: None, manifest, tmp_path_factory) -> RunResul
                                 economy=True)
 
 
-def tokens_sent(run: RunResult) -> int:
-    return int(run.dataset("costs")["prompt_audio_tokens"].sum())
+def tokens_sent(run: RunResult, first_pass: bool = False) -> int:
+    costs = run.dataset("costs")
+    if first_pass:
+        costs = costs[costs["reask_reason"].isna()]
+    return int(costs["prompt_audio_tokens"].sum())
 
 
 def wer(run: RunResult, recordings: dict[str, Recording]) -> float:
@@ -58,17 +61,17 @@ def wer(run: RunResult, recordings: dict[str, Recording]) -> float:
     return corpus_wer([r.reference for r in recordings.values()], [said[i] for i in recordings])
 
 
-def test_economy_sends_a_fifth_fewer_tokens_for_the_same_words(
+def test_economy_sends_a_seventh_fewer_tokens_for_the_same_words(
         default_run: RunResult, economy_run: RunResult, recordings: dict[str, Recording]) -> None:
-    default, economy = tokens_sent(default_run), tokens_sent(economy_run)
-    print(f"audio tokens: default {default}, economy {economy} ({1 - economy / default:.1%} "
-          f"fewer); WER default {wer(default_run, recordings):.2%}, "
+    # first passes: QA may re-ask a whole recording either way (its cost, not economy's)
+    default, economy = tokens_sent(default_run, first_pass=True), tokens_sent(economy_run, first_pass=True)
+    print(f"audio tokens on first passes: default {default}, economy {economy} "
+          f"({1 - economy / default:.1%} fewer); WER default {wer(default_run, recordings):.2%}, "
           f"economy {wer(economy_run, recordings):.2%}")
-    assert economy <= 0.8 * default
-    # Issue 24's bar is half a point; since economy keeps whole every stretch that is not quiet
-    # (speech the voice detector misses: telephone lines, noisy rooms), it costs 1.4 points here
-    # (3.74% -> 5.17%): not met, docs/costs.md says so. This bound keeps it from getting worse.
-    assert wer(economy_run, recordings) <= wer(default_run, recordings) + 0.015
+    assert economy <= 6 / 7 * default  # the preset (pauses of 1 s or more): 16.6% fewer
+    # Issue 24's bar: half a point (the preset: 3.74% -> 3.59%; it also holds on the plain clips
+    # and the varied episodes of tests/helpers/varied.py, benchmarks/economy.py).
+    assert wer(economy_run, recordings) <= wer(default_run, recordings) + 0.005
 
 
 def segment_starts(run: RunResult, item_id: str) -> list[float]:
@@ -81,7 +84,7 @@ def test_segments_stay_on_the_recordings_timeline(economy_run: RunResult, defaul
                                                   recordings: dict[str, Recording]) -> None:
     """After every pause of a second or more (those economy shortens), a segment starts within
     0.5 s of where the speech resumes in the recording - not where it lies in the sent audio,
-    where the later pieces come a minute earlier. The lecture (one clean reader) holds this
+    where the later pieces come half a minute earlier. The lecture (one clean reader) holds this
     everywhere; in the conversation of 23 clips with mixed noise floors the caption timer
     (levels and text lengths) may misplace one or two short clips, as it does by default."""
     lecture, talk = recordings["lecture"], recordings["conversation"]
@@ -101,7 +104,7 @@ def test_segments_stay_on_the_recordings_timeline(economy_run: RunResult, defaul
     assert within >= 0.8 * len(talk_errors)
     costs = economy_run.dataset("costs")
     sent_s = costs.loc[costs["item_id"] == "lecture", "sent_audio_s"].sum()
-    assert lecture.duration_s - sent_s > 40  # in the sent audio the last pieces come that much earlier
+    assert lecture.duration_s - sent_s > 25  # in the sent audio the last pieces come that much earlier
 
 
 def test_estimate_predicts_the_economy_run_within_ten_percent(economy_run: RunResult,

@@ -5,10 +5,12 @@ setting, `tasks.audio.prepare.prepare_chunks` sends less audio for the same word
 
 1. `shorten_pauses` listens to the decoded stream with the Silero VAD (`tasks.audio.vad`) and its
    levels, and leaves out the middle of every pause of at least `pause_s` - audio the VAD hears
-   no speech in AND that is quiet for its stretch of the recording - keeping `gap_s` of it
-   (half from each end, with 8 ms fades at the splice);
+   no speech in, that is quiet for its stretch of the recording AND not beside loud audio the
+   VAD hears no speech in (speech it is unsure of) - keeping `gap_s` of it (half from each
+   end, with 8 ms fades at the splice);
 2. the chunker packs the shortened stream into requests within the same audio-token budget;
-3. each chunk is played `speed` times faster, pitch kept (`tasks.audio.stitch.time_stretch`).
+3. each chunk is played `speed` times faster, pitch kept (`tasks.audio.stitch.time_stretch`;
+   the preset keeps speed 1.0).
 
 `TimeMap` records where every sent sample came from, so segment, word and caption times stay on
 the original recording's timeline: sent seconds -> (x speed) -> shortened stream -> original.
@@ -40,6 +42,12 @@ AHEAD_S = 1.0  # heard after each step, so a word starting at the step's end is 
 # held-in clips, e.g. LJ001-0001's first word) and a word's tail can fade under its threshold.
 ONSET_PAD_S = 0.25
 OFFSET_PAD_S = 0.1
+# Where the VAD hears no speech in loud audio (a telephone line, a noisy room: speech it is
+# unsure of), the pauses beside it are kept whole this far: the embedded Whisper drops text
+# over what Silero takes for 4 s of non-speech (localmodel.engines.over_speech), and with the
+# pauses around such speech shortened that stretch grew over whole sentences (varied episodes,
+# tests/helpers/varied.py). At most CONTEXT_S and AHEAD_S: the labels see no further.
+UNSURE_REACH_S = 1.0
 # What is kept of a shortened pause (the part the VAD hears no speech in, pads aside) lasts at
 # least this long once sped up: the caption timer marks it as a phrase break of 0.4 s
 # (tasks.captions.segments.ANCHOR_GAP_S) around each splice (`TimeMap.splices`).
@@ -82,8 +90,11 @@ class Economy:
 
 
 # Chosen by benchmarks/economy.py: the most audio tokens saved with WER within 0.5 points of
-# the default run on the held-in speech (docs/performance.md, "How the economy preset was chosen").
-PRESET = Economy(pause_s=0.5, gap_s=0.1, speed=1.15)
+# the default run on every tuning corpus (docs/performance.md, "How the economy preset was
+# chosen"). Pauses of 1 s or more, speech at its own speed: sped up 1.15x, the embedded Whisper
+# dropped whole passages of varied speech (+5.2 points) and lost words on plain clips (+0.86);
+# pauses from 0.5 s cost 0.57 points on the recordings with pauses. --economy-speed opts in.
+PRESET = Economy(pause_s=1.0, gap_s=0.1, speed=1.0)
 
 
 def economy_for(enabled: bool, speed: float | None = None,
@@ -285,18 +296,29 @@ class _Pending:
 
 def _silent_windows(pending: _Pending, first: int, end: int, heard_until: int) -> np.ndarray:
     """Labels of windows [first, end): True where nobody speaks - no VAD speech span (widened
-    by the pads) covers the window's centre, AND the window is quiet for this stretch of audio
-    (`quiet_threshold_db` of its levels). The detector hears CONTEXT_S before and up to AHEAD_S
-    after (sample `heard_until`)."""
+    by the pads) covers the window's centre, the window is quiet for this stretch of audio
+    (`quiet_threshold_db` of its levels), AND no window within UNSURE_REACH_S is loud where
+    the VAD hears no speech. The detector hears CONTEXT_S before and up to AHEAD_S after
+    (sample `heard_until`)."""
     context = max(pending.start // WINDOW_SAMPLES, first - round(CONTEXT_S / WINDOW_S))
     offset = context * WINDOW_SAMPLES
     samples = pending.samples(offset, heard_until)
     spans = np.asarray(speech_spans(samples, pad_s=0.0), dtype=float).reshape(-1, 2)
     spans += (-ONSET_PAD_S, OFFSET_PAD_S)  # spans may now overlap: starts and ends stay sorted
-    centres = ((np.arange(first, end) + 0.5) * WINDOW_SAMPLES - offset) / VAD_RATE
+    centres = ((np.arange(-(-len(samples) // WINDOW_SAMPLES)) + 0.5) * WINDOW_SAMPLES) / VAD_RATE
     inside = np.searchsorted(spans[:, 0], centres, side="right") - 1
     covered = (inside >= 0) & (centres < spans[np.maximum(inside, 0), 1])
-    return ~covered & _quiet(samples, first - context, end - context)
+    quiet = _quiet(samples, 0, centres.size)
+    unsure = _widened(~covered & ~quiet, round(UNSURE_REACH_S / WINDOW_S))
+    return (~covered & quiet & ~unsure)[first - context:end - context]
+
+
+def _widened(marked: np.ndarray, reach: int) -> np.ndarray:
+    """`marked` grown by `reach` windows on each side."""
+    if reach <= 0 or not marked.any():
+        return marked
+    counts = np.convolve(marked.astype(np.int32), np.ones(2 * reach + 1, dtype=np.int32), mode="same")
+    return counts > 0
 
 
 def _quiet(samples: np.ndarray, first: int, end: int) -> np.ndarray:
