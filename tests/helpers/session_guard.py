@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 ENV = "AUDIOBATCH_TEST_SESSIONS"
+QUIET_S = 0.25  # no process of the session seen for this long: none is being forked
 GRACE_S = 2.0  # teardown's share of the 5 s an interrupted suite may take; a busy machine needs the rest
 SESSION = uuid.uuid4().hex[:16]
 _deadline: threading.Timer | None = None
@@ -111,10 +112,15 @@ def stop_processes(wait_s: float = 2.0, session: str = SESSION) -> list[int]:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and session_processes(session):
         time.sleep(0.05)
-    deadline = time.monotonic() + 1.0  # a child forked meanwhile (a server starting a worker)
-    while (left := session_processes(session)) and time.monotonic() < deadline:
-        for pid in left:
+    # SIGKILL what is left, and keep looking until none has been seen for QUIET_S: a child
+    # forked meanwhile (a server starting a worker) may show in /proc only after a first
+    # empty look (one was left behind once in CI, 2026-12-07).
+    deadline, last_seen = time.monotonic() + 1.5, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - last_seen < QUIET_S:
+        for pid in (left := session_processes(session)):
             _signal(pid, signal.SIGKILL)
+        if left:
+            last_seen = time.monotonic()
         time.sleep(0.05)
     return first
 
