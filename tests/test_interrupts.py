@@ -42,8 +42,9 @@ def wait_for_flow(suite: subprocess.Popen[str]) -> None:
             return
 
 
-def processes_left(tag: str, settle_s: float = 1.0) -> list[int]:
-    """The subset's processes still alive (given a moment for killed ones to go)."""
+def processes_left(tag: str, settle_s: float = 3.0) -> list[int]:
+    """The subset's processes still alive (given a moment for killed ones to go: a process
+    SIGKILLed with a large memory map may take over a second to finish exiting)."""
     deadline = time.monotonic() + settle_s
     while (left := session_guard.session_processes(tag)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -88,4 +89,16 @@ def test_an_interrupted_suite_stops_within_5_s_and_leaves_no_process(tmp_path) -
         result = results[name]
         assert result["code"] in (2, 128 + signum), (name, result)  # 2: pytest's "interrupted"
         assert result["took"] <= 5.0, f"{name}: the suite took {result['took']:.1f} s to stop"
-        assert result["left"] == [], f"{name}: processes left behind: {result['left']}"
+        assert result["left"] == [], f"{name}: processes left behind: {_described(result['left'])}"
+
+
+def _described(pids: list[int]) -> list[str]:
+    """Each process left, with its command line (what a reader of a failure needs)."""
+    described = []
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        except OSError:
+            command = "(gone)"
+        described.append(f"{pid}: {command}")
+    return described
