@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prefect.settings import PREFECT_API_URL
 
-from audiobatch.tasks.transcription.qa import MAX_UNITS_EXTRA, MAX_WORDS_PER_S, overlong, units
+from audiobatch.tasks.transcription.bounds import MAX_UNITS_EXTRA, MAX_WORDS_PER_S, overlong, units
 from tests.helpers.data import ROOT, SPEECH
 from tests.helpers.e2e import run_transcribe, write_manifest
 from tests.helpers.faultserver import FaultServer, ok
@@ -41,8 +41,8 @@ def test_the_bound_is_words_per_second_of_audio() -> None:
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=400), seconds=st.floats(0.0, 30.0))
 def test_fuzz_overlong_is_exactly_the_bound_on_words(text: str, seconds: float) -> None:
-    from audiobatch.tasks.transcription.qa import MAX_CHARS_PER_S, _NO_SPACE_SCRIPT
-    per_s = MAX_CHARS_PER_S if _NO_SPACE_SCRIPT.search(text) else MAX_WORDS_PER_S
+    from audiobatch.tasks.transcription.bounds import MAX_CHARS_PER_S, NO_SPACE_SCRIPT
+    per_s = MAX_CHARS_PER_S if NO_SPACE_SCRIPT.search(text) else MAX_WORDS_PER_S
     assert overlong(text, seconds) == (units(text) > per_s * seconds + MAX_UNITS_EXTRA)
 
 

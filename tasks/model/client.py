@@ -20,7 +20,6 @@ Reading what comes back (replies and their checks, errors, retry-after, the repl
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import time
@@ -47,7 +46,7 @@ from audiobatch.tasks.model.profiles import (DEFAULT_REMOTE_MODEL, LOCAL_MODEL, 
 from audiobatch.tasks.model.prompts import (REASK_TEMPERATURE, STRICT_TRANSCRIPT, TRANSCRIPT_ONLY,
                                             context_instruction, narration_system_prompt,
                                             transcribe_instruction, vocabulary_instruction)
-from audiobatch.tasks.model.request_body import FileAsBase64, json_content
+from audiobatch.tasks.model.request_body import audio_data, json_content, require_audio
 from audiobatch.tasks.model.wire import (Attempt, ModelReply, error_for_response, listed_models, model_list,
                                          parse_reply, read_capped)
 
@@ -179,7 +178,7 @@ class ModelClient:
             instruction += "\n" + STRICT_TRANSCRIPT
         read = audio.read_bytes if isinstance(audio, Path) else audio if callable(audio) else (lambda: audio)
         if isinstance(audio, bytes):
-            _require_audio(audio)
+            require_audio(audio)
             if expected_tokens is None:
                 expected_tokens = _transcribe_tokens(audio, audio_format, prompt, language, profile)
 
@@ -190,7 +189,7 @@ class ModelClient:
             if context:
                 content.append({"type": "text", "text": context_instruction(context)})
             content.append({"type": "input_audio", "input_audio": {
-                "data": _audio_data(audio if isinstance(audio, Path) else read()),
+                "data": audio_data(audio if isinstance(audio, Path) else read()),
                 "format": audio_format}})
             return {
                 "model": model, "modalities": ["text"], "temperature": REASK_TEMPERATURE if strict else 0,
@@ -370,22 +369,6 @@ class ModelClient:
         if self.settings.api_key:
             headers["Authorization"] = f"Bearer {self.settings.api_key}"
         return headers
-
-
-def _require_audio(audio: bytes) -> bytes:
-    if not audio:
-        raise InputError("no audio to transcribe (0 bytes). Check the chunk or file.")
-    return audio
-
-
-def _audio_data(audio: bytes | Path) -> str | FileAsBase64:
-    """The request's base64 audio: a file (a chunk) is read piece by piece as it is sent."""
-    if isinstance(audio, Path):
-        data = FileAsBase64(audio)
-        if not data.size:
-            raise InputError("no audio to transcribe (0 bytes). Check the chunk or file.")
-        return data
-    return base64.b64encode(_require_audio(audio)).decode("ascii")
 
 
 def _transcribe_tokens(audio: bytes, audio_format: str, prompt: str | None,

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from audiobatch.tasks.errors import InputError
+
 PIECE_BYTES = 3 * (1 << 18)  # 768 KiB of file: a multiple of 3, so base64 pieces join unpadded
 
 
@@ -74,3 +76,22 @@ def json_content(body: dict[str, Any]) -> tuple[dict[str, str], bytes | AsyncIte
         yield parts[-1]
 
     return headers, stream()
+
+
+NO_AUDIO = "no audio to transcribe (0 bytes). Check the chunk or file."
+
+
+def require_audio(audio: bytes) -> bytes:
+    if not audio:
+        raise InputError(NO_AUDIO)
+    return audio
+
+
+def audio_data(audio: bytes | Path) -> str | FileAsBase64:
+    """A request's base64 audio: a file (a chunk) is read piece by piece as it is sent."""
+    if isinstance(audio, Path):
+        data = FileAsBase64(audio)
+        if not data.size:
+            raise InputError(NO_AUDIO)
+        return data
+    return base64.b64encode(require_audio(audio)).decode("ascii")

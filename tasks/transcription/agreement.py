@@ -39,7 +39,8 @@ from audiobatch.tasks.errors import AudiobatchError
 from audiobatch.tasks.model.profiles import LOCAL_MODELS
 from audiobatch.tasks.run.cache import ReplyRecord
 from audiobatch.tasks.run.context import RunContext
-from audiobatch.tasks.transcription.qa import Evidence, Verdict, judge, non_speech_words, overlong
+from audiobatch.tasks.transcription.bounds import overlong
+from audiobatch.tasks.transcription.qa import Evidence, Verdict, judge, non_speech_words
 
 WHISPER_WINDOW_S = 30.0  # the embedded model conditions on its own text only across windows
 ECHOES_BEFORE_STOP = 2  # re-asks answered with the first text, none changed: stop re-asking

@@ -16,7 +16,7 @@ Checks (each returns a short reason, the flag's text):
 - "coverage": words per second of VAD speech far outside what people say in the language, or
   a word count far from what the local engine hears in the same chunk (when it is asked);
 - "overlong": more words than the chunk's audio could hold at any speaking rate
-  (`overlong`, MAX_WORDS_PER_S): checked first, with QA on or off, and such a reply is never
+  (tasks/transcription/bounds.py): checked first, with QA on or off, and such a reply is never
   kept, so nothing downstream (alignment, captions) works on it.
 
 Checks against the audio (`Evidence`; tasks/transcription/agreement.py gathers it): the reply is
@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from audiobatch.tasks.captions.words import Word
+from audiobatch.tasks.transcription.bounds import NO_SPACE_SCRIPT, units, words_of
 
 
 # Words per second of speech: conversational English runs ~2-3.5; fast speakers ~4.5. Beyond
@@ -54,8 +55,6 @@ from audiobatch.tasks.captions.words import Word
 WORDS_PER_S = (0.4, 6.5)
 CHARS_PER_S = (0.8, 14.0)
 MIN_SPEECH_S = 3.0  # below this, rates say too little
-# The hard bound per second of audio (not of speech): far above any speaker (auctioneers ~6).
-MAX_WORDS_PER_S, MAX_CHARS_PER_S, MAX_UNITS_EXTRA = 10.0, 20.0, 20
 REFERENCE_RATIO = (0.5, 2.0)  # reply words / local engine words
 CUT_SHORT_SHARE = 0.7  # a reply with fewer words than this share of the local engine's stops early
 MIN_REFERENCE_SIMILARITY = 0.35  # share of words in common with the local engine's transcript
@@ -89,7 +88,6 @@ _ANSWER = re.compile(
     r"\b(says|said|talks|speaks|discuss\w*|is (saying|talking|speaking|describing|about)|describes|mentions|explains|asks)|"
     r"this (audio|recording|clip)\b|in (this|the) (audio|recording|clip)\b|it sounds like\b|"
     r"(great|good|interesting) question\b)", re.IGNORECASE)
-_NO_SPACE_SCRIPT = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 
 @dataclass(frozen=True)
@@ -119,10 +117,6 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def words_of(text: str) -> list[str]:
-    return re.findall(r"\w+(?:['’]\w+)*", text.lower())
 
 
 def check(text: str, *, finish_reason: str | None, refusal: str | None,
@@ -240,23 +234,6 @@ def is_loop(text: str) -> bool:
     return False
 
 
-def units(text: str) -> int:
-    """Words, or characters for scripts written without spaces."""
-    no_space = len(_NO_SPACE_SCRIPT.findall(text))
-    return no_space + len(words_of(_NO_SPACE_SCRIPT.sub(" ", text))) if no_space else len(words_of(text))
-
-
-def overlong(text: str, audio_s: float) -> bool:
-    """More words (characters, for scripts without spaces) than `audio_s` of audio can hold."""
-    limit = MAX_CHARS_PER_S * audio_s + MAX_UNITS_EXTRA
-    if len(text) <= limit:  # fewer characters than the most words: within the bound
-        return False
-    if len(text) > 64 * limit:  # no need to count 50,000 words
-        return True
-    per_s = MAX_CHARS_PER_S if _NO_SPACE_SCRIPT.search(text) else MAX_WORDS_PER_S
-    return units(text) > per_s * audio_s + MAX_UNITS_EXTRA
-
-
 def coverage_problem(text: str, speech_s: float, reference: str | None) -> bool:
     """Far too few or too many words for the speech heard (and for what the local engine
     heard in the same audio, when it was asked)."""
@@ -269,7 +246,7 @@ def coverage_problem(text: str, speech_s: float, reference: str | None) -> bool:
         return False
     if speech_s < MIN_SPEECH_S:
         return False
-    low, high = CHARS_PER_S if _NO_SPACE_SCRIPT.search(text) else WORDS_PER_S
+    low, high = CHARS_PER_S if NO_SPACE_SCRIPT.search(text) else WORDS_PER_S
     return not low * speech_s <= count <= high * speech_s + 3
 
 

@@ -41,7 +41,7 @@ from audiobatch.tasks.run.context import (ItemOutcome, ItemRecorder, RunContext,
 from audiobatch.tasks.speakers.turns import Labelled, item_turns, label_speakers
 from audiobatch.tasks.transcription.assemble import build_segments, join_transcripts, kept_word_ranges
 from audiobatch.tasks.transcription.agreement import ChunkText, checked_chunk_text
-from audiobatch.tasks.transcription.qa import overlong
+from audiobatch.tasks.transcription.bounds import overlong
 from audiobatch.tasks.transcription.vocabulary import check_terms
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
