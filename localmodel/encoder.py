@@ -85,8 +85,15 @@ def remembering_encodings(model: WhisperModel) -> WhisperModel:
         return memo.answer(np.ascontiguousarray(features), encode)
 
     model.encodings = memo  # type: ignore[attr-defined]
+    model.encode_afresh = encode  # type: ignore[attr-defined]
     model.encode = remembered  # type: ignore[method-assign]
     return model
+
+
+def encode_content(model: WhisperModel, padded: np.ndarray) -> Any:
+    """The encoding of what a window of `padded` features holds (`kept_frames`), not
+    remembered: a pack of short windows (localmodel/packing.py) is encoded once and cut up."""
+    return model.encode_afresh(np.ascontiguousarray(padded[..., :kept_frames(padded)]))  # type: ignore[attr-defined]
 
 
 def encoding_to_align(model: WhisperModel, padded: np.ndarray) -> Any:

@@ -27,6 +27,7 @@ import numpy as np
 
 from audiobatch.localmodel import multilingual
 from audiobatch.localmodel.encoder import content_windows, remembering_encodings
+from audiobatch.localmodel.packing import WindowPacker
 from audiobatch.localmodel.pronounce import clearer_phonemes
 from audiobatch.localmodel.weights import PIPER_VOICE_SHA256, WHISPER_MODEL_SHA256, verify_weights
 from audiobatch.tasks.audio.codecs import resample
@@ -81,6 +82,11 @@ class Heard:
 # Whisper's decoder sees 448 tokens; the previous text takes up to 223 of them. The vocabulary
 # gets at most this many characters (~100 tokens) so that both fit.
 HOTWORDS_CHARS = 400
+
+
+def speaks_english(language: str | None) -> bool:
+    """Whether `language` (a BCP 47 tag, None: unknown) is heard by the English model."""
+    return language is None or language.split("-")[0].lower() == "en"
 
 
 def hotwords(vocabulary: tuple[str, ...]) -> str | None:
@@ -158,6 +164,7 @@ class Engines:
         self._piper: PiperVoice | None = None
         self._multilingual: WhisperModel | None = None
         self.load_seconds: dict[str, float] = {}
+        self.packer = WindowPacker()  # short alignment windows encoded together
 
     # --- loading (thread-safe, once) ----------------------------------------------------
 
@@ -177,8 +184,7 @@ class Engines:
         """The speech model that hears `language`: tiny.en for English (as accurate as base on
         English here, at twice the speed), else the multilingual base (ConfigError saying how
         to install it when it is not)."""
-        english = language is None or language.split("-")[0].lower() == "en"
-        return self.whisper() if english else self.multilingual()
+        return self.whisper() if speaks_english(language) else self.multilingual()
 
     def piper(self) -> PiperVoice:
         with self._lock:

@@ -40,21 +40,29 @@ class ContentMemo(Generic[T]):
 
     def known(self, array: np.ndarray) -> T | None:
         """The remembered answer for `array`, or None (nothing is computed)."""
-        return self._remembered(content_key(array))
+        return self.by_key(content_key(array))
 
     def answer(self, array: np.ndarray, compute: Callable[[np.ndarray], T]) -> T:
         key = content_key(array)
-        remembered = self._remembered(key)
+        remembered = self.by_key(key)
         if remembered is not None:
             return remembered
         answer = compute(array)
+        self._keep(key, answer)
+        return answer
+
+    def remember(self, array: np.ndarray, answer: T) -> None:
+        """Keep `answer` as the function's answer for `array` (computed by the caller)."""
+        self._keep(content_key(array), answer)
+
+    def _keep(self, key: bytes, answer: T) -> None:
         with self._lock:
             self._answers[key] = answer
             while len(self._answers) > self.size:
                 self._answers.popitem(last=False)
-        return answer
 
-    def _remembered(self, key: bytes) -> T | None:
+    def by_key(self, key: bytes) -> T | None:
+        """The remembered answer for the array whose `content_key` is `key`, or None."""
         with self._lock:
             if key not in self._answers:
                 return None

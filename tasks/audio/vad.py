@@ -47,10 +47,13 @@ def _model() -> Any:
     return get_vad_model()
 
 
-# The transcript checks and the aligner both ask about the same chunk: hear it once.
-_heard: ContentMemo[np.ndarray] = ContentMemo(4)
-_tones: ContentMemo[np.ndarray] = ContentMemo(4)  # likewise for the held-notes share
-_beats: ContentMemo[np.ndarray] = ContentMemo(4)  # and for syllable-like beats
+# The transcript checks and the aligner (of a reply and of its re-ask) ask about the same
+# chunk: hear it once. Answers are one number a 32 ms window (4 KB for 30 s): remembered for
+# as many chunks as a run has in flight (--concurrency 16, each judged twice, was missing 4).
+REMEMBERED_CHUNKS = 64
+_heard: ContentMemo[np.ndarray] = ContentMemo(REMEMBERED_CHUNKS)
+_tones: ContentMemo[np.ndarray] = ContentMemo(REMEMBERED_CHUNKS)  # the held-notes share
+_beats: ContentMemo[np.ndarray] = ContentMemo(REMEMBERED_CHUNKS)  # syllable-like beats
 
 
 def load() -> None:
