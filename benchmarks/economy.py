@@ -39,7 +39,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +78,7 @@ class Measured:
     usd_per_hour: float  # priced as gpt-audio-1.5, per recorded hour, all corpora
     timing_s: float  # lecture: largest segment-start error after a pause of >= 1 s
     talk_timing: str  # conversation: how many clips after such pauses a segment starts within 0.5 s
+    wer_digits: dict[str, float] = field(default_factory=dict)  # digit strings digit by digit
 
     @property
     def total_tokens(self) -> int:
@@ -138,9 +139,12 @@ async def measure(label: str, setting: Economy | None, speech: dict[str, list[Re
         float(costs["cost_usd"].sum()) / (float(transcripts["duration_s"].sum()) / 3600),
         max(errors.get("lecture", [0.0])),
         f"{sum(e <= TIMING_BAR_S for e in errors.get('conversation', []))}"
-        f"/{len(errors.get('conversation', []))}")
+        f"/{len(errors.get('conversation', []))}",
+        {name: corpus_wer([r.reference for r in rs], [said[r.path.stem] for r in rs], digits=True)
+         for name, rs in speech.items()})
     print(f"  {label}: {result.tokens} tokens, WER "
-          f"{ {k: round(v * 100, 2) for k, v in result.wer.items()} } "
+          f"{ {k: round(v * 100, 2) for k, v in result.wer.items()} } (digit by digit "
+          f"{ {k: round(v * 100, 2) for k, v in result.wer_digits.items()} }) "
           f"segment starts within {result.timing_s:.2f} s ({time.perf_counter() - started:.0f} s)",
           flush=True)
     return result
@@ -187,17 +191,25 @@ def table(runs: list[Measured], default: Measured, chosen: Measured | None) -> s
             f"| {(run.wer[n] - default.wer[n]) * 100:+.2f}" for n in names)
         lines.append(f"| {run.label}{mark} | {s.pause_s if s else '-'} | {s.gap_s if s else '-'} "
                      f"| {s.speed if s else 1.0} | {cells} "
-                     f"| {run.total_tokens / default.total_tokens - 1:+.1%} | {run.usd_per_hour:.3f} "
+                     f"| {_versus(run.total_tokens, default.total_tokens)} | {run.usd_per_hour:.3f} "
                      f"| {run.timing_s:.2f} | {run.talk_timing} |")
     return "\n".join(lines)
+
+
+def _versus(tokens: int, default_tokens: int) -> str:
+    """Tokens against the default's, over the tuning corpora ("-" when only held-out ran)."""
+    return f"{tokens / default_tokens - 1:+.1%}" if default_tokens else "-"
 
 
 def held_out_verdict(run: Measured, default: Measured) -> str:
     name = HELD_OUT_CORPUS
     delta = (run.wer[name] - default.wer[name]) * 100
+    digits = (run.wer_digits[name] - default.wer_digits[name]) * 100
     return (f"held out: WER {default.wer[name]:.2%} by default, {run.wer[name]:.2%} with "
             f"{run.label} ({delta:+.2f} points: {'within' if delta <= WER_SLACK * 100 + 1e-9 else 'OVER'} "
-            f"the 0.5-point bar), {1 - run.tokens[name] / default.tokens[name]:.1%} fewer audio tokens")
+            f"the 0.5-point bar); digit strings digit by digit {default.wer_digits[name]:.2%} -> "
+            f"{run.wer_digits[name]:.2%} ({digits:+.2f}); "
+            f"{1 - run.tokens[name] / default.tokens[name]:.1%} fewer audio tokens")
 
 
 async def main(full: bool, settings: list[Economy], default_runs: int,
@@ -214,7 +226,8 @@ async def main(full: bool, settings: list[Economy], default_runs: int,
         default = Measured(f"default (best of {default_runs})", None, defaults[0].tokens,
                            {name: min(d.wer[name] for d in defaults) for name in speech},
                            defaults[0].usd_per_hour, max(d.timing_s for d in defaults),
-                           defaults[0].talk_timing)
+                           defaults[0].talk_timing,
+                           {name: min(d.wer_digits[name] for d in defaults) for name in speech})
         if settings:  # only these
             runs = [await measure(f"p{s.pause_s}-g{s.gap_s}-x{s.speed}", s, speech, folder, keep)
                     for s in settings]

@@ -88,7 +88,7 @@ def session_processes(session: str = SESSION) -> list[int]:
         try:
             state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
             environ = (entry / "environ").read_bytes()
-        except OSError:  # gone, or not ours to read
+        except (OSError, IndexError, ValueError):  # gone (read as it exits, a stat can be empty)
             continue
         if state == "Z":  # already dead, waiting for its parent to reap it
             continue
