@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers.session_guard import die_with_pytest
+
 POSTGRES_ENV = "AUDIOBATCH_TEST_POSTGRES_URL"  # postgresql+asyncpg://user:password@host:port/database
 START_TIMEOUT_S = 240  # ~15-25 s here; much more while other test processes load the machine
 # The real services, on tighter loops than production so that tests wait seconds, not minutes:
@@ -78,7 +80,7 @@ def prefect_server(home: Path, *, database_url: str | None = None,
     with open(log_path, "wb") as log:
         server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                   env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=die_with_pytest)
     api = f"http://127.0.0.1:{port}/api"
     try:
         _wait_healthy(api, server, log_path)

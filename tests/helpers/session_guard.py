@@ -14,6 +14,7 @@ outer's. Linux only (/proc), like the project.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -123,6 +124,20 @@ def stop_processes(wait_s: float = 2.0, session: str = SESSION) -> list[int]:
             last_seen = time.monotonic()
         time.sleep(0.05)
     return first
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # looked up before any fork: the child only calls it
+
+
+def die_with_pytest() -> None:
+    """A `preexec_fn` for a process started in its own session (out of reach of Ctrl-C to the
+    suite's group): the kernel SIGKILLs it when the thread that started it ends, so when pytest
+    dies, however it dies. Seen 2026-12-07: the Ctrl-C suite, inside a flow run, never ran its
+    Python SIGINT handler and was ended by the signal while the guard's last sweep was still
+    listing processes; the `prefect server start` of the session lived on for seconds.
+    Start such processes from the main thread (a fixture): a worker thread's end kills them."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal(pid: int, signum: int) -> None:
