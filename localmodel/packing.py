@@ -98,29 +98,30 @@ class WindowPacker:
 
     def slice_for(self, whisper: WhisperModel, audio: np.ndarray, model: Hashable) -> Slice:
         """The window's slice: remembered, or cut from a pack with the windows waiting now."""
-        key = content_key(audio)
-        remembered = self._slices.by_key(key)
+        own = Offer(content_key(audio), audio, model)
+        remembered = self._slices.by_key(own.key)
         if remembered is not None:
             return remembered
-        windows = [audio, *self._company(key, model, PACK_S - _laid_s(audio))]
-        slices = self._encoded_together(whisper, windows)
-        for window, cut in zip(windows, slices):
-            self._slices.remember(window, cut)
+        pack = [own, *self._company(own, PACK_S - _laid_s(audio))]
+        slices = self._encoded_together(whisper, [offer.audio for offer in pack])
+        for offer, cut in zip(pack, slices):
+            self._slices.remember(offer.key, cut)  # the keys are known: no second hash
         return slices[0]
 
-    def _company(self, own: bytes, model: Hashable, room_s: float) -> list[np.ndarray]:
+    def _company(self, own: Offer, room_s: float) -> list[Offer]:
         """Waiting windows for the same model that fit in `room_s`, taken off the list."""
         taken: list[Offer] = []
         with self._lock:
             for offer in self._waiting:
-                if offer.key == own or offer.model != model or self._slices.by_key(offer.key):
+                if offer.key == own.key or offer.model != own.model \
+                        or self._slices.by_key(offer.key) is not None:
                     continue
                 if _laid_s(offer.audio) <= room_s:
                     taken.append(offer)
                     room_s -= _laid_s(offer.audio)
             for offer in taken:
                 self._waiting.remove(offer)
-        return [offer.audio for offer in taken]
+        return taken
 
     def _encoded_together(self, whisper: WhisperModel, windows: list[np.ndarray]) -> list[Slice]:
         margin = _frames(MARGIN_S * RATE)

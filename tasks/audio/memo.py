@@ -48,14 +48,11 @@ class ContentMemo(Generic[T]):
         if remembered is not None:
             return remembered
         answer = compute(array)
-        self._keep(key, answer)
+        self.remember(key, answer)
         return answer
 
-    def remember(self, array: np.ndarray, answer: T) -> None:
-        """Keep `answer` as the function's answer for `array` (computed by the caller)."""
-        self._keep(content_key(array), answer)
-
-    def _keep(self, key: bytes, answer: T) -> None:
+    def remember(self, key: bytes, answer: T) -> None:
+        """Keep `answer` (computed by the caller) for the array whose `content_key` is `key`."""
         with self._lock:
             self._answers[key] = answer
             while len(self._answers) > self.size:
