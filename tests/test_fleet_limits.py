@@ -4,6 +4,9 @@ else is data, not the operator's configuration). Real Prefect API (the session's
 The limit doing its job across two workers: tests/test_fleet.py."""
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 from prefect import get_client
 
 from audiobatch.tasks.model.fleet_limits import ensure_fleet_limits, limit_name
@@ -28,3 +31,14 @@ async def test_limits_are_created_once_and_a_later_run_cannot_raise_them(prefect
                                       requests_per_minute=10_000, tokens_per_minute=None)
     assert again.requests == limits.requests
     assert await _limit(limits.requests) == (30, 0.5) and (await _limit(limits.concurrency))[0] == 3
+
+
+async def test_shards_starting_together_share_the_limits_one_of_them_created(fleet_api) -> None:
+    # a sharded submission's runs start on several workers at once: each finds no limit, each
+    # creates it, and all but one are told it exists (a 409) - which must not fail their shard
+    model = f"race-{uuid.uuid4().hex[:8]}"
+    found = await asyncio.gather(*[
+        ensure_fleet_limits("gateway.example", model, concurrency=2, requests_per_minute=60,
+                            tokens_per_minute=6000) for _ in range(6)])
+    assert len(set(found)) == 1 and found[0].tokens == limit_name("gateway.example", model, "tpm")
+    assert (await _limit(found[0].concurrency))[0] == 2

@@ -52,7 +52,7 @@ async def ensure_fleet_limits(provider: str, model: str, *, concurrency: int,
     """The fleet's limits for (provider, model), created with these values when missing."""
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     wanted = {"concurrency": (concurrency, None),
               "rpm": (requests_per_minute, (requests_per_minute or 0) / 60.0),
@@ -70,10 +70,13 @@ async def ensure_fleet_limits(provider: str, model: str, *, concurrency: int,
                     log.info("fleet limit %s stays at %d (this run asked for %d)",
                              name, existing.limit, int(limit))
             except ObjectNotFound:
-                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
-                    name=name, limit=max(1, int(limit)), active=True,
-                    slot_decay_per_second=decay or 0.0))
-                log.info("created fleet limit %s = %d", name, int(limit))
+                try:
+                    await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
+                        name=name, limit=max(1, int(limit)), active=True,
+                        slot_decay_per_second=decay or 0.0))
+                    log.info("created fleet limit %s = %d", name, int(limit))
+                except ObjectAlreadyExists:  # another shard's run created it a moment ago
+                    log.info("fleet limit %s was just created by another run", name)
             names[what] = name
         tokens_limit = (await client.read_global_concurrency_limit_by_name(names["tpm"])).limit \
             if names["tpm"] else 0
