@@ -150,6 +150,19 @@ def test_checks_accept_real_transcripts_of_every_english_clip() -> None:
         assert verdict.ok, (row.file, verdict.problems)
 
 
+def test_digits_read_out_agree_however_whisper_writes_them() -> None:
+    # the embedded Whisper's hearing of a telephone clip of digits read out, and two
+    # transcripts of it (CI flagged a well-behaved model's reply "mismatch" and paid a re-ask)
+    heard = "One zero zero zero one nine oh two one zero one eight zero three."
+    for reply in ("1, 0, 0, 0, 1. 9, 0, 2, 1, 0. 1, 8, 0, 3.", "1,0001, 90210, 1803"):
+        verdict = judge(reply, finish_reason="stop", refusal=None,
+                        evidence=Evidence([(0.0, 6.0)], reference=heard))
+        assert verdict.ok and verdict.agreement > 0.8, (reply, verdict)
+    answer = "Those numbers look like a postal code. Would you like me to look it up?"
+    assert "mismatch" in judge(answer, finish_reason="stop", refusal=None,
+                               evidence=Evidence([(0.0, 6.0)], reference=heard)).problems
+
+
 def test_checks_name_each_misbehaviour() -> None:
     real = ("Printing, in the only sense with which we are at present concerned, differs from "
             "most if not from all the arts and crafts represented in the exhibition")

@@ -13,14 +13,36 @@ MAX_WORDS_PER_S, MAX_CHARS_PER_S, MAX_UNITS_EXTRA = 10.0, 20.0, 20
 NO_SPACE_SCRIPT = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 
+DIGIT_NAMES = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+               "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+
+
 def words_of(text: str) -> list[str]:
     return re.findall(r"\w+(?:['’]\w+)*", text.lower())
 
 
+def digits_one_by_one(words: list[str]) -> list[str]:
+    """`words` with every number split into its digits, and a digit's name beside another
+    digit written as that digit. Whisper writes the digits a speaker reads out as "1 0 0 0 1",
+    "10001", "1,0001" or "one zero zero zero one", depending on the window: all read alike."""
+    tokens = [t for word in words for t in (list(word) if word.isdigit() else [word])]
+    numeric = [t.isdigit() or t in DIGIT_NAMES for t in tokens]
+    return [DIGIT_NAMES[t] if t in DIGIT_NAMES and ((i > 0 and numeric[i - 1]) or
+                                                   (i + 1 < len(tokens) and numeric[i + 1])) else t
+            for i, t in enumerate(tokens)]
+
+
+def spoken_words(text: str) -> list[str]:
+    """The words of `text` as said: a number written in digits counts a word per digit."""
+    return digits_one_by_one(words_of(text))
+
+
 def units(text: str) -> int:
-    """Words, or characters for scripts written without spaces."""
+    """Words as said (`spoken_words`), or characters for scripts written without spaces."""
     no_space = len(NO_SPACE_SCRIPT.findall(text))
-    return no_space + len(words_of(NO_SPACE_SCRIPT.sub(" ", text))) if no_space else len(words_of(text))
+    if no_space:
+        return no_space + len(spoken_words(NO_SPACE_SCRIPT.sub(" ", text)))
+    return len(spoken_words(text))
 
 
 def overlong(text: str, audio_s: float) -> bool:

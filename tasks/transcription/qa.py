@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from audiobatch.tasks.captions.words import Word
-from audiobatch.tasks.transcription.bounds import NO_SPACE_SCRIPT, units, words_of
+from audiobatch.tasks.transcription.bounds import NO_SPACE_SCRIPT, spoken_words, units, words_of
 
 
 # Words per second of speech: conversational English runs ~2-3.5; fast speakers ~4.5. Beyond
@@ -259,7 +259,7 @@ def cut_short(text: str, reference: str) -> bool:
 
 def similarity(text: str, reference: str) -> float:
     """Share of words the two texts have in common, in order (0..1)."""
-    a, b = words_of(text), words_of(reference)
+    a, b = spoken_words(text), spoken_words(reference)  # "1 0 9" and "one zero nine" agree
     if not a and not b:
         return 1.0
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
@@ -267,7 +267,7 @@ def similarity(text: str, reference: str) -> float:
 
 
 def disagrees(text: str, reference: str) -> bool:
-    return len(words_of(reference)) >= 6 and similarity(text, reference) < MIN_REFERENCE_SIMILARITY
+    return len(spoken_words(reference)) >= 6 and similarity(text, reference) < MIN_REFERENCE_SIMILARITY
 
 
 def strip_wrapper(text: str) -> str:

@@ -117,23 +117,17 @@ def corpus_wer(references: Iterable[str], hypotheses: Iterable[str], *, digits: 
     return float(jiwer.wer([score(r) for r in references], [score(h) for h in hypotheses]))
 
 
-_DIGIT_NAMES = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
-
-
 def digits_one_by_one(text: str) -> str:
     """`normalise(text)` with every number written digit by digit, and a digit's name beside
-    another digit written as that digit. Whisper's normaliser makes one number of a spoken
-    digit string: the reference "one zero zero zero one nine oh two ..." becomes
-    "100019021001803", so a transcript that writes the digits as they were said ("1 0 0 0 1
-    9 ...") scores 14 errors in 15 words and one that joins them wrongly ("10001 90210 1803")
-    scores 3. Digit by digit, each digit said counts once."""
-    tokens = [t for word in normalise(text).split() for t in (list(word) if word.isdigit() else [word])]
-    numeric = [t.isdigit() or t in _DIGIT_NAMES for t in tokens]
-    return " ".join(
-        _DIGIT_NAMES[t] if t in _DIGIT_NAMES and ((i > 0 and numeric[i - 1]) or
-                                                 (i + 1 < len(tokens) and numeric[i + 1])) else t
-        for i, t in enumerate(tokens))
+    another digit written as that digit (`tasks.transcription.bounds.digits_one_by_one`, as
+    QA compares texts). Whisper's normaliser makes one number of a spoken digit string: the
+    reference "one zero zero zero one nine oh two ..." becomes "100019021001803", so a
+    transcript that writes the digits as they were said ("1 0 0 0 1 9 ...") scores 14 errors
+    in 15 words and one that joins them wrongly ("10001 90210 1803") scores 3. Digit by
+    digit, each digit said counts once."""
+    from audiobatch.tasks.transcription.bounds import digits_one_by_one as split_digits
+
+    return " ".join(split_digits(normalise(text).split()))
 
 
 def engine_transcript(path: Path) -> str:
