@@ -15,6 +15,11 @@ from importlib.metadata import PackageNotFoundError, version
 # Whisper itself ran ~6% faster (measured, 2 cores). libgomp reads this when it loads, which
 # is after any audiobatch import; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# NumPy's OpenBLAS starts a thread per core whose idle loop spins too; its only work here is
+# small products (Whisper's mel filter over a window's spectrum), which one thread does at no
+# loss. With its threads, issue 24's 96 short clips took 37.8-42.6 CPU s, without 29.1-29.9
+# (measured 2026-12-07, 2 cores: blas_thread_server was 30% of the process's samples).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 try:
     __version__ = version("audiobatch")
