@@ -123,6 +123,23 @@ def test_openmp_threads_wait_passively_unless_the_user_says_otherwise() -> None:
     assert run(env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout.strip() == "ACTIVE"
 
 
+def test_numpy_runs_one_blas_thread_unless_the_user_says_otherwise() -> None:
+    """NumPy's OpenBLAS threads spun between the small products they were given and took 30%
+    of a QA run's CPU (docs/performance.md); `import audiobatch` asks for one thread. Read
+    from OpenBLAS itself, as NumPy loaded it."""
+    probe = ("import ctypes, glob, os, audiobatch, numpy\n"
+             "lib = glob.glob(os.path.join(os.path.dirname(numpy.__file__) + '.libs', '*openblas*'))\n"
+             "print(ctypes.CDLL(lib[0]).scipy_openblas_get_num_threads64_() if lib else 'none')")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = functools.partial(subprocess.run, [sys.executable, "-c", probe], capture_output=True,
+                            text=True, check=True)
+    found = run(env=env).stdout.strip()
+    if found == "none":
+        pytest.skip("this NumPy does not bundle OpenBLAS")
+    assert found == "1"
+    assert run(env={**env, "OPENBLAS_NUM_THREADS": "2"}).stdout.strip() == "2"
+
+
 def test_estimate_rows_are_named_once_and_only_bad_rows_are_to_fix(tmp_path, capsys) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,audio\n"
