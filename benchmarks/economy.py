@@ -245,7 +245,7 @@ async def main(full: bool, settings: list[Economy], default_runs: int,
         print(table(runs, default, chosen))
         print("default runs, WER per corpus: " + "; ".join(
             f"{name} " + ", ".join(f"{d.wer[name]:.2%}" for d in defaults) for name in speech))
-        if chosen:
+        if chosen and default.total_tokens:  # a choice needs the tuning corpora
             saved = 1 - chosen.total_tokens / default.total_tokens
             print(f"\n--economy should take {chosen.setting}: {saved:.1%} fewer audio tokens")
             print(f"the code's preset: {PRESET_IN_CODE} "
