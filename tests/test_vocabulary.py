@@ -43,6 +43,16 @@ def test_a_name_heard_as_two_words_is_joined() -> None:
     assert check_terms("Ask Mac Askill about it.", ("MacAskill",)).text == "Ask MacAskill about it."
 
 
+def test_a_long_name_whose_first_letter_was_not_heard_is_corrected_a_short_one_only_flagged() -> None:
+    checked = check_terms("Doctor Gozi Okonjo will chair.", ("Ngozi Okonjo",))
+    assert checked.text == "Doctor Ngozi Okonjo will chair."
+    assert checked.fixes == ["'Gozi Okonjo' -> 'Ngozi Okonjo'"]
+    assert check_terms("It translated the model.", ("CTranslate2",)).text == "It translated the model."
+    kept = check_terms("His liver was fine.", ("Oliver",))
+    assert kept.text == "His liver was fine." and kept.fixes == []
+    assert kept.notices == ["vocabulary: 'liver' may be 'Oliver'"]
+
+
 def test_common_words_are_never_turned_into_a_name_and_weak_likeness_is_only_flagged() -> None:
     checked = check_terms("Is there any news from Shivon today?", ("Anya", "Siobhan"))
     assert checked.text == "Is there any news from Shivon today?"  # nothing changed
@@ -194,8 +204,10 @@ async def test_names_are_spelled_right_with_a_vocabulary_and_a_hostile_one_fails
     # tiny.en is fragile (a term may still be missed: then it is flagged or left), so the bar
     # is the difference the row's own terms make, over the run's that both rows share
     assert set(TERMS[:2]) <= set(terms_in(with_list)) and set(TERMS[:2]) <= set(terms_in(without))
-    assert len(terms_in(with_list)) >= len(TERMS) - 1 > len(terms_in(without))
-    assert "vocabulary_fixes" in transcripts.columns  # (near misses corrected: none needed here)
+    # what tiny.en gets without the list differs by CPU (of the row's 3: at most 1 on one, 2 on another)
+    assert len(terms_in(with_list)) >= len(TERMS) - 1
+    assert len(terms_in(with_list)) > len(terms_in(without))
+    assert "vocabulary_fixes" in transcripts.columns  # near misses corrected ("Gozi Okonjo" on one CPU)
     costs = run.dataset("costs")
     assert set(costs["item_id"]) == {"with", "without"}  # different hints: asked twice, no cache hit
     assert not costs["cached"].any()

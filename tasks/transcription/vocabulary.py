@@ -8,8 +8,9 @@ normalised Indel similarity of their letters (case, spaces and punctuation aside
 - the term itself, in other case ("kubernetes"): the term's spelling is put in;
 - a near miss that is safe to correct: replaced by the term, punctuation around it kept, and
   reported (`transcripts.vocabulary_fixes`). Safe: similarity at least CORRECT_AT, the same
-  first letter, about the same length, and not only common English words (a vocabulary of
-  "Anya" must not turn every "any" into a name);
+  first letter (or, in a term of DROPPED_LEAD_LETTERS or more, only its first letter unheard:
+  "Gozi Okonjo" for "Ngozi Okonjo"), about the same length, and not only common English words
+  (a vocabulary of "Anya" must not turn every "any" into a name);
 - a weaker likeness (at least NOTICE_AT): left as it is and flagged for a person to check.
 
 Terms are checked input (tasks/inputs/vocabulary.py) and only ever compared and copied as
@@ -26,6 +27,7 @@ from rapidfuzz import fuzz, process
 CORRECT_AT = 85.0
 NOTICE_AT = 72.0
 LENGTH_SLACK = 0.35  # a correction keeps the length within 35% of the term's
+DROPPED_LEAD_LETTERS = 8  # shorter terms keep their first letter: "liver" is no "Oliver"
 _TOKEN = re.compile(r"\S+")
 _EDGE = re.compile(r"^([^\w]*)(.*?)((?:['’]s)?[^\w]*)$", re.DOTALL)  # lead, core, possessive/tail
 # Frequent English words: never corrected into a term (only flagged).
@@ -70,6 +72,13 @@ def _split(token: str) -> tuple[str, str, str]:
     return lead, core, tail
 
 
+def _same_start(heard: str, term: str) -> bool:
+    """The term's first letter heard, or in a long term only that letter missing, all else
+    exact; never another letter in its place ("cubernetes" for "Kubernetes" is only flagged,
+    "translated" stays "translated" beside "CTranslate2")."""
+    return heard[:1] == term[:1] or (len(term) >= DROPPED_LEAD_LETTERS and heard == term[1:])
+
+
 def _plausible(window: _Window, cores: list[str], term_letters: str) -> bool:
     """About as long as the term, and not only common words."""
     words = [c.casefold() for c in cores[window.first:window.end]]
@@ -104,7 +113,7 @@ def check_terms(text: str, terms: tuple[str, ...]) -> Checked:
         heard = " ".join(cores[window.first:window.end])
         if heard == term:
             taken[window.first:window.end] = True  # already right: nothing else may claim it
-        elif window.letters == letters or (score >= CORRECT_AT and window.letters[:1] == letters[:1]
+        elif window.letters == letters or (score >= CORRECT_AT and _same_start(window.letters, letters)
                                            and _plausible(window, cores, letters)):
             taken[window.first:window.end] = True
             replacements.append((window, term))
