@@ -115,6 +115,21 @@ def test_word_edges_in_a_pause_move_to_the_speech() -> None:
         (1.0, 1.5), (1.6, 2.0), (3.0, 3.5), (3.0, 3.6)]
 
 
+def test_the_first_word_after_a_pause_stays_on_its_own_voice_when_dtw_smears_it_onward() -> None:
+    """Seen on an economy run of the lecture: "Basle," after a long pause, found at its onset
+    but stretched over the next pause and "Paris"; by overlap alone it went 1 s late."""
+    spans = [(146.17, 149.63), (150.43, 151.04), (151.4, 152.06), (153.05, 155.29)]
+    words = [Word("Strasburg,", 148.96, 150.5, 0.9), Word("Basle,", 150.5, 152.54, 0.9),
+             Word("Paris,", 152.54, 153.26, 0.9)]
+    assert [(w.start_s, w.end_s) for w in clamp_to_speech(words, spans)] == [
+        (148.96, 149.63), (150.43, 151.04), (153.05, 153.26)]
+    # not after a pause (the stretch holds the word before), or too little of it there: overlap
+    after_a_word = [Word("in", 150.2, 150.7, 0.9), Word("Basle,", 150.7, 152.54, 0.9)]
+    assert clamp_to_speech(after_a_word, spans)[1].start_s == 151.4
+    brushed = [Word("Basle,", 150.8, 152.54, 0.9)]
+    assert clamp_to_speech(brushed, spans)[0].start_s == 151.4
+
+
 def test_aligning_a_short_request_reuses_the_encoding_whisper_just_heard() -> None:
     """A request of at most 30 s: hearing it and placing its words run Whisper's encoder once
     (the encoder is most of an alignment's cost), and the words land exactly where an aligner

@@ -36,6 +36,7 @@ log = logging.getLogger("audiobatch")
 
 
 MAX_ONSET_SNAP_S = 0.5  # how far a first word's start may move back to its speech's onset
+ANCHORED_S = 0.3  # of a word in the stretch where it starts, to keep it there (_stretch_for)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class Aligner(Protocol):
 
 
 def clamp_to_speech(words: list[Word], spans: list[tuple[float, float]]) -> list[Word]:
-    """Each word kept inside the stretch of speech it overlaps most: an edge that lies in a
+    """Each word kept inside the stretch of speech it overlaps most (or, after a pause, the
+    one it starts in: `_stretch_for`): an edge that lies in a
     pause moves to the speech, a word stretched over a pause (aligners smear a word over the
     silence before or after it) loses the side where it has less speech, and the first word
     of a stretch starts where the stretch does (Whisper's alignment places it up to ~0.2 s
@@ -69,12 +71,27 @@ def clamp_to_speech(words: list[Word], spans: list[tuple[float, float]]) -> list
         if not overlaps:
             clamped.append(word)  # wholly in a pause: nothing better to say
             continue
-        _, a, b = max(overlaps)
+        previous_end = clamped[-1].end_s if clamped else float("-inf")
+        _, a, b = _stretch_for(word, overlaps, previous_end)
         start = max(word.start_s, a)
         if (not clamped or clamped[-1].end_s <= a) and start - a < MAX_ONSET_SNAP_S:
             start = a  # the first word after a pause starts with the speech (DTW starts late)
         clamped.append(replace(word, start_s=start, end_s=max(start, min(word.end_s, b))))
     return clamped
+
+
+def _stretch_for(word: Word, overlaps: list[tuple[float, float, float]],
+                 previous_end: float) -> tuple[float, float, float]:
+    """Of the stretches a word overlaps ((overlap, start, end), in order), the one it belongs
+    to: the one it overlaps most, unless it starts inside an earlier one, after a pause, with
+    at least ANCHORED_S of itself there. DTW finds the onset after a pause, then may smear the
+    word's end over the next pause into the next word's speech ("Basle," after 4.7 s of
+    silence: 0.54 s on its own voice, 0.66 s on "Paris"), and the larger overlap put it 1 s late."""
+    most, first = max(overlaps), overlaps[0]
+    if first is not most and first[1] <= word.start_s and first[0] >= ANCHORED_S \
+            and previous_end <= first[1]:
+        return first
+    return most
 
 
 MIN_QUIET_EDGE_S = 0.3  # quiet this long inside a word's edge is a pause, not a soft consonant
