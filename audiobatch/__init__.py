@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # NumPy's OpenBLAS starts a thread per core whose idle loop spins too; its only work here is
 # small products (Whisper's mel filter over a window's spectrum), which one thread does at no
-# loss. With its threads, issue 24's 96 short clips took 37.8-42.6 CPU s, without 29.1-29.9
+# loss. With its threads, issue 24's 96 short clips took 37.8-42.6 CPU s, without 26.9-29.9
 # (measured 2026-12-07, 2 cores: blas_thread_server was 30% of the process's samples).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

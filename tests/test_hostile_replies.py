@@ -34,6 +34,8 @@ def test_the_bound_is_words_per_second_of_audio() -> None:
     assert not overlong(" ".join(["word"] * 38), 1.9)  # 10 a second and 20 more, at most
     assert overlong(" ".join(["word"] * 40), 1.9)
     assert overlong("hello " * 50_000, 1.9)
+    # digits count as said: 3,000 of them are 3,000 words, not one
+    assert overlong("1" * 3000, 1.9) and units("10001 90210") == 10
     assert not overlong("这是一个测试" * 6, 1.9)  # 36 characters: scripts without spaces count those
     assert overlong("这是一个测试" * 10, 1.9)
 

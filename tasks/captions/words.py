@@ -74,7 +74,7 @@ def clamp_to_speech(words: list[Word], spans: list[tuple[float, float]]) -> list
         previous_end = clamped[-1].end_s if clamped else float("-inf")
         _, a, b = _stretch_for(word, overlaps, previous_end)
         start = max(word.start_s, a)
-        if (not clamped or clamped[-1].end_s <= a) and start - a < MAX_ONSET_SNAP_S:
+        if previous_end <= a and start - a < MAX_ONSET_SNAP_S:
             start = a  # the first word after a pause starts with the speech (DTW starts late)
         clamped.append(replace(word, start_s=start, end_s=max(start, min(word.end_s, b))))
     return clamped
@@ -88,7 +88,7 @@ def _stretch_for(word: Word, overlaps: list[tuple[float, float, float]],
     word's end over the next pause into the next word's speech ("Basle," after 4.7 s of
     silence: 0.54 s on its own voice, 0.66 s on "Paris"), and the larger overlap put it 1 s late."""
     most, first = max(overlaps), overlaps[0]
-    if first is not most and first[1] <= word.start_s and first[0] >= ANCHORED_S \
+    if first != most and first[1] <= word.start_s and first[0] >= ANCHORED_S \
             and previous_end <= first[1]:
         return first
     return most

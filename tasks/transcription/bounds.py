@@ -41,8 +41,13 @@ def units(text: str) -> int:
     """Words as said (`spoken_words`), or characters for scripts written without spaces."""
     no_space = len(NO_SPACE_SCRIPT.findall(text))
     if no_space:
-        return no_space + len(spoken_words(NO_SPACE_SCRIPT.sub(" ", text)))
-    return len(spoken_words(text))
+        return no_space + _spoken_count(NO_SPACE_SCRIPT.sub(" ", text))
+    return _spoken_count(text)
+
+
+def _spoken_count(text: str) -> int:
+    """len(spoken_words(text)), without building the list (a reply may be hostile)."""
+    return sum(len(word) if word.isdigit() else 1 for word in words_of(text))
 
 
 def overlong(text: str, audio_s: float) -> bool:
